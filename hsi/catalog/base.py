@@ -1,0 +1,60 @@
+"""The Catalog protocol every backend implements (static on disk/S3, STAC API).
+
+Registration (:meth:`Catalog.upsert_item`) is the commit point of the pipeline: an item that is
+visible in the catalog means its assets exist and are complete. Backends must make an upsert
+atomic (readers never see a half-written item) and idempotent (same id twice = one item).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+import pystac
+
+BBox = tuple[float, float, float, float]
+# (start, end); either side may be None for an open interval
+DatetimeRange = tuple[datetime | None, datetime | None]
+
+
+@runtime_checkable
+class Catalog(Protocol):
+    """A searchable, writable STAC catalog."""
+
+    @property
+    def href(self) -> str:
+        """Root href of the catalog (no credentials), used in event payloads and messages."""
+        ...
+
+    def ensure_collection(self, collection: pystac.Collection) -> None:
+        """Create the collection if it is missing (never overwrites an existing one's items)."""
+        ...
+
+    def get_item(self, collection_id: str, item_id: str) -> pystac.Item | None:
+        """The item, or None when it is absent. Any other failure raises CatalogError."""
+        ...
+
+    def upsert_item(self, item: pystac.Item) -> None:
+        """Create or replace the item (item.collection_id must be set). The commit point."""
+        ...
+
+    def delete_item(self, collection_id: str, item_id: str) -> bool:
+        """Delete the item; True if it existed."""
+        ...
+
+    def search(
+        self,
+        *,
+        collections: Sequence[str] | None = None,
+        ids: Sequence[str] | None = None,
+        bbox: BBox | None = None,
+        datetime_range: DatetimeRange | None = None,
+        limit: int | None = None,
+    ) -> Iterator[pystac.Item]:
+        """Items matching all given filters (bbox intersects, datetime within the range)."""
+        ...
+
+    def item_href(self, collection_id: str, item_id: str) -> str:
+        """Where the item can be read (file path/URI or API URL)."""
+        ...

@@ -1,0 +1,107 @@
+"""The scene model: frozen, typed metadata of one hyperspectral cube.
+
+Sources parse their documents (ENVI header, gain/spc files, archive names ...) into a
+:class:`SceneMetadata`; everything downstream (COG writing, STAC building, products) works from
+that object, never from a path. The cube itself stays on disk: :func:`hsi.cog.open_cube` opens a
+lazy, windowed reader over it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+Interleave = Literal["bsq", "bil", "bip"]
+ByteOrder = Literal["little", "big"]
+
+
+@dataclass(frozen=True)
+class BandInfo:
+    """One spectral band, in sensor order."""
+
+    index: int  # 1-based band number in the cube
+    center_wavelength: float | None  # nm
+    fwhm: float | None  # nm
+    good: bool = True  # False when the sensor/header marks the band bad (bbl = 0)
+    scale: float = 1.0  # physical = raw * scale + offset
+    offset: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return f"b{self.index:03d}"
+
+    def description(self) -> str:
+        """GDAL band description: name and centre wavelength."""
+        if self.center_wavelength is None:
+            return self.name
+        return f"{self.name} {self.center_wavelength:.2f} nm"
+
+
+@dataclass(frozen=True)
+class RasterLayout:
+    """Where the binary cube is and how its bytes are laid out (ENVI semantics)."""
+
+    data_path: Path
+    header_path: Path | None
+    width: int  # samples
+    height: int  # lines
+    count: int  # bands
+    dtype: str  # numpy dtype name, e.g. "int16", "float32"
+    interleave: Interleave
+    byte_order: ByteOrder
+    header_offset: int = 0
+
+    @property
+    def itemsize(self) -> int:
+        import numpy as np
+
+        return int(np.dtype(self.dtype).itemsize)
+
+    @property
+    def expected_size(self) -> int:
+        return self.header_offset + self.width * self.height * self.count * self.itemsize
+
+
+@dataclass(frozen=True)
+class SceneMetadata:
+    """Everything known about a scene before any pixel is read."""
+
+    source: str  # source name, e.g. "aviris-ng"
+    scene_id: str  # native scene id, e.g. "ang20150420t182050"
+    level: str  # "l1b" (radiance) or "l2" (reflectance) ...
+    quantity: str  # "radiance" | "reflectance" | ...
+    layout: RasterLayout
+    bands: tuple[BandInfo, ...]
+    nodata: float | None
+    crs_wkt: str | None
+    # GDAL-order affine (x0, a, b, y0, d, e) is *not* used; this is rasterio/Affine order:
+    # (a, b, c, d, e, f) with x = a*col + b*row + c, y = d*col + e*row + f. Rotation shows in b/d.
+    transform: tuple[float, float, float, float, float, float] | None
+    datetime: datetime | None
+    units: str | None = None
+    sensor: str | None = None  # human-readable instrument name
+    extra: Mapping[str, str] = field(default_factory=dict)  # other header fields, kept verbatim
+
+    @property
+    def item_id(self) -> str:
+        """Deterministic STAC item id shared by the raw and the activated item."""
+        return self.scene_id
+
+    @property
+    def raw_collection(self) -> str:
+        return f"{self.source}-raw"
+
+    @property
+    def activated_collection(self) -> str:
+        return f"{self.source}-{self.level}"
+
+    @property
+    def wavelengths(self) -> tuple[float | None, ...]:
+        return tuple(b.center_wavelength for b in self.bands)
+
+    @property
+    def is_rotated(self) -> bool:
+        return self.transform is not None and (abs(self.transform[1]) > 1e-12 or abs(self.transform[3]) > 1e-12)

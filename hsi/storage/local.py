@@ -1,0 +1,115 @@
+"""Local-directory object store (the embedded default)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from hsi.errors import StorageError
+from hsi.storage.base import ObjectInfo, file_checksum
+
+
+class LocalStore:
+    """Objects are files below a root directory; URIs are absolute paths."""
+
+    def __init__(self, root: str | Path) -> None:
+        root_s = str(root)
+        if root_s.startswith("file://"):
+            root_s = root_s[len("file://") :]
+        self._root = Path(root_s).expanduser().resolve()
+
+    @property
+    def root(self) -> str:
+        return str(self._root)
+
+    def uri(self, *parts: str) -> str:
+        return str(self._root.joinpath(*[p.strip("/") for p in parts]))
+
+    def _path(self, uri: str) -> Path:
+        if uri.startswith("file://"):
+            uri = uri[len("file://") :]
+        return Path(uri)
+
+    def _atomic_target(self, dest: Path) -> tuple[int, str]:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+
+    def put_file(self, local: Path, uri: str, content_type: str | None = None) -> ObjectInfo:
+        dest = self._path(uri)
+        local = Path(local)
+        if not local.is_file():
+            raise StorageError(str(local), "source file does not exist")
+        checksum = file_checksum(local)
+        if dest.resolve() == local.resolve():
+            return ObjectInfo(uri, dest.stat().st_size, checksum)
+        fd, tmp = self._atomic_target(dest)
+        os.close(fd)
+        try:
+            shutil.copyfile(local, tmp)
+            os.replace(tmp, dest)
+        except OSError as e:
+            Path(tmp).unlink(missing_ok=True)
+            raise StorageError(uri, f"write failed: {e}") from e
+        return ObjectInfo(uri, dest.stat().st_size, checksum)
+
+    def put_bytes(self, data: bytes, uri: str, content_type: str | None = None) -> ObjectInfo:
+        import hashlib
+
+        from hsi.storage.base import multihash_sha256
+
+        dest = self._path(uri)
+        fd, tmp = self._atomic_target(dest)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, dest)
+        except OSError as e:
+            Path(tmp).unlink(missing_ok=True)
+            raise StorageError(uri, f"write failed: {e}") from e
+        return ObjectInfo(uri, len(data), multihash_sha256(hashlib.sha256(data).hexdigest()))
+
+    def get_bytes(self, uri: str) -> bytes:
+        return self._path(uri).read_bytes()
+
+    def get_file(self, uri: str, local: Path) -> Path:
+        src = self._path(uri)
+        if not src.is_file():
+            raise FileNotFoundError(uri)
+        local = Path(local)
+        if src.resolve() != local.resolve():
+            local.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, local)
+        return local
+
+    def stat(self, uri: str, checksum: bool = False) -> ObjectInfo | None:
+        p = self._path(uri)
+        if not p.is_file():
+            return None
+        return ObjectInfo(uri, p.stat().st_size, file_checksum(p) if checksum else None)
+
+    def delete(self, uri: str) -> bool:
+        p = self._path(uri)
+        if p.is_file():
+            p.unlink()
+            return True
+        return False
+
+    def list(self, prefix_uri: str) -> Iterator[str]:
+        base = self._path(prefix_uri)
+        if base.is_file():
+            yield str(base)
+            return
+        if not base.is_dir():
+            return
+        for p in sorted(base.rglob("*")):
+            if p.is_file() and not p.name.endswith(".part"):
+                yield str(p)
+
+    def gdal_path(self, uri: str) -> str:
+        return str(self._path(uri))
+
+    def gdal_env(self) -> dict[str, str]:
+        return {}
