@@ -105,3 +105,34 @@ class SceneMetadata:
     @property
     def is_rotated(self) -> bool:
         return self.transform is not None and (abs(self.transform[1]) > 1e-12 or abs(self.transform[3]) > 1e-12)
+
+
+# --- How band metadata is stored inside every COG the pipeline writes (self-describing files) ---
+# Default-domain band tags; wavelengths and FWHM in nanometres, GOOD_BAND "1"/"0".
+TAG_WAVELENGTH = "WAVELENGTH_NM"
+TAG_FWHM = "FWHM_NM"
+TAG_GOOD = "GOOD_BAND"
+# GDAL >= 3.10 also understands these (IMAGERY domain, micrometres): written too, for other tools.
+IMAGERY_DOMAIN = "IMAGERY"
+TAG_IMAGERY_WAVELENGTH_UM = "CENTRAL_WAVELENGTH_UM"
+TAG_IMAGERY_FWHM_UM = "FWHM_UM"
+
+
+def bands_from_dataset(ds: object) -> tuple[BandInfo, ...]:
+    """Band table of an open rasterio dataset written by the pipeline (reads tags only, no pixels)."""
+    out = []
+    for i in range(1, ds.count + 1):  # type: ignore[attr-defined]
+        tags = ds.tags(i)  # type: ignore[attr-defined]
+        wl = tags.get(TAG_WAVELENGTH)
+        fw = tags.get(TAG_FWHM)
+        out.append(
+            BandInfo(
+                index=i,
+                center_wavelength=float(wl) if wl not in (None, "") else None,
+                fwhm=float(fw) if fw not in (None, "") else None,
+                good=tags.get(TAG_GOOD, "1") != "0",
+                scale=float(ds.scales[i - 1]),  # type: ignore[attr-defined]
+                offset=float(ds.offsets[i - 1]),  # type: ignore[attr-defined]
+            )
+        )
+    return tuple(out)
