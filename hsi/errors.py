@@ -95,3 +95,13 @@ class StorageError(HSIError):
 
 class IntegrityError(StorageError):
     """An asset does not match its recorded size or checksum."""
+
+
+class PoisonMessage(InvalidInputError):
+    """A queue message that can never be processed (malformed JSON, unknown shape); goes to the DLQ."""
+
+    def __init__(self, reason: str, message_id: str | None = None) -> None:
+        self.reason = reason
+        self.message_id = message_id
+        where = f"message {message_id}: " if message_id else ""
+        super().__init__(f"{where}{reason}")
