@@ -1,0 +1,86 @@
+"""``hsi bridge run``: the S3/SNS/SQS -> Prefect event bridge as a long-running process."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    help="S3/SNS/SQS notifications -> Prefect events (hsi.raw.available).", no_args_is_help=True
+)
+
+
+@app.callback()
+def _main() -> None:
+    """S3/SNS/SQS notifications -> Prefect events."""
+
+
+def _rules_and_catalog(config: Path | None) -> tuple[Any, str, str | None]:
+    from hsi.bridge import rules_from_config
+    from hsi.config import load_config
+
+    if config is None:
+        return rules_from_config(None), "", None
+    cfg = load_config(config)
+    bridge = cfg.extra.get("bridge") or {}
+    return rules_from_config(bridge.get("sources")), cfg.catalog.url, cfg.prefect_api_url
+
+
+@app.command()
+def run(
+    queue_url: Annotated[
+        str, typer.Option(envvar="HSI_BRIDGE_QUEUE_URL", help="SQS queue receiving the notifications")
+    ],
+    dlq_url: Annotated[
+        str | None, typer.Option(envvar="HSI_BRIDGE_DLQ_URL", help="DLQ for poison messages")
+    ] = None,
+    prefect_api_url: Annotated[
+        str | None, typer.Option(envvar="PREFECT_API_URL", help="e.g. http://127.0.0.1:4200/api")
+    ] = None,
+    endpoint_url: Annotated[
+        str | None,
+        typer.Option(envvar="AWS_ENDPOINT_URL", help="S3/SQS endpoint (S3-compatible servers, tests)"),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="hsi.yaml; reads extra.bridge.sources, catalog.url")
+    ] = None,
+    region: Annotated[str | None, typer.Option(envvar="AWS_DEFAULT_REGION")] = None,
+    wait_seconds: Annotated[int, typer.Option(min=0, max=20, help="SQS long-poll wait")] = 20,
+    until_empty: Annotated[bool, typer.Option(help="exit once the queue is empty")] = False,
+    log_level: Annotated[str, typer.Option(envvar="HSI_LOG_LEVEL")] = "INFO",
+) -> None:
+    """Consume the queue until SIGTERM/SIGINT (the current batch is finished, exit code 0)."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import boto3
+
+    from deployments.bridge.consumer import BridgeProcessor, PrefectEvents, SqsConsumer
+    from hsi.bridge import RecentIds
+
+    rules, catalog_href, cfg_api = _rules_and_catalog(config)
+    api = prefect_api_url or cfg_api
+    if not api:
+        raise typer.BadParameter(
+            "no Prefect API: pass --prefect-api-url, set PREFECT_API_URL or prefect_api_url"
+        )
+    session = boto3.session.Session(region_name=region or "us-east-1")
+    s3 = session.client("s3", endpoint_url=endpoint_url)
+    sqs = session.client("sqs", endpoint_url=endpoint_url)
+    processor = BridgeProcessor(
+        s3, PrefectEvents(api), rules=rules, recent=RecentIds(), catalog_href=catalog_href
+    )
+    consumer = SqsConsumer(sqs, queue_url, processor, dlq_url=dlq_url, wait_s=wait_seconds)
+
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        logging.getLogger("hsi.bridge").info("signal %s: finishing the current batch", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    raise typer.Exit(consumer.run(stop, until_empty=until_empty))
