@@ -1,0 +1,58 @@
+"""Products: registry, band selection, windowed engine, previews and the built-in families.
+
+>>> from hsi.products import get_product, run_product
+>>> result = run_product(get_product("index:NDVI"), "scene.tif", "ndvi.tif")  # doctest: +SKIP
+
+Products are discovered through the ``hsi.products`` entry-point group (see
+:mod:`hsi.products.registry`); built-ins live in :mod:`hsi.products.builtin`.
+"""
+
+from hsi.products.bands import select_bands
+from hsi.products.base import (
+    ALL_GOOD_BANDS,
+    AllGoodBands,
+    BandRange,
+    BandRequest,
+    ComputeContext,
+    NoParams,
+    OutputBand,
+    OutputSpec,
+    Params,
+    Product,
+    SelectedBand,
+)
+from hsi.products.engine import ProductResult, compute_array, run_product
+from hsi.products.preview import write_preview
+from hsi.products.registry import (
+    ENTRY_POINT_GROUP,
+    ProductRegistry,
+    default_registry,
+    get_product,
+    list_products,
+    reset_default_registry,
+)
+
+__all__ = [
+    "ALL_GOOD_BANDS",
+    "ENTRY_POINT_GROUP",
+    "AllGoodBands",
+    "BandRange",
+    "BandRequest",
+    "ComputeContext",
+    "NoParams",
+    "OutputBand",
+    "OutputSpec",
+    "Params",
+    "Product",
+    "ProductRegistry",
+    "ProductResult",
+    "SelectedBand",
+    "compute_array",
+    "default_registry",
+    "get_product",
+    "list_products",
+    "reset_default_registry",
+    "run_product",
+    "select_bands",
+    "write_preview",
+]

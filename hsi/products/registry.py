@@ -108,6 +108,7 @@ class ProductRegistry:
         names = self.names()
         by_lower = {n.lower(): n for n in names}
         close = difflib.get_close_matches(name.lower(), list(by_lower), n=5, cutoff=0.6)
+        close += [n for n in by_lower if name.lower() in n and n not in close][: max(0, 5 - len(close))]
         hint = f"; did you mean: {', '.join(by_lower[c] for c in close)}" if close else ""
         return f"unknown product '{name}'{hint} ({len(names)} products available; see `hsi products list`)"
 

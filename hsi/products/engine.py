@@ -1,0 +1,315 @@
+"""Windowed product engine: activated COG in, product COG out, bounded memory.
+
+``run_product`` opens the activated cube (local path or ``/vsis3/...``), selects the product's
+bands, iterates windows aligned to the COG block grid, reads ONLY the selected band indexes of
+each window (raw values; nodata -> NaN; ``physical = raw*scale + offset``), calls the product's
+``compute`` and streams every output window into a temporary tiled GTiff next to the
+destination. ``rio_cogeo.cog_translate`` (``in_memory=False``) then writes the final COG with
+overviews, band descriptions, nodata and product tags. Nothing holds the whole cube or output in
+memory: peak memory is one window of the selected bands plus one output window (full-spectrum
+products shrink their windows to ``max_chunk_mb``).
+
+Pixels where any selected input is nodata/NaN, or where the product returns a non-finite value,
+become output nodata.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from hsi.products.bands import select_bands, wavelength_map
+from hsi.products.base import BandRequest, ComputeContext, OutputSpec, Params, Product, SelectedBand
+from hsi.scene import BandInfo, bands_from_dataset
+
+__all__ = ["ProductResult", "compute_array", "iter_windows", "run_product"]
+
+log = logging.getLogger(__name__)
+
+TAG_PREFIX = "HSI_"
+
+
+@dataclass
+class ProductResult:
+    """What a product run produced (everything JSON-serialisable via :meth:`to_dict`)."""
+
+    product: str
+    version: str
+    params: dict[str, Any]
+    scene_id: str
+    source: str
+    output_path: str
+    selected_bands: list[dict[str, Any]]
+    output_bands: list[dict[str, str]]
+    dtype: str
+    nodata: float | None
+    width: int
+    height: int
+    stats: list[dict[str, Any]]
+    class_counts: dict[str, int] | None = None
+    class_fractions: dict[str, float] | None = None
+    fit_summary: dict[str, Any] | None = None
+    bands_read: list[int] = field(default_factory=list)
+    windows: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def stac_properties(self, prefix: str = "hsi") -> dict[str, Any]:
+        """Flat properties for a STAC item (product, version, params, selected bands, classes)."""
+        props: dict[str, Any] = {
+            f"{prefix}:product": self.product,
+            f"{prefix}:product_version": self.version,
+            f"{prefix}:parameters": self.params,
+            f"{prefix}:selected_bands": [{"index": b["index"], "wavelength": b["wavelength"]}
+                                         for b in self.selected_bands],
+        }
+        if self.class_fractions is not None:
+            props[f"{prefix}:class_counts"] = self.class_counts
+            props[f"{prefix}:class_fractions"] = self.class_fractions
+        return props
+
+
+class _Stats:
+    """Streaming per-band count/min/max/mean/std (float64) and class counts."""
+
+    def __init__(self, spec: OutputSpec) -> None:
+        n = spec.count
+        self.spec = spec
+        self.count = np.zeros(n, dtype=np.int64)
+        self.nodata = np.zeros(n, dtype=np.int64)
+        self.s1 = np.zeros(n)
+        self.s2 = np.zeros(n)
+        self.lo = np.full(n, np.inf)
+        self.hi = np.full(n, -np.inf)
+        self.classes: dict[int, int] = {}
+
+    def update(self, out: np.ndarray, invalid: np.ndarray) -> None:
+        for i in range(out.shape[0]):
+            v = out[i][~invalid[i]].astype(np.float64)
+            self.nodata[i] += int(invalid[i].sum())
+            if v.size:
+                self.count[i] += v.size
+                self.s1[i] += v.sum()
+                self.s2[i] += (v * v).sum()
+                self.lo[i] = min(self.lo[i], v.min())
+                self.hi[i] = max(self.hi[i], v.max())
+                if i == self.spec.class_band:
+                    vals, cnt = np.unique(v.astype(np.int64), return_counts=True)
+                    for k, c in zip(vals.tolist(), cnt.tolist(), strict=True):
+                        self.classes[k] = self.classes.get(k, 0) + c
+
+    def result(self) -> tuple[list[dict[str, Any]], dict[str, int] | None, dict[str, float] | None]:
+        stats = []
+        for i, b in enumerate(self.spec.bands):
+            c = int(self.count[i])
+            mean = self.s1[i] / c if c else None
+            var = max(self.s2[i] / c - mean * mean, 0.0) if c and mean is not None else None
+            stats.append({"band": b.name, "valid": c, "nodata": int(self.nodata[i]),
+                          "min": float(self.lo[i]) if c else None, "max": float(self.hi[i]) if c else None,
+                          "mean": float(mean) if mean is not None else None,
+                          "std": float(math.sqrt(var)) if var is not None else None})
+        if self.spec.classes is None:
+            return stats, None, None
+        names = dict(self.spec.classes)
+        counts = {names.get(k, str(k)): self.classes.get(k, 0) for k in names}
+        for k, c in self.classes.items():
+            if k not in names:
+                counts[str(k)] = c
+        total = sum(counts.values())
+        fr = {k: (v / total if total else 0.0) for k, v in counts.items()}
+        return stats, counts, fr
+
+
+def iter_windows(width: int, height: int, block: tuple[int, int], window_size: int) -> Iterator[Window]:
+    """Windows aligned to the block grid, about ``window_size`` pixels on a side (>= one block)."""
+    bh, bw = block
+    wh = max(bh, (window_size // bh) * bh) if window_size >= bh else max(1, window_size)
+    ww = max(bw, (window_size // bw) * bw) if window_size >= bw else max(1, window_size)
+    for r in range(0, height, wh):
+        for c in range(0, width, ww):
+            yield Window(c, r, min(ww, width - c), min(wh, height - r))
+
+
+class _Reader:
+    """Reads the selected bands of a window as physical float32 with NaN for nodata."""
+
+    def __init__(self, ds: Any, product: Product, params: Params, selected: Sequence[SelectedBand],
+                 bands: Sequence[BandInfo], windows: list[Window]) -> None:
+        self.ds = ds
+        self.windows = windows
+        self.unique = sorted({s.index for s in selected})
+        pos = {b: i for i, b in enumerate(self.unique)}
+        info = {b.index: b for b in bands}
+        self.scale = np.array([info[b].scale for b in self.unique], dtype=np.float32)[:, None, None]
+        self.offset = np.array([info[b].offset for b in self.unique], dtype=np.float32)[:, None, None]
+        self.groups: list[tuple[str, bool, list[int]]] = []
+        for spec in product.input_specs(params):
+            idx = [pos[s.index] for s in selected if s.input == spec.name]
+            self.groups.append((spec.name, isinstance(spec, BandRequest), idx))
+        self.nodata = ds.nodata
+
+    def read(self, window: Window) -> dict[str, np.ndarray]:
+        raw = self.ds.read(indexes=self.unique, window=window)
+        arr = raw.astype(np.float32)
+        if self.nodata is not None and not (isinstance(self.nodata, float) and math.isnan(self.nodata)):
+            arr[raw == self.nodata] = np.nan
+        del raw
+        arr *= self.scale
+        arr += self.offset
+        out = {}
+        for name, single, idx in self.groups:
+            out[name] = arr[idx[0]] if single else arr[idx]
+        return out
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        for w in self.windows:
+            yield self.read(w)
+
+
+def _finish(out: np.ndarray, chunk: Mapping[str, np.ndarray], spec: OutputSpec,
+            name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(output cast to spec.dtype with nodata, invalid mask (n_out, h, w))."""
+    out = np.asarray(out)
+    if out.ndim == 2:
+        out = out[None]
+    if out.shape[0] != spec.count:
+        raise ValueError(f"product '{name}' returned {out.shape[0]} bands, declared {spec.count}")
+    bad_in = np.zeros(out.shape[1:], dtype=bool)
+    for a in chunk.values():
+        bad_in |= np.isnan(a) if a.ndim == 2 else np.isnan(a).any(axis=0)
+    invalid = ~np.isfinite(out) | bad_in[None]
+    res = np.where(invalid, spec.nodata, out).astype(spec.dtype)
+    return res, invalid
+
+
+def _prepare(product: Product, bands: Sequence[BandInfo], scene_id: str,
+             params: Mapping[str, Any] | Params | None) -> tuple[Params, list[SelectedBand], ComputeContext]:
+    p = product.parse_params(params)
+    selected = select_bands(product, bands, scene_id, p)
+    ctx = ComputeContext(product=product.name, scene_id=scene_id, selected=tuple(selected),
+                         wavelengths=wavelength_map(product, selected, p), output=product.output_spec(p))
+    return p, selected, ctx
+
+
+def compute_array(product: Product, cube: np.ndarray, bands: Sequence[BandInfo],
+                  params: Mapping[str, Any] | Params | None = None, *, scene_id: str = "array",
+                  nodata: float | None = None) -> np.ndarray:
+    """Run ``product`` on an in-memory raw cube (N, h, w) in one chunk (tests, notebooks).
+
+    Same selection, scaling, nodata handling and output conversion as :func:`run_product`.
+    """
+    p, selected, ctx = _prepare(product, bands, scene_id, params)
+
+    class _DS:
+        def read(self, indexes: list[int], window: Window) -> np.ndarray:
+            return cube[[i - 1 for i in indexes]]
+
+    _DS.nodata = nodata  # type: ignore[attr-defined]
+    reader = _Reader(_DS(), product, p, selected, bands, [Window(0, 0, cube.shape[2], cube.shape[1])])
+    if product.fit is not None:
+        ctx.state = product.fit(reader, p, ctx)
+    chunk = reader.read(reader.windows[0])
+    res, _ = _finish(product.compute(chunk, p, ctx), chunk, ctx.output, product.name)
+    return res
+
+
+def _overview_levels(width: int, height: int, block: int) -> int:
+    levels, size = 0, max(width, height)
+    while size > block // 2 and min(width, height) >> (levels + 1) >= 1:
+        size //= 2
+        levels += 1
+    return max(levels, 1) if min(width, height) >= 2 else 0
+
+
+def run_product(product: Product, src_path: str, dst_path: str,
+                params: Mapping[str, Any] | Params | None = None, *, window_size: int = 512,
+                progress: Callable[[int, int], None] | None = None,
+                gdal_env: Mapping[str, Any] | None = None, scene_id: str | None = None,
+                max_chunk_mb: float = 256.0) -> ProductResult:
+    """Compute ``product`` over the activated COG ``src_path`` into the COG ``dst_path`` (local)."""
+    from rio_cogeo.cogeo import cog_translate
+    from rio_cogeo.profiles import cog_profiles
+
+    sid = scene_id or Path(src_path).name.split(".")[0]
+    with rasterio.Env(**dict(gdal_env or {})), rasterio.open(src_path) as ds:
+        bands = bands_from_dataset(ds)
+        p, selected, ctx = _prepare(product, bands, sid, params)
+        spec = ctx.output
+        n_in = len({s.index for s in selected})
+        bh, bw = ds.block_shapes[0]
+        wsize = window_size
+        while n_in * wsize * wsize * 4 > max_chunk_mb * 2**20 and wsize > 16:
+            wsize //= 2
+        windows = list(iter_windows(ds.width, ds.height, (bh, bw), wsize))
+        reader = _Reader(ds, product, p, selected, bands, windows)
+        log.info("product %s on %s: %d bands of %d, %d windows of <= %d px", product.name, sid, n_in,
+                 ds.count, len(windows), wsize)
+        if product.fit is not None:
+            ctx.state = product.fit(reader, p, ctx)
+        stats = _Stats(spec)
+        dst = Path(dst_path)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        block = 512 if min(ds.width, ds.height) >= 512 else 256
+        tags = {f"{TAG_PREFIX}PRODUCT": product.name, f"{TAG_PREFIX}PRODUCT_VERSION": product.version,
+                f"{TAG_PREFIX}PARAMS": json.dumps(p.model_dump(mode="json"), sort_keys=True),
+                f"{TAG_PREFIX}SCENE_ID": sid, f"{TAG_PREFIX}COLORMAP": spec.colormap}
+        if spec.classes is not None:
+            tags[f"{TAG_PREFIX}CLASSES"] = json.dumps({str(k): v for k, v in spec.classes.items()})
+            tags[f"{TAG_PREFIX}CLASS_BAND"] = str((spec.class_band or 0) + 1)
+            if spec.class_colors:
+                tags[f"{TAG_PREFIX}CLASS_COLORS"] = json.dumps({str(k): list(v) for k, v in spec.class_colors.items()})
+        profile = {"driver": "GTiff", "width": ds.width, "height": ds.height, "count": spec.count,
+                   "dtype": spec.dtype, "nodata": spec.nodata, "crs": ds.crs, "transform": ds.transform,
+                   "tiled": True, "blockxsize": block, "blockysize": block, "compress": "ZSTD",
+                   "BIGTIFF": "IF_SAFER"}
+        fd, tmp = tempfile.mkstemp(suffix=".tif", prefix=f".{dst.name}.", dir=dst.parent)
+        os.close(fd)
+        try:
+            with rasterio.open(tmp, "w", **profile) as out_ds:
+                for i, b in enumerate(spec.bands, start=1):
+                    out_ds.set_band_description(i, f"{b.name}: {b.description}")
+                    out_ds.update_tags(i, NAME=b.name)
+                out_ds.update_tags(**tags)
+                for k, w in enumerate(windows, start=1):
+                    chunk = reader.read(w)
+                    ctx.window = w
+                    res, invalid = _finish(product.compute(chunk, p, ctx), chunk, spec, product.name)
+                    del chunk
+                    stats.update(res, invalid)
+                    out_ds.write(res, window=w)
+                    if progress is not None:
+                        progress(k, len(windows))
+            resampling = "nearest" if spec.classes is not None else "average"
+            dst_profile = dict(cog_profiles.get("zstd"), blockxsize=block, blockysize=block)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Non-standard compression schema")
+                cog_translate(tmp, str(dst), dst_profile, nodata=spec.nodata, in_memory=False, quiet=True,
+                              overview_level=_overview_levels(ds.width, ds.height, block),
+                              overview_resampling=resampling, forward_band_tags=True,
+                              additional_cog_metadata=tags, config={"GDAL_NUM_THREADS": "ALL_CPUS"})
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        st, counts, fractions = stats.result()
+        fit_summary = None
+        if ctx.state is not None and hasattr(ctx.state, "summary"):
+            fit_summary = ctx.state.summary(spec.count)
+        return ProductResult(
+            product=product.name, version=product.version, params=p.model_dump(mode="json"), scene_id=sid,
+            source=src_path, output_path=str(dst), selected_bands=[s.as_dict() for s in selected],
+            output_bands=[{"name": b.name, "description": b.description} for b in spec.bands],
+            dtype=spec.dtype, nodata=spec.nodata, width=ds.width, height=ds.height, stats=st,
+            class_counts=counts, class_fractions=fractions, fit_summary=fit_summary,
+            bands_read=reader.unique, windows=len(windows))
