@@ -217,12 +217,17 @@ class BridgeProcessor:
         ready: list[tuple[Message, list[dict[str, Any]]]] = []
         for msg in messages:
             try:
-                ready.append((msg, self.events_for(msg)))
+                events = self.events_for(msg)
             except PoisonMessage as e:
                 result.poison.append((msg, e.reason))
             except TransientError as e:
                 log.warning("message %s: will retry: %s", msg.message_id, e)
                 result.retry.append(msg)
+            else:
+                if events:
+                    ready.append((msg, events))
+                else:
+                    result.acked.append(msg)  # nothing to post: acknowledge without the API
         if not ready:
             return result
         try:
