@@ -1,0 +1,1 @@
+"""Sensor band tables and defaults shipped with hsi (CSV/JSON; see README.md here)."""

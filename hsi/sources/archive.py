@@ -1,0 +1,126 @@
+"""Safe extraction of scene archives (``.tar.gz``, ``.tgz``, ``.tar``, ``.zip``).
+
+Every member is checked before anything is written: absolute names, ``..`` components, links,
+devices and names that would resolve outside the destination are refused
+(:class:`~hsi.errors.UnsupportedSourceError` naming the archive and the member). Extraction is
+idempotent: an archive already extracted completely into the same directory is not re-extracted.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tarfile
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from hsi.errors import UnsupportedSourceError
+
+__all__ = ["ARCHIVE_SUFFIXES", "archive_stem", "extract", "is_archive"]
+
+log = logging.getLogger(__name__)
+
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+_DONE = ".extracted"
+
+
+def is_archive(path: Path | str) -> bool:
+    name = Path(path).name.lower()
+    return any(name.endswith(s) for s in ARCHIVE_SUFFIXES)
+
+
+def archive_stem(path: Path | str) -> str:
+    """``ang20150420t182050_rfl_v2p9.tar.gz`` -> ``ang20150420t182050_rfl_v2p9``."""
+    name = Path(path).name
+    for suffix in ARCHIVE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _check_name(archive: Path, name: str) -> PurePosixPath:
+    pure = PurePosixPath(name.replace("\\", "/"))
+    if pure.is_absolute() or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        raise UnsupportedSourceError(f"{archive}: member {name!r} has an absolute path; refusing to extract")
+    if any(part == ".." for part in pure.parts):
+        raise UnsupportedSourceError(f"{archive}: member {name!r} escapes the destination ('..'); refusing")
+    return pure
+
+
+def _inside(dest: Path, rel: PurePosixPath, archive: Path, name: str) -> Path:
+    target = (dest / Path(*rel.parts)).resolve() if rel.parts else dest
+    if target != dest and dest not in target.parents:
+        raise UnsupportedSourceError(f"{archive}: member {name!r} resolves outside {dest}; refusing")
+    return target
+
+
+def extract(archive: Path | str, dest_dir: Path | str) -> Path:
+    """Extract ``archive`` into ``dest_dir/<archive stem>/`` safely and return that directory."""
+    archive = Path(archive)
+    if not archive.is_file():
+        raise UnsupportedSourceError(f"{archive}: archive not found")
+    if not is_archive(archive):
+        raise UnsupportedSourceError(f"{archive}: not a supported archive ({', '.join(ARCHIVE_SUFFIXES)})")
+    dest = (Path(dest_dir) / archive_stem(archive)).resolve()
+    marker = dest / _DONE
+    stamp = f"{archive.stat().st_size}:{archive.stat().st_mtime_ns}"
+    if marker.is_file() and marker.read_text() == stamp:
+        log.info("archive %s already extracted into %s", archive, dest)
+        return dest
+    if dest.exists():
+        shutil.rmtree(dest)  # partial or stale extraction
+    dest.mkdir(parents=True)
+    try:
+        if archive.name.lower().endswith(".zip"):
+            _extract_zip(archive, dest)
+        else:
+            _extract_tar(archive, dest)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise UnsupportedSourceError(f"{archive}: cannot read archive ({exc})") from None
+    except UnsupportedSourceError:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    marker.write_text(stamp)
+    log.info("extracted %s into %s", archive, dest)
+    return dest
+
+
+def _extract_tar(archive: Path, dest: Path) -> None:
+    with tarfile.open(archive, "r:*") as tf:
+        members = tf.getmembers()
+        for m in members:  # validate everything before writing anything
+            rel = _check_name(archive, m.name)
+            if m.issym() or m.islnk():
+                raise UnsupportedSourceError(f"{archive}: member {m.name!r} is a link; refusing to extract")
+            if not (m.isfile() or m.isdir()):
+                raise UnsupportedSourceError(f"{archive}: member {m.name!r} is not a regular file; refusing")
+            _inside(dest, rel, archive, m.name)
+        for m in members:
+            target = _inside(dest, _check_name(archive, m.name), archive, m.name)
+            if m.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            src = tf.extractfile(m)
+            if src is None:  # pragma: no cover - regular files always have a stream
+                continue
+            with src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out, 8 << 20)
+
+
+def _extract_zip(archive: Path, dest: Path) -> None:
+    with zipfile.ZipFile(archive) as zf:
+        infos = zf.infolist()
+        for info in infos:
+            _inside(dest, _check_name(archive, info.filename), archive, info.filename)
+            if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                raise UnsupportedSourceError(f"{archive}: member {info.filename!r} is a link; refusing")
+        for info in infos:
+            target = _inside(dest, _check_name(archive, info.filename), archive, info.filename)
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out, 8 << 20)

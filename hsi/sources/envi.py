@@ -1,0 +1,629 @@
+"""ENVI header parsing and ENVI-cube -> :class:`hsi.scene.SceneMetadata` (shared by every ENVI source).
+
+Two steps, kept apart on purpose:
+
+1. :func:`read_header` parses the ``.hdr`` text into a frozen, typed :class:`EnviHeader`
+   (required fields checked, list lengths checked, data type / interleave validated).
+2. :func:`scene_from_header` turns an :class:`EnviHeader` (plus what a source knows from file
+   names and sidecars) into a :class:`~hsi.scene.SceneMetadata`, checking the data file.
+
+Georeferencing follows GDAL's ENVI driver (``ENVIDataset::ProcessMapinfo``) exactly, so the
+transform equals ``rasterio.open(data_file).transform``:
+
+* reference pixel (x, y) is 1-based; ``c = easting - (ref_x - 1) * px``,
+  ``f = northing + (ref_y - 1) * py`` (GDAL does not rotate the reference-pixel shift);
+* ``rotation=<deg>`` (exactly that token, counter-clockwise degrees) gives
+  ``a = cos(r) px, b = -sin(r) px, d = -sin(r) py, e = -cos(r) py`` with ``r = -deg``;
+  ``rotation=±180`` is the special "upside down" grid ``a = px, e = +py``;
+* UTM hemisphere is north unless the field says ``South``; datum defaults to NAD27 when absent
+  (GDAL's behaviour); ``coordinate system string`` (ESRI WKT) wins over ``map info``.
+
+Data file size policy: the file must be exactly ``header offset + samples*lines*bands*itemsize``
+bytes. Smaller is "truncated"; larger is also an error (a mismatch almost always means the header
+has the wrong dimensions or data type; reading it anyway silently produces garbage).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import MappingProxyType
+
+from hsi.errors import DataFileError, HeaderError
+from hsi.scene import BandInfo, RasterLayout, SceneMetadata
+
+__all__ = [
+    "DEFAULT_BAD_WINDOWS_NM",
+    "ENVI_DTYPES",
+    "EnviHeader",
+    "MapInfo",
+    "bands_from_header",
+    "check_data_file",
+    "find_data_file",
+    "find_header",
+    "format_header",
+    "header_from_fields",
+    "is_bad_default",
+    "map_info_crs_wkt",
+    "map_info_transform",
+    "parse_header_text",
+    "read_header",
+    "scene_from_header",
+]
+
+log = logging.getLogger(__name__)
+
+# ENVI data type code -> numpy dtype name (complex 6/9 deliberately absent).
+ENVI_DTYPES: Mapping[int, str] = MappingProxyType(
+    {1: "uint8", 2: "int16", 3: "int32", 4: "float32", 5: "float64",
+     12: "uint16", 13: "uint32", 14: "int64", 15: "uint64"}
+)
+_COMPLEX = {6: "complex64", 9: "complex128"}
+_INTERLEAVES = ("bsq", "bil", "bip")
+REQUIRED_FIELDS = ("samples", "lines", "bands", "data type", "interleave")
+
+
+def _load_bad_windows() -> tuple[tuple[float, float], ...]:
+    import json
+    from importlib import resources
+
+    try:
+        raw = json.loads(resources.files("hsi.data").joinpath("bad_band_windows.json").read_text())
+        return tuple(
+            (-math.inf if lo is None else float(lo), math.inf if hi is None else float(hi))
+            for lo, hi in raw["windows_nm"]
+        )
+    except (OSError, KeyError, ValueError, ModuleNotFoundError):  # pragma: no cover - packaging fallback
+        return ((-math.inf, 400.0), (1340.0, 1445.0), (1790.0, 1955.0), (2450.0, math.inf))
+
+
+#: Applied when a header has no ``bbl``: < 400, 1340-1445, 1790-1955, > 2450 nm (HSI-NOTES).
+DEFAULT_BAD_WINDOWS_NM: tuple[tuple[float, float], ...] = _load_bad_windows()
+
+
+def is_bad_default(wavelength_nm: float | None) -> bool:
+    """True when a band centre falls in a default bad window (open interval ends, closed inside)."""
+    if wavelength_nm is None:
+        return False
+    for lo, hi in DEFAULT_BAD_WINDOWS_NM:
+        if math.isinf(lo) and wavelength_nm < hi:
+            return True
+        if math.isinf(hi) and wavelength_nm > lo:
+            return True
+        if not math.isinf(lo) and not math.isinf(hi) and lo <= wavelength_nm <= hi:
+            return True
+    return False
+
+
+# ----------------------------------------------------------------------------------------------
+# Raw text parsing
+# ----------------------------------------------------------------------------------------------
+
+
+def parse_header_text(text: str, path: object = "<header>") -> dict[str, str]:
+    """Parse ENVI header text into ``{lower-case key: raw value}`` (braces kept for lists).
+
+    Raises :class:`HeaderError` when the text does not start with the ``ENVI`` magic.
+    """
+    text = text.lstrip("\ufeff")
+    if not text.startswith("ENVI"):
+        raise HeaderError(path, "not an ENVI header (first line must be 'ENVI')")
+    out: dict[str, str] = {}
+    lines = text.splitlines()[1:]
+    i = 0
+    while i < len(lines):
+        line = lines[i].strip()
+        i += 1
+        if not line or line.startswith(";") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key = " ".join(key.strip().lower().split())
+        value = value.strip()
+        if value.startswith("{"):
+            parts = [value]
+            while "}" not in parts[-1] and i < len(lines):
+                parts.append(lines[i].strip())
+                i += 1
+            if "}" not in parts[-1]:
+                raise HeaderError(path, "unterminated '{' list", field=key)
+            value = "\n".join(parts)
+        out[key] = value
+    return out
+
+
+def _list_items(value: str) -> list[str]:
+    inner = value.strip()
+    if inner.startswith("{"):
+        inner = inner[1 : inner.rfind("}")]
+    return [p.strip() for p in inner.replace("\n", " ").split(",") if p.strip() != ""]
+
+
+def _braced_text(value: str) -> str:
+    v = value.strip()
+    if v.startswith("{"):
+        v = v[1 : v.rfind("}")]
+    return " ".join(v.split())
+
+
+def _float_list(path: Path, raw: Mapping[str, str], key: str) -> tuple[float, ...] | None:
+    if key not in raw:
+        return None
+    try:
+        return tuple(float(x) for x in _list_items(raw[key]))
+    except ValueError as exc:
+        raise HeaderError(path, f"not a list of numbers ({exc})", field=key) from None
+
+
+def _int(path: Path, raw: Mapping[str, str], key: str, default: int | None = None) -> int:
+    if key not in raw:
+        if default is None:
+            raise HeaderError(path, "required field is missing", field=key)
+        return default
+    try:
+        value = float(raw[key].strip())
+    except ValueError:
+        raise HeaderError(path, f"not an integer: {raw[key]!r}", field=key) from None
+    if value != int(value):
+        raise HeaderError(path, f"not an integer: {raw[key]!r}", field=key)
+    return int(value)
+
+
+def _float(path: Path, raw: Mapping[str, str], key: str) -> float | None:
+    if key not in raw:
+        return None
+    try:
+        return float(_braced_text(raw[key]))
+    except ValueError:
+        raise HeaderError(path, f"not a number: {raw[key]!r}", field=key) from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Typed header
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MapInfo:
+    """The ENVI ``map info`` list, typed (projection name, tie point, pixel size, extras)."""
+
+    projection: str
+    ref_x: float  # 1-based reference pixel
+    ref_y: float
+    easting: float
+    northing: float
+    pixel_x: float
+    pixel_y: float
+    zone: int | None = None  # UTM only
+    north: bool = True  # UTM only: False only when the field says 'South'
+    datum: str | None = None
+    units: str | None = None  # from a 'units=' token
+    rotation_deg: float = 0.0  # from a 'rotation=' token (counter-clockwise, degrees)
+    fields: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, value: str, path: object = "<header>") -> MapInfo:
+        items = _list_items(value)
+        if len(items) < 7:
+            raise HeaderError(path, f"needs at least 7 items, found {len(items)}", field="map info")
+        try:
+            nums = [float(x) for x in items[1:7]]
+        except ValueError as exc:
+            raise HeaderError(path, f"tie point / pixel size not numeric ({exc})", field="map info") from None
+        units = None
+        rotation = 0.0
+        for item in items:  # GDAL matches these tokens exactly ('rotation=', 'units=')
+            if item.startswith("units="):
+                units = item[len("units="):].strip()
+            elif item.startswith("rotation="):
+                try:
+                    rotation = float(item[len("rotation="):])
+                except ValueError:
+                    raise HeaderError(path, f"bad rotation {item!r}", field="map info") from None
+            elif item.lower().startswith("rotation"):
+                log.warning("%s: map info item %r ignored (GDAL only reads 'rotation=')", path, item)
+        proj = items[0]
+        zone = None
+        north = True
+        datum = None
+        if proj.upper().startswith("UTM") and len(items) >= 9:
+            try:
+                zone = int(float(items[7]))
+            except ValueError:
+                raise HeaderError(path, f"bad UTM zone {items[7]!r}", field="map info") from None
+            north = items[8].strip().lower() != "south"
+            if len(items) >= 10 and "=" not in items[9]:
+                datum = items[9]
+        elif proj.lower().startswith("geographic lat") and len(items) > 7 and "=" not in items[7]:
+            datum = items[7]
+        return cls(proj, *nums, zone=zone, north=north, datum=datum, units=units,
+                   rotation_deg=rotation, fields=tuple(items))
+
+
+@dataclass(frozen=True)
+class EnviHeader:
+    """Every field of an ENVI header, typed. Unknown fields are kept verbatim in ``extra``."""
+
+    path: Path
+    samples: int
+    lines: int
+    bands: int
+    data_type: int
+    interleave: str  # normalised: bsq | bil | bip
+    byte_order: int = 0  # 0 little endian, 1 big endian
+    header_offset: int = 0
+    file_type: str | None = None
+    description: str | None = None
+    sensor_type: str | None = None
+    acquisition_time: str | None = None
+    map_info: MapInfo | None = None
+    coordinate_system_string: str | None = None
+    wavelength_units: str | None = None
+    wavelength: tuple[float, ...] | None = None  # as written, in wavelength_units
+    fwhm: tuple[float, ...] | None = None
+    bbl: tuple[float, ...] | None = None
+    band_names: tuple[str, ...] | None = None
+    data_ignore_value: float | None = None
+    data_gain_values: tuple[float, ...] | None = None
+    data_offset_values: tuple[float, ...] | None = None
+    reflectance_scale_factor: float | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def dtype(self) -> str:
+        return ENVI_DTYPES[self.data_type]
+
+    @property
+    def byte_order_name(self) -> str:
+        return "big" if self.byte_order == 1 else "little"
+
+    def _unit_factor(self) -> float:
+        units = (self.wavelength_units or "").strip().lower()
+        if units in ("micrometers", "micrometer", "microns", "micron", "um", "µm"):
+            return 1000.0
+        if units in ("nanometers", "nanometer", "nm"):
+            return 1.0
+        if units in ("millimeters", "mm"):
+            return 1e6
+        # unknown/absent: ENVI writers use µm for values < 100 (e.g. 0.4-2.5), else nm
+        values = self.wavelength or self.fwhm or ()
+        return 1000.0 if values and max(values) < 100 else 1.0
+
+    @property
+    def wavelength_nm(self) -> tuple[float, ...] | None:
+        if self.wavelength is None:
+            return None
+        k = self._unit_factor()
+        return tuple(w * k for w in self.wavelength)
+
+    @property
+    def fwhm_nm(self) -> tuple[float, ...] | None:
+        if self.fwhm is None:
+            return None
+        k = self._unit_factor()
+        return tuple(w * k for w in self.fwhm)
+
+    @property
+    def says_reflectance(self) -> bool:
+        desc = (self.description or "").lower()
+        return self.reflectance_scale_factor is not None or "reflectance" in desc
+
+
+_KNOWN = {
+    "samples", "lines", "bands", "data type", "interleave", "byte order", "header offset", "file type",
+    "description", "sensor type", "acquisition time", "map info", "coordinate system string",
+    "wavelength units", "wavelength", "fwhm", "bbl", "band names", "data ignore value",
+    "data gain values", "data offset values", "reflectance scale factor",
+}
+
+
+def header_from_fields(raw: Mapping[str, str], path: Path) -> EnviHeader:
+    """Build and validate an :class:`EnviHeader` from parsed ``{key: raw value}`` fields."""
+    for key in REQUIRED_FIELDS:
+        if key not in raw or raw[key].strip() == "":
+            raise HeaderError(path, "required field is missing", field=key)
+    samples, lines, bands = (_int(path, raw, k) for k in ("samples", "lines", "bands"))
+    for key, val in (("samples", samples), ("lines", lines), ("bands", bands)):
+        if val <= 0:
+            raise HeaderError(path, f"must be > 0, found {val}", field=key)
+    data_type = _int(path, raw, "data type")
+    if data_type in _COMPLEX:
+        raise HeaderError(path, f"unsupported data type {data_type} ({_COMPLEX[data_type]}): complex cubes "
+                          "are not hyperspectral imagery this pipeline handles", field="data type")
+    if data_type not in ENVI_DTYPES:
+        raise HeaderError(path, f"unsupported data type {data_type}; supported: {sorted(ENVI_DTYPES)}",
+                          field="data type")
+    interleave = raw["interleave"].strip().lower()
+    if interleave not in _INTERLEAVES:
+        raise HeaderError(path, f"unknown interleave {raw['interleave'].strip()!r}; expected bsq, bil or bip",
+                          field="interleave")
+    byte_order = _int(path, raw, "byte order", default=0)
+    if byte_order not in (0, 1):
+        raise HeaderError(path, f"must be 0 or 1, found {byte_order}", field="byte order")
+    header_offset = _int(path, raw, "header offset", default=0)
+    if header_offset < 0:
+        raise HeaderError(path, f"must be >= 0, found {header_offset}", field="header offset")
+
+    lists: dict[str, tuple[float, ...] | None] = {}
+    for key in ("wavelength", "fwhm", "bbl", "data gain values", "data offset values"):
+        values = _float_list(path, raw, key)
+        if values is not None and len(values) != bands:
+            raise HeaderError(path, f"has {len(values)} values but the header says bands = {bands}", field=key)
+        lists[key] = values
+    band_names = tuple(_list_items(raw["band names"])) if "band names" in raw else None
+    if band_names is not None and len(band_names) != bands:
+        log.warning("%s: 'band names' has %d entries for %d bands; ignored", path, len(band_names), bands)
+        band_names = None
+    rsf = _float(path, raw, "reflectance scale factor")
+    if rsf is not None and rsf == 0:
+        raise HeaderError(path, "must not be 0", field="reflectance scale factor")
+    map_info = MapInfo.parse(raw["map info"], path) if "map info" in raw else None
+    css = _braced_text(raw["coordinate system string"]) if "coordinate system string" in raw else None
+
+    def text(key: str) -> str | None:
+        return _braced_text(raw[key]) if key in raw else None
+
+    return EnviHeader(
+        path=path, samples=samples, lines=lines, bands=bands, data_type=data_type, interleave=interleave,
+        byte_order=byte_order, header_offset=header_offset, file_type=text("file type"),
+        description=text("description"), sensor_type=text("sensor type"),
+        acquisition_time=text("acquisition time"), map_info=map_info, coordinate_system_string=css or None,
+        wavelength_units=text("wavelength units"), wavelength=lists["wavelength"], fwhm=lists["fwhm"],
+        bbl=lists["bbl"], band_names=band_names, data_ignore_value=_float(path, raw, "data ignore value"),
+        data_gain_values=lists["data gain values"], data_offset_values=lists["data offset values"],
+        reflectance_scale_factor=rsf,
+        extra=MappingProxyType({k: v for k, v in raw.items() if k not in _KNOWN}),
+    )
+
+
+def read_header(path: Path | str) -> EnviHeader:
+    """Read and validate an ENVI header file."""
+    path = Path(path)
+    if not path.is_file():
+        raise HeaderError(path, "header file not found")
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise HeaderError(path, f"cannot read header ({exc})") from None
+    return header_from_fields(parse_header_text(text, path), path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Files
+# ----------------------------------------------------------------------------------------------
+
+_NOT_DATA_SUFFIXES = {".hdr", ".sta", ".xml", ".aux", ".txt", ".json", ".npy", ".gain", ".spc", ".png", ".jpg"}
+
+
+def find_header(path: Path) -> Path | None:
+    """Header of a data file, as GDAL looks for it: ``<file>.hdr`` then ``<stem>.hdr`` (any case)."""
+    path = Path(path)
+    candidates = [Path(f"{path}.hdr"), Path(f"{path}.HDR"), path.with_suffix(".hdr"), path.with_suffix(".HDR")]
+    return next((c for c in candidates if c.is_file() and c != path), None)
+
+
+def find_data_file(header_path: Path) -> Path:
+    """Binary data file of a header: ``x.hdr`` -> ``x`` or ``x.<ext>`` (``.img``, ``.dat``, ...)."""
+    header_path = Path(header_path)
+    stem = header_path.name[: -len(header_path.suffix)] if header_path.suffix.lower() == ".hdr" else None
+    if stem is None:
+        raise DataFileError(header_path, "not a .hdr file; cannot derive the data file name")
+    direct = header_path.with_name(stem)
+    if direct.is_file():
+        return direct
+    siblings = sorted(
+        p for p in header_path.parent.glob(f"{glob_escape(stem)}.*")
+        if p.is_file() and p.suffix.lower() not in _NOT_DATA_SUFFIXES and p.name[: -len(p.suffix)] == stem
+    )
+    if siblings:
+        return siblings[0]
+    raise DataFileError(header_path.with_name(stem), f"data file for header {header_path.name} not found "
+                        f"(tried {stem} and {stem}.<ext>)")
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([\[\]*?])", r"[\1]", text)
+
+
+def check_data_file(layout: RasterLayout) -> None:
+    """Raise :class:`DataFileError` unless the data file exists with exactly the expected size."""
+    path = layout.data_path
+    if not path.is_file():
+        raise DataFileError(path, "data file not found")
+    found = path.stat().st_size
+    expected = layout.expected_size
+    if found < expected:
+        raise DataFileError(path, f"data file truncated: expected {expected} bytes, found {found} "
+                            f"(header offset {layout.header_offset} + {layout.width}x{layout.height}x"
+                            f"{layout.count} {layout.dtype})")
+    if found > expected:
+        raise DataFileError(path, f"data file larger than its header says: expected {expected} bytes, "
+                            f"found {found}; samples/lines/bands/data type/header offset disagree with the file")
+
+
+# ----------------------------------------------------------------------------------------------
+# Georeferencing (GDAL-exact)
+# ----------------------------------------------------------------------------------------------
+
+
+def map_info_transform(mi: MapInfo) -> tuple[float, float, float, float, float, float]:
+    """Affine (a, b, c, d, e, f) of a ``map info``, as GDAL's ENVI driver computes it."""
+    r = -math.radians(mi.rotation_deg)
+    px, py = mi.pixel_x, mi.pixel_y
+    c = mi.easting - (mi.ref_x - 1.0) * px
+    f = mi.northing + (mi.ref_y - 1.0) * py
+    if abs(mi.rotation_deg) == 180.0:
+        a, b, d, e = px, 0.0, 0.0, py
+    else:
+        a, b = math.cos(r) * px, -math.sin(r) * px
+        d, e = -math.sin(r) * py, -math.cos(r) * py
+    if mi.projection.lower().startswith("geographic") and mi.units:
+        k = {"minutes": 60.0, "seconds": 3600.0}.get(mi.units.lower(), 1.0)
+        a, b, c, d, e, f = (v / k for v in (a, b, c, d, e, f))
+    return (a, b, c, d, e, f)
+
+
+# ENVI datum name -> EPSG geographic CRS (GDAL's SetENVIDatum table).
+_DATUM_EPSG = {
+    "wgs-84": 4326, "wgs-72": 4322, "north america 1983": 4269, "north america 1927": 4267,
+    "ordnance survey of great britain '36": 4277, "sad-69/brazil": 4291,
+    "geocentric datum of australia 1994": 4283, "australian geodetic 1984": 4203,
+    "nouvelle triangulation francaise ign": 4275, "grs 80": 4269, "airy": 4001,
+    "australian national": 4003, "bessel 1841": 4004, "clark 1866": 4008,
+}
+
+
+def _datum_epsg(name: str | None, default: int, path: object) -> int:
+    if name is None:
+        return default
+    key = name.strip().lower()
+    if key in _DATUM_EPSG:
+        return _DATUM_EPSG[key]
+    if "nad27" in key or "nad-27" in key:
+        return 4267
+    if key.startswith("european 1950"):
+        return 4230
+    log.warning("%s: unrecognised datum %r in map info, using WGS-84 (as GDAL does)", path, name)
+    return 4326
+
+
+def map_info_crs_wkt(mi: MapInfo | None, css: str | None = None, path: object = "<header>") -> str | None:
+    """CRS WKT of a header: ``coordinate system string`` first, then UTM / Geographic ``map info``."""
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+
+    if css:
+        try:
+            return str(CRS.from_wkt(css).to_wkt())
+        except CRSError as exc:
+            log.warning("%s: coordinate system string not understood (%s); using map info", path, exc)
+    if mi is None:
+        return None
+    name = mi.projection.lower()
+    if name.startswith("utm") and mi.zone is not None:
+        geog = _datum_epsg(mi.datum, 4267, path)  # GDAL: no datum item -> NAD27
+        epsg = {4326: 32600, 4322: 32200, 4269: 26900, 4267: 26700}.get(geog)
+        if epsg is not None and (mi.north or geog in (4326, 4322)) and 1 <= mi.zone <= 60:
+            code = epsg + mi.zone + (0 if mi.north else 100)
+            if geog in (4269, 4267) and mi.zone > 23:
+                code = 0
+            if code:
+                return str(CRS.from_epsg(code).to_wkt())
+        from pyproj.crs import CRS as PCRS
+        from pyproj.crs import ProjectedCRS
+        from pyproj.crs.coordinate_operation import UTMConversion
+
+        utm = ProjectedCRS(UTMConversion(mi.zone, "north" if mi.north else "south"), geodetic_crs=PCRS.from_epsg(geog))
+        return str(CRS.from_wkt(utm.to_wkt("WKT1_GDAL")).to_wkt())
+    if name.startswith("geographic lat"):
+        return str(CRS.from_epsg(_datum_epsg(mi.datum, 4326, path)).to_wkt())
+    log.warning("%s: map info projection %r not supported without a coordinate system string; no CRS",
+                path, mi.projection)
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Header -> SceneMetadata
+# ----------------------------------------------------------------------------------------------
+
+
+def bands_from_header(
+    hdr: EnviHeader,
+    *,
+    wavelength_nm: Sequence[float] | None = None,
+    fwhm_nm: Sequence[float] | None = None,
+    scales: Sequence[float] | None = None,
+) -> tuple[BandInfo, ...]:
+    """Band table: header wavelength/fwhm (nm) unless overridden, bbl or default bad windows, scale/offset."""
+    wl = list(wavelength_nm) if wavelength_nm is not None else hdr.wavelength_nm
+    fw = list(fwhm_nm) if fwhm_nm is not None else hdr.fwhm_nm
+    if wl is None:
+        raise HeaderError(hdr.path, "no band centre wavelengths (needed for every band)", field="wavelength")
+    for key, values in (("wavelength", wl), ("fwhm", fw), ("scale", scales)):
+        if values is not None and len(values) != hdr.bands:
+            raise HeaderError(hdr.path, f"has {len(values)} values but the header says bands = {hdr.bands}",
+                              field=key)
+    if scales is None:
+        if hdr.data_gain_values is not None:
+            scales = hdr.data_gain_values
+        elif hdr.reflectance_scale_factor is not None:
+            scales = [1.0 / hdr.reflectance_scale_factor] * hdr.bands
+    offsets = hdr.data_offset_values
+    out = []
+    for i in range(hdr.bands):
+        w = float(wl[i])
+        good = bool(hdr.bbl[i] != 0) if hdr.bbl is not None else not is_bad_default(w)
+        out.append(BandInfo(
+            index=i + 1, center_wavelength=w, fwhm=float(fw[i]) if fw is not None else None, good=good,
+            scale=float(scales[i]) if scales is not None else 1.0,
+            offset=float(offsets[i]) if offsets is not None else 0.0,
+        ))
+    return tuple(out)
+
+
+def scene_from_header(
+    hdr: EnviHeader,
+    *,
+    source: str,
+    scene_id: str,
+    level: str,
+    quantity: str,
+    data_path: Path | None = None,
+    datetime_: datetime | None = None,
+    units: str | None = None,
+    sensor: str | None = None,
+    nodata: float | None = None,
+    wavelength_nm: Sequence[float] | None = None,
+    fwhm_nm: Sequence[float] | None = None,
+    scales: Sequence[float] | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> SceneMetadata:
+    """:class:`SceneMetadata` of an ENVI cube. ``nodata`` is a default; the header's value wins."""
+    data = Path(data_path) if data_path is not None else find_data_file(hdr.path)
+    layout = RasterLayout(
+        data_path=data, header_path=hdr.path, width=hdr.samples, height=hdr.lines, count=hdr.bands,
+        dtype=hdr.dtype, interleave=hdr.interleave,  # type: ignore[arg-type]
+        byte_order=hdr.byte_order_name,  # type: ignore[arg-type]
+        header_offset=hdr.header_offset,
+    )
+    check_data_file(layout)
+    bands = bands_from_header(hdr, wavelength_nm=wavelength_nm, fwhm_nm=fwhm_nm, scales=scales)
+    ex = dict(hdr.extra)
+    for key, value in (("description", hdr.description), ("acquisition time", hdr.acquisition_time),
+                       ("file type", hdr.file_type), ("sensor type", hdr.sensor_type)):
+        if value:
+            ex[key] = value
+    ex.update(extra or {})
+    return SceneMetadata(
+        source=source, scene_id=scene_id, level=level, quantity=quantity, layout=layout, bands=bands,
+        nodata=hdr.data_ignore_value if hdr.data_ignore_value is not None else nodata,
+        crs_wkt=map_info_crs_wkt(hdr.map_info, hdr.coordinate_system_string, hdr.path),
+        transform=map_info_transform(hdr.map_info) if hdr.map_info is not None else None,
+        datetime=datetime_, units=units, sensor=sensor or hdr.sensor_type, extra=MappingProxyType(ex),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing (synthetic scenes, tests)
+# ----------------------------------------------------------------------------------------------
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else str(value)
+    if isinstance(value, (list, tuple)):
+        items = [_fmt(v) for v in value]
+        rows = [", ".join(items[i : i + 8]) for i in range(0, len(items), 8)]
+        return "{ " + ",\n  ".join(rows) + " }"
+    return str(value)
+
+
+def format_header(fields: Mapping[str, object]) -> str:
+    """ENVI header text for ``fields`` (lists become ``{a, b, ...}``; strings are written verbatim)."""
+    return "ENVI\n" + "".join(f"{key} = {_fmt(value)}\n" for key, value in fields.items())
