@@ -105,3 +105,7 @@ class PoisonMessage(InvalidInputError):
         self.message_id = message_id
         where = f"message {message_id}: " if message_id else ""
         super().__init__(f"{where}{reason}")
+
+
+class StorageUnavailableError(StorageError, TransientError):
+    """The object store could not be reached or answered 5xx (after the client's own retries)."""
