@@ -293,9 +293,9 @@ def run_product(product: Product, src_path: str, dst_path: str,
                     if progress is not None:
                         progress(k, len(windows))
             resampling = "nearest" if spec.classes is not None else "average"
-            dst_profile = dict(cog_profiles.get("zstd"), blockxsize=block, blockysize=block)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Non-standard compression schema")
+                dst_profile = dict(cog_profiles.get("zstd"), blockxsize=block, blockysize=block)
                 cog_translate(tmp, str(dst), dst_profile, nodata=spec.nodata, in_memory=False, quiet=True,
                               overview_level=_overview_levels(ds.width, ds.height, block),
                               overview_resampling=resampling, forward_band_tags=True,
