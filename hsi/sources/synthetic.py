@@ -257,7 +257,7 @@ def _write_cube(path: Path, source: str, level: str, width: int, height: int, ta
         sigma = (0.02 + 0.004 * gain + 0.002 * path_rad).astype(np.float32)  # NEdL-like
     else:
         offset = np.zeros(nb, dtype=np.float32)
-        sigma = (0.002 + 0.010 * (1 - np.clip(gain / gain.max(), 0, 1)) ** 4).astype(np.float32)
+        sigma = (0.0015 + 0.006 * (1 - np.clip(gain / gain.max(), 0, 1)) ** 6).astype(np.float32)
     pool = rng.standard_normal((_POOL, nb), dtype=np.float32) * sigma[None, :]
     ng = source == "aviris-ng"
     out_dtype = np.dtype("<f4") if ng else np.dtype(">i2")
