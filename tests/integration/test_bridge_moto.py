@@ -317,3 +317,57 @@ def test_prefect_outage_keeps_messages_then_delivers_and_sigterm_exits_0(
     text = log_path.read_text()
     assert "testing" not in text  # credentials never logged
     assert "bridge stopped" in text
+
+
+def _runs_for(api: str, deployment_id: str, scene: str) -> list[dict[str, Any]]:
+    body = {"flow_runs": {"deployment_id": {"any_": [deployment_id]}}, "limit": 200}
+    runs = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()
+    return [r for r in runs if r["parameters"].get("scene_id") == scene]
+
+
+def test_three_deliveries_trigger_one_deployment_run(aws: dict[str, Any], prefect_api: str) -> None:
+    """End to end: a deployment trigger templated from the event's labels runs once for 3 deliveries."""
+    api = prefect_api
+    bucket = f"raw-run-{uid()}"
+    queue, dlq = bucket_direct(aws, bucket)
+    dup, sentinel, probe = ng_scene(), ng_scene(), ng_scene()
+    rid = lambda s: f"stac.item.aviris-ng-raw.aviris-ng-{s}"  # noqa: E731
+    flow = httpx.post(f"{api}/flows/", json={"name": f"bridge-test-{uid()}"}, timeout=10).json()
+    dep = httpx.post(f"{api}/deployments/", json={"name": "raw", "flow_id": flow["id"], "entrypoint": "x.py:f"},
+                     timeout=10).json()  # fmt: skip
+    auto = {
+        "name": f"bridge-test-{uid()}",
+        "trigger": {"type": "event", "expect": [RAW_AVAILABLE],
+                    "match": {"prefect.resource.id": [rid(dup), rid(sentinel), rid(probe)]},
+                    "posture": "Reactive", "threshold": 1, "within": 0},
+        "actions": [{"type": "run-deployment", "source": "selected", "deployment_id": dep["id"],
+                     "parameters": {"scene_id": "{{ event.resource['hsi.scene_id'] }}",
+                                    "uri": "{{ event.payload.uri }}", "event_id": "{{ event.id | string }}"}}],
+    }  # fmt: skip
+    r = httpx.post(f"{api}/automations/", json=auto, timeout=10)
+    assert r.status_code == 201, r.text
+    try:
+        # wait until the triggers service has loaded the automation (probe events, fresh ids)
+        def probe_run() -> bool:
+            ev = {"id": str(uuid.uuid4()), "occurred": "2024-01-01T00:00:00Z", "event": RAW_AVAILABLE,
+                  "resource": {"prefect.resource.id": rid(probe), "hsi.scene_id": probe}, "payload": {"uri": ""}}  # fmt: skip
+            if not _runs_for(api, dep["id"], probe):
+                httpx.post(f"{api}/events", json=[ev], timeout=10)
+            return bool(_runs_for(api, dep["id"], probe))
+
+        wait_for(probe_run, timeout=60, interval=1.0, what="automation active")
+        put(aws, bucket, f"{dup}.tar.gz")
+        body = wait_for(lambda: _take_notification(aws["sqs"], queue), what="notification")
+        for _ in range(3):
+            aws["sqs"].send_message(QueueUrl=queue, MessageBody=body)
+        with consumer(aws, queue, dlq, api):
+            wait_for(lambda: _runs_for(api, dep["id"], dup), what="run for the scene")
+            wait_for(lambda: queue_empty(aws["sqs"], queue), what="queue drained")
+            put(aws, bucket, f"{sentinel}.tar.gz")  # processed after the duplicates
+            wait_for(lambda: _runs_for(api, dep["id"], sentinel), what="run for the sentinel")
+        (run,) = _runs_for(api, dep["id"], dup)
+        assert run["parameters"]["uri"] == f"s3://{bucket}/{dup}.tar.gz"
+        (ev,) = wait_for(lambda: raw_events(api, "aviris-ng", dup), what="stored event")
+        assert run["parameters"]["event_id"] == ev["id"]
+    finally:
+        httpx.delete(f"{api}/automations/{r.json()['id']}", timeout=10)
