@@ -101,7 +101,10 @@ class AvirisClassicSource(EnviSource):
     sensor = "AVIRIS-Classic"
 
     def matches(self, path: Path | str) -> bool:
-        return parse_classic_name(Path(path).name) is not None
+        p = Path(path)
+        if parse_classic_name(p.name) is not None:
+            return True
+        return p.is_dir() and any(self.is_cube_header(h) for h in p.rglob("*.hdr"))
 
     def is_cube_header(self, header: Path) -> bool:
         if parse_classic_name(header.name) is None:

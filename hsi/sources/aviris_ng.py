@@ -53,7 +53,10 @@ class AvirisNgSource(EnviSource):
     sensor = "AVIRIS-NG"
 
     def matches(self, path: Path | str) -> bool:
-        return parse_ng_name(Path(path).name) is not None
+        p = Path(path)
+        if parse_ng_name(p.name) is not None:
+            return True
+        return p.is_dir() and any(self.is_cube_header(h) for h in p.rglob("*.hdr"))
 
     def is_cube_header(self, header: Path) -> bool:
         parsed = parse_ng_name(header.name)

@@ -113,6 +113,13 @@ def test_aviris_ng_directory_skips_sidecars(tmp_path):
     assert meta.level == "l1b"
 
 
+def test_detect_source_of_directory_by_content(tmp_path):
+    synthesize(tmp_path / "some dir", source="aviris-classic", level="l2", width=3, height=2)
+    assert detect_source(tmp_path / "some dir").name == "aviris-classic"
+    small_envi(tmp_path / "other", "cube.img")
+    assert detect_source(tmp_path / "other").name == "envi"
+
+
 def test_aviris_classic_gain_and_spc(tmp_path):
     name = "f130329t01p00r06rdn_e_sc01_ort_img"
     hdr = small_envi(tmp_path, name, dtype=">i2", data_type=2, interleave="bip", byte_order=1,
