@@ -196,7 +196,14 @@ class StacApiCatalog:
         item_url = self.item_href(cid, item.id)
         # POST; on conflict PUT; if it vanished between the two (concurrent delete) POST again
         for _ in range(3):
-            resp = self._request("POST", items_url, body)
+            try:
+                resp = self._request("POST", items_url, body)
+            except CatalogUnavailableError:
+                # pgstac answers 500 (not 404) to an item POST into a missing collection: say so clearly
+                if self._status("GET", self.collection_href(cid)) == 404:
+                    raise CatalogError(items_url, f"collection {cid} does not exist (ensure_collection first)",
+                                       404) from None
+                raise
             if resp.status_code in (200, 201):
                 return
             if resp.status_code == 404:
@@ -312,6 +319,12 @@ class StacApiCatalog:
                 continue
             return resp
         raise CatalogUnavailableError(url, f"{method} failed after {attempts} attempts: {last}", status)
+
+    def _status(self, method: str, url: str) -> int | None:
+        try:
+            return self._request(method, url).status_code
+        except CatalogError:
+            return None
 
     def _raise_for(self, resp: requests.Response, url: str, what: str) -> None:
         code = resp.status_code
