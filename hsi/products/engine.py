@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import rasterio
@@ -292,7 +292,7 @@ def run_product(product: Product, src_path: str, dst_path: str,
                     out_ds.write(res, window=w)
                     if progress is not None:
                         progress(k, len(windows))
-            resampling = "nearest" if spec.classes is not None else "average"
+            resampling: Literal["nearest", "average"] = "nearest" if spec.classes is not None else "average"
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Non-standard compression schema")
                 dst_profile = dict(cog_profiles.get("zstd"), blockxsize=block, blockysize=block)

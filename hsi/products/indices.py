@@ -131,7 +131,7 @@ def _build_spyndex_product(name: str) -> Product:
             consts[sym] = (float, Field(default=float(c.default), description=c.description))
     model: type[Params] = NoParams
     if consts:
-        model = create_model(f"{name}Params", __base__=Params, **consts)  # type: ignore[call-overload]
+        model = create_model(f"{name}Params", __base__=Params, **consts)
 
     def compute(bands: Mapping[str, np.ndarray], params: Any, ctx: ComputeContext) -> np.ndarray:
         values: dict[str, Any] = {k: bands[k] for k in bands}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -40,7 +41,7 @@ def colormap_lut(name: str) -> np.ndarray:
     return np.stack([np.interp(t, x, anchors[:, c]) for c in range(3)], axis=1).round().astype(np.uint8)
 
 
-def _font() -> object:
+def _font() -> Any:
     from PIL import ImageFont
 
     try:

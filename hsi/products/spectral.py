@@ -310,7 +310,7 @@ def _pca_output(p: PCAParams) -> OutputSpec:
 def pca_product() -> Product:
     return Product(
         name="pca", version="1.0.0", title="Principal components (two-pass, out of core)",
-        inputs=(ALL_GOOD_BANDS,), output=_pca_output(PCAParams()), output_for=_pca_output,
+        inputs=(ALL_GOOD_BANDS,), output=_pca_output(PCAParams.model_validate({})), output_for=_pca_output,
         compute=_pca_compute, fit=_pca_fit, params_model=PCAParams,
         reference="Jolliffe 2002, Principal Component Analysis", kind="spectral",
     )
