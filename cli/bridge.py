@@ -84,3 +84,7 @@ def run(
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     raise typer.Exit(consumer.run(stop, until_empty=until_empty))
+
+
+if __name__ == "__main__":
+    app()

@@ -104,11 +104,13 @@ def _s3_records(doc: dict[str, Any], shape: Literal["s3", "sns"]) -> ParsedMessa
         if not name.startswith("ObjectCreated"):
             out.ignored.append(f"Records[{i}]: event {name or '<none>'} is not ObjectCreated")
             continue
-        s3 = rec.get("s3")
+        s3: Any = rec.get("s3")
         try:
             bucket = s3["bucket"]["name"]
             obj = s3["object"]
             raw_key = obj["key"]
+            if not isinstance(obj, dict):
+                raise TypeError("object")
         except (KeyError, TypeError) as e:
             raise PoisonMessage(f"S3 notification: Records[{i}].s3 lacks {e}") from None
         if not isinstance(bucket, str) or not isinstance(raw_key, str) or not bucket or not raw_key:
@@ -135,11 +137,13 @@ def _eventbridge(doc: dict[str, Any]) -> ParsedMessage:
     if dt != "Object Created":
         out.ignored.append(f"EventBridge event {dt!r} is not 'Object Created'")
         return out
-    detail = doc.get("detail")
+    detail: Any = doc.get("detail")
     try:
         bucket = detail["bucket"]["name"]
         obj = detail["object"]
         key = obj["key"]
+        if not isinstance(obj, dict):
+            raise TypeError("object")
     except (KeyError, TypeError) as e:
         raise PoisonMessage(f"EventBridge Object Created: detail lacks {e}") from None
     if not isinstance(bucket, str) or not isinstance(key, str) or not bucket or not key:

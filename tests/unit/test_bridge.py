@@ -360,3 +360,32 @@ def test_lambda_handler_partial_batch_failure(monkeypatch):
     up[0] = True
     out = handler(event, None, processor=proc)
     assert [f["itemIdentifier"] for f in out["batchItemFailures"]] == ["poison"] and len(store) == 1
+
+
+def test_prefect_rejecting_an_event_makes_only_that_message_poison():
+    import httpx
+
+    from deployments.bridge.consumer import BridgeProcessor, PrefectEvents
+
+    bad_scene = "ang20990101t000000"
+
+    def handle(req: httpx.Request) -> httpx.Response:
+        if req.url.path.endswith("/events/filter"):
+            return httpx.Response(200, json={"events": []})
+        evs = json.loads(req.content)
+        if any(e["resource"]["hsi.scene_id"] == bad_scene for e in evs):
+            return httpx.Response(422, json={"detail": "invalid"})
+        return httpx.Response(204)
+
+    prefect = PrefectEvents("http://p/api", http=httpx.Client(transport=httpx.MockTransport(handle)))
+    proc = BridgeProcessor(FakeS3({}), prefect, rules=DEFAULT_RULES)
+    res = proc.process([_msg(s3_body(f"{bad_scene}.tar.gz"), "bad"),
+                        _msg(s3_body("ang20150420t182050.tar.gz"), "good")])  # fmt: skip
+    assert [m.message_id for m in res.acked] == ["good"]
+    assert res.poison[0][0].message_id == "bad" and "422" in res.poison[0][1]
+
+
+def test_object_not_a_mapping_is_poison():
+    body = {"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "b"}, "object": "k"}}]}
+    with pytest.raises(PoisonMessage):
+        parse_message(json.dumps(body))
