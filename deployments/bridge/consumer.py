@@ -179,7 +179,11 @@ class BridgeProcessor:
         if c.kind == "data":
             if self._head(rec.bucket, c.header_key) is None:
                 return f"{where}: ENVI data without header {c.header_key} yet; the header's arrival emits"
-            head = None if (rec.version_id or rec.etag) else self._head(rec.bucket, rec.key)
+            # identity from a HEAD on both paths (data or header second), so the two arrivals give
+            # the same id even where notifications omit versionId (moto on versioned buckets)
+            head = self._head(rec.bucket, rec.key)
+            if head is None:
+                return f"{where}: ENVI data no longer exists; nothing to emit"
             return self._event(c, rec, head)
         data_head = self._head(rec.bucket, c.data_key)  # c.kind == "header"
         if data_head is None:
