@@ -1,0 +1,465 @@
+"""Analysis-ready cube writing: scene -> band-interleaved Cloud-Optimized GeoTIFF, in bounded memory.
+
+The cube is never loaded whole. The source binary is described by a *raw VRT* built from the
+parsed :class:`~hsi.scene.SceneMetadata` (so every ENVI data type, byte order and interleave
+works, and band metadata comes from our own header parsing, not GDAL's guesses). A rotated
+sensor grid is wrapped in a north-up :class:`~rasterio.vrt.WarpedVRT` (nearest neighbour; fill =
+nodata). rio-cogeo then streams it window by window into a tiled temporary GeoTIFF and copies
+that into the final COG layout.
+
+Layout decisions (see docs/ARCHITECTURE.md and benchmarks/activation.py):
+
+* ``INTERLEAVE=BAND`` so a product reading k of N bands does I/O proportional to k. GDAL 3.10's
+  COG driver ignores INTERLEAVE; the GTiff + ``COPY_SRC_OVERVIEWS`` path rio-cogeo uses honours it.
+* No overviews on the cube by default: on a 425-band cube they cost many times the write; the
+  small RGB quicklook COG (:func:`write_quicklook`) carries the full pyramid instead.
+* Raw digital numbers are kept with per-band scale/offset (AVIRIS-Classic gains, reflectance
+  scale factors), so int16 cubes stay int16; ``read()`` returns raw values, apply scales to get
+  physical values.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.io import MemoryFile
+from rasterio.shutil import copy as rio_copy
+from rasterio.transform import Affine
+from rasterio.warp import transform_geom
+from rasterio.windows import Window
+from rio_cogeo.cogeo import cog_translate
+
+from hsi.cube import open_cube, read_rotated_window, read_window
+from hsi.scene import (
+    IMAGERY_DOMAIN,
+    TAG_FWHM,
+    TAG_GOOD,
+    TAG_IMAGERY_FWHM_UM,
+    TAG_IMAGERY_WAVELENGTH_UM,
+    TAG_WAVELENGTH,
+    SceneMetadata,
+)
+
+__all__ = [
+    "CogInfo",
+    "CogProfile",
+    "Progress",
+    "default_nodata",
+    "CogSink",
+    "write_cog",
+    "write_quicklook",
+]
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+_GDAL_TYPES = {
+    "uint8": "Byte",
+    "int8": "Int8",
+    "int16": "Int16",
+    "uint16": "UInt16",
+    "int32": "Int32",
+    "uint32": "UInt32",
+    "int64": "Int64",
+    "uint64": "UInt64",
+    "float32": "Float32",
+    "float64": "Float64",
+}
+
+
+@dataclass(frozen=True)
+class CogProfile:
+    """Creation profile of the analysis-ready cube."""
+
+    blocksize: int = 256
+    compress: str = "ZSTD"
+    level: int | None = 9  # ZSTD level; 9 is a good speed/size trade-off for spectra
+    predictor: int | None = None  # None = 2 for integers, 3 for floats
+    overview_level: int = 0  # cube overviews (0 = none; the quicklook carries the pyramid)
+    num_threads: int | str = "ALL_CPUS"
+
+    def creation_options(self, dtype: str) -> dict[str, Any]:
+        pred = self.predictor
+        if pred is None:
+            pred = 3 if np.dtype(dtype).kind == "f" else 2
+        opts: dict[str, Any] = {
+            "driver": "GTiff",
+            "interleave": "band",
+            "tiled": True,
+            "blockxsize": self.blocksize,
+            "blockysize": self.blocksize,
+            "compress": self.compress,
+            "predictor": pred,
+            "num_threads": self.num_threads,
+            "bigtiff": "IF_SAFER",
+        }
+        if self.level is not None and self.compress.upper() == "ZSTD":
+            opts["zstd_level"] = self.level
+        return opts
+
+
+@dataclass(frozen=True)
+class CogInfo:
+    """What was written (feeds the STAC item)."""
+
+    path: str
+    width: int
+    height: int
+    count: int
+    dtype: str
+    nodata: float | None
+    crs_wkt: str | None
+    epsg: int | None
+    transform: tuple[float, ...]
+    bbox: tuple[float, float, float, float]  # lon/lat (EPSG:4326)
+    footprint: dict[str, Any]  # GeoJSON polygon in EPSG:4326 (the scene's true outline)
+    interleave: str
+
+
+def default_nodata(dtype: str) -> float:
+    """Fill value for a dtype when the source declares none (needed for rotated grids)."""
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        return -9999.0
+    info = np.iinfo(dt)
+    return float(info.min if dt.kind == "i" else info.max)
+
+
+class CogSink:
+    """Stream windows into a tiled temporary GeoTIFF, then finalise it as a COG at ``dst``.
+
+    ``write(array, window)`` any number of times; leaving the ``with`` block without error builds
+    the requested overviews and copies the staging file into the COG layout
+    (``COPY_SRC_OVERVIEWS``, band-interleaved, compressed) next to ``dst`` and renames it into
+    place. On error nothing is left at ``dst``. Memory is bounded by one window plus GDAL's cache.
+    """
+
+    def __init__(
+        self,
+        dst: str | Path,
+        *,
+        width: int,
+        height: int,
+        count: int,
+        dtype: str,
+        crs: Any,
+        transform: Affine,
+        nodata: float | None,
+        profile: CogProfile | None = None,
+        descriptions: Sequence[str] | None = None,
+        band_tags: Sequence[Mapping[str, str]] | None = None,
+        band_ns_tags: Sequence[Mapping[str, Mapping[str, str]]] | None = None,
+        scales: Sequence[float] | None = None,
+        offsets: Sequence[float] | None = None,
+        tags: Mapping[str, str] | None = None,
+        overview_resampling: str = "nearest",
+    ) -> None:
+        self.dst = Path(dst)
+        self.profile = profile or CogProfile()
+        self.meta: dict[str, Any] = {
+            "driver": "GTiff",
+            "width": width,
+            "height": height,
+            "count": count,
+            "dtype": dtype,
+            "crs": crs,
+            "transform": transform,
+            "nodata": nodata,
+            "tiled": True,
+            "blockxsize": self.profile.blocksize,
+            "blockysize": self.profile.blocksize,
+            "interleave": "band",
+            "bigtiff": "YES" if width * height * count * np.dtype(dtype).itemsize > 3.5e9 else "NO",
+        }
+        self.descriptions = descriptions
+        self.band_tags = band_tags
+        self.band_ns_tags = band_ns_tags
+        self.scales = scales
+        self.offsets = offsets
+        self.tags = dict(tags or {})
+        self.overview_resampling = overview_resampling
+        self._ds: Any = None
+        self._tmpdir: str | None = None
+
+    def __enter__(self) -> CogSink:
+        self.dst.parent.mkdir(parents=True, exist_ok=True)
+        self._tmpdir = tempfile.mkdtemp(prefix=f".{self.dst.name}.", dir=self.dst.parent)
+        self._ds = rasterio.open(Path(self._tmpdir) / "staging.tif", "w", **self.meta)
+        return self
+
+    def block_windows(self, max_cols: int = 2048) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+        """Write windows: strips of one block row, at most ``max_cols`` wide (block-aligned)."""
+        b = self.profile.blocksize
+        step = max(b, (max_cols // b) * b)
+        w, h = self.meta["width"], self.meta["height"]
+        return [((r, min(r + b, h)), (c, min(c + step, w))) for r in range(0, h, b) for c in range(0, w, step)]
+
+    def write(self, array: np.ndarray, rows: tuple[int, int], cols: tuple[int, int]) -> None:
+        self._ds.write(array, window=Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0]))
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        ds, self._ds = self._ds, None
+        try:
+            if exc_type is None:
+                self._describe(ds)
+                levels = [2**j for j in range(1, self.profile.overview_level + 1)]
+                if levels:
+                    ds.build_overviews(levels, Resampling[self.overview_resampling])
+                ds.close()
+                part = self.dst.with_name(f".{self.dst.name}.part")
+                opts = self.profile.creation_options(self.meta["dtype"])
+                opts["bigtiff"] = self.meta["bigtiff"]
+                rio_copy(ds.name, str(part), copy_src_overviews=True, **opts)
+                os.replace(part, self.dst)
+            else:
+                ds.close()
+        finally:
+            if self._tmpdir:
+                shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self.dst.with_name(f".{self.dst.name}.part").unlink(missing_ok=True)
+
+    def _describe(self, ds: Any) -> None:
+        for i in range(self.meta["count"]):
+            if self.descriptions:
+                ds.set_band_description(i + 1, self.descriptions[i])
+            if self.band_tags:
+                ds.update_tags(i + 1, **self.band_tags[i])
+            if self.band_ns_tags:
+                for ns, t in self.band_ns_tags[i].items():
+                    ds.update_tags(i + 1, ns=ns, **t)
+        if self.scales:
+            ds.scales = tuple(self.scales)
+        if self.offsets:
+            ds.offsets = tuple(self.offsets)
+        if self.tags:
+            ds.update_tags(**self.tags)
+
+
+def _north_up(meta: SceneMetadata) -> tuple[Affine, int, int]:
+    """North-up grid covering a rotated scene at its native resolution."""
+    t = Affine(*meta.transform)  # type: ignore[misc]
+    w, h = meta.layout.width, meta.layout.height
+    left, bottom, right, top = _rotated_bounds(t, w, h)
+    xres, yres = math.hypot(t.a, t.d), math.hypot(t.b, t.e)
+    width, height = math.ceil((right - left) / xres - 1e-9), math.ceil((top - bottom) / yres - 1e-9)
+    return Affine(xres, 0.0, left, 0.0, -yres, top), width, height
+
+
+def _rotated_bounds(t: Affine, width: int, height: int) -> tuple[float, float, float, float]:
+    xs, ys = zip(*(t * (c, r) for c, r in ((0, 0), (width, 0), (width, height), (0, height))), strict=True)
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def _footprint(t: Affine, width: int, height: int, crs: CRS | None) -> dict[str, Any]:
+    ring = [t * (c, r) for c, r in ((0, 0), (width, 0), (width, height), (0, height), (0, 0))]
+    geom: dict[str, Any] = {"type": "Polygon", "coordinates": [[list(p) for p in ring]]}
+    if crs is not None and not crs.is_geographic:
+        geom = transform_geom(crs, "EPSG:4326", geom)
+    return geom
+
+
+def _bbox(geom: dict[str, Any]) -> tuple[float, float, float, float]:
+    xs = [p[0] for p in geom["coordinates"][0]]
+    ys = [p[1] for p in geom["coordinates"][0]]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def _band_tags(meta: SceneMetadata) -> tuple[list[dict[str, str]], list[dict[str, dict[str, str]]]]:
+    tags, ns_tags = [], []
+    for b in meta.bands:
+        t = {TAG_GOOD: "1" if b.good else "0"}
+        im: dict[str, str] = {}
+        if b.center_wavelength is not None:
+            t[TAG_WAVELENGTH] = repr(b.center_wavelength)
+            im[TAG_IMAGERY_WAVELENGTH_UM] = repr(b.center_wavelength / 1000.0)
+        if b.fwhm is not None:
+            t[TAG_FWHM] = repr(b.fwhm)
+            im[TAG_IMAGERY_FWHM_UM] = repr(b.fwhm / 1000.0)
+        tags.append(t)
+        ns_tags.append({IMAGERY_DOMAIN: im} if im else {})
+    return tags, ns_tags
+
+
+def write_cog(
+    meta: SceneMetadata,
+    dst_path: str | Path,
+    profile: CogProfile | None = None,
+    *,
+    progress: Progress | None = None,
+) -> CogInfo:
+    """Write the scene as one band-interleaved COG at ``dst_path`` (a local path) in bounded memory.
+
+    Peak memory is one strip of all bands (blocksize x <=2048 columns x bands x itemsize) plus
+    GDAL's block cache, independent of the scene's length. Pixel values are the source's raw
+    numbers; per-band scale/offset make them physical. A rotated grid is resampled north-up
+    (nearest neighbour) with fill = nodata. The COG appears at ``dst_path`` only when complete.
+    """
+    profile = profile or CogProfile()
+    if meta.crs_wkt is None or meta.transform is None:
+        log.warning("%s: no georeferencing in the header; the COG carries pixel coordinates", meta.scene_id)
+    cube = open_cube(meta)
+    nodata = meta.nodata
+    if nodata is None and meta.is_rotated:
+        nodata = default_nodata(meta.layout.dtype)
+    src_t = Affine(*meta.transform) if meta.transform else Affine.identity()
+    if meta.is_rotated:
+        dst_t, width, height = _north_up(meta)
+        log.info("%s: rotated grid -> north-up %dx%d (nearest, fill %s)", meta.scene_id, width, height, nodata)
+    else:
+        dst_t, width, height = src_t, meta.layout.width, meta.layout.height
+    crs = CRS.from_wkt(meta.crs_wkt) if meta.crs_wkt else None
+    band_tags, band_ns_tags = _band_tags(meta)
+    sink = CogSink(
+        dst_path,
+        width=width,
+        height=height,
+        count=meta.layout.count,
+        dtype=np.dtype(meta.layout.dtype).name,
+        crs=crs,
+        transform=dst_t,
+        nodata=nodata,
+        profile=profile,
+        descriptions=[b.description() for b in meta.bands],
+        band_tags=band_tags,
+        band_ns_tags=band_ns_tags,
+        scales=[b.scale for b in meta.bands],
+        offsets=[b.offset for b in meta.bands],
+        tags={"HSI_SCENE_ID": meta.scene_id, "HSI_SOURCE": meta.source, "HSI_QUANTITY": meta.quantity},
+    )
+    env = {"GDAL_CACHEMAX": 512, "GDAL_NUM_THREADS": "ALL_CPUS"}
+    with rasterio.Env(**env), sink:
+        windows = sink.block_windows() if meta.is_rotated is False else sink.block_windows(profile.blocksize)
+        for k, (rows, cols) in enumerate(windows, start=1):
+            if meta.is_rotated:
+                block = read_rotated_window(cube, src_t, dst_t, rows, cols, nodata)  # type: ignore[arg-type]
+            else:
+                block = read_window(cube, slice(*rows), slice(*cols))
+            sink.write(block, rows, cols)
+            if progress is not None:
+                progress(k, len(windows))
+    footprint = _footprint(src_t, meta.layout.width, meta.layout.height, crs)
+    with rasterio.open(dst_path) as out:
+        return CogInfo(
+            path=str(dst_path),
+            width=out.width,
+            height=out.height,
+            count=out.count,
+            dtype=out.dtypes[0],
+            nodata=out.nodata,
+            crs_wkt=crs.to_wkt() if crs else None,
+            epsg=crs.to_epsg() if crs else None,
+            transform=tuple(out.transform)[:6],
+            bbox=_bbox(footprint),
+            footprint=footprint,
+            interleave=(out.tags(ns="IMAGE_STRUCTURE").get("INTERLEAVE") or "").upper(),
+        )
+
+
+def _nearest_band(meta_bands: Any, target_nm: float) -> int:
+    best, best_d = 1, float("inf")
+    for b in meta_bands:
+        if b.center_wavelength is None or not b.good:
+            continue
+        d = abs(b.center_wavelength - target_nm)
+        if d < best_d:
+            best, best_d = b.index, d
+    return best
+
+
+def write_quicklook(
+    cog_path: str | Path,
+    rgb_cog_path: str | Path,
+    png_path: str | Path,
+    *,
+    rgb_nm: tuple[float, float, float] = (640.0, 550.0, 460.0),
+    png_size: int = 512,
+) -> tuple[int, int, int]:
+    """True-colour quicklooks: a full-resolution RGB COG with the overview pyramid, and a small PNG.
+
+    Bands nearest to ``rgb_nm`` (good bands only, argmin |Δλ|: wavelength lists need not be
+    monotonic) are stretched to 8 bits with a 2-98 % percentile stretch measured on a decimated
+    read. Memory is bounded: the RGB COG is written window by window.
+    Returns the 1-based band indexes used (r, g, b).
+    """
+    from hsi.scene import bands_from_dataset
+
+    rgb_cog_path, png_path = Path(rgb_cog_path), Path(png_path)
+    with rasterio.open(cog_path) as src:
+        bands = bands_from_dataset(src)
+        idx = tuple(_nearest_band(bands, nm) for nm in rgb_nm)
+        scale = max(src.width, src.height) / png_size
+        ow, oh = max(1, round(src.width / max(scale, 1))), max(1, round(src.height / max(scale, 1)))
+        small = src.read(list(idx), out_shape=(3, oh, ow), masked=True, resampling=Resampling.nearest)
+        small = small.astype("float64")
+        lo_hi = []
+        for k in range(3):
+            vals = small[k].compressed()
+            lo_hi.append(tuple(np.percentile(vals, (2, 98))) if vals.size else (0.0, 1.0))
+
+        def stretch(a: np.ma.MaskedArray) -> tuple[np.ndarray, np.ndarray]:
+            out = np.zeros(a.shape, dtype="uint8")
+            for k in range(3):
+                lo, hi = lo_hi[k]
+                span = (hi - lo) or 1.0
+                out[k] = np.clip((a[k].filled(lo) - lo) / span * 254 + 1, 1, 255).astype("uint8")
+            valid = ~np.ma.getmaskarray(a).any(axis=0)
+            out[:, ~valid] = 0
+            return out, valid
+
+        png, _ = stretch(small)
+        png_path.parent.mkdir(parents=True, exist_ok=True)
+        with MemoryFile() as mem, mem.open(driver="GTiff", width=ow, height=oh, count=3, dtype="uint8", transform=Affine.identity()) as m:
+            m.write(png)
+            rio_copy(m, str(png_path), driver="PNG")
+        png_path.with_name(png_path.name + ".aux.xml").unlink(missing_ok=True)
+
+        tmp = Path(tempfile.mkdtemp(prefix="hsi-rgb-", dir=rgb_cog_path.parent if rgb_cog_path.parent.exists() else None))
+        try:
+            staging = tmp / "rgb.tif"
+            meta = {
+                "driver": "GTiff",
+                "width": src.width,
+                "height": src.height,
+                "count": 3,
+                "dtype": "uint8",
+                "crs": src.crs,
+                "transform": src.transform,
+                "nodata": 0,
+                "tiled": True,
+                "blockxsize": 256,
+                "blockysize": 256,
+            }
+            with rasterio.open(staging, "w", **meta) as dst:
+                for _, w in dst.block_windows(1):
+                    block, _valid = stretch(src.read(list(idx), window=w, masked=True).astype("float64"))
+                    dst.write(block, window=w)
+                dst.descriptions = tuple(f"{c} {bands[i - 1].description()}" for c, i in zip("RGB", idx, strict=True))
+            rgb_cog_path.parent.mkdir(parents=True, exist_ok=True)
+            cog_translate(
+                str(staging),
+                str(rgb_cog_path),
+                {"driver": "GTiff", "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "DEFLATE",
+                 "interleave": "pixel", "photometric": "RGB"},
+                nodata=0,
+                overview_resampling="average",
+                in_memory=False,
+                quiet=True,
+            )
+        finally:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    return idx  # type: ignore[return-value]
