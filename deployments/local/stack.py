@@ -201,9 +201,20 @@ def _http_json(url: str, data: Any = None, timeout: float = 5.0) -> Any:
         return json.loads(r.read() or b"null")
 
 
+def _log_tail(path: Path | None, n: int = 15) -> str:
+    if path is None:
+        return ""
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return "\n".join(lines[-n:])
+
+
 def wait_for(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.25,
-             log_hint: Path | None = None) -> float:
-    """Poll ``check`` until it is true; returns the seconds waited. Raises StackError at the deadline."""
+             log_hint: Path | None = None, alive: Callable[[], bool] | None = None) -> float:
+    """Poll ``check`` until it is true; returns the seconds waited. Raises StackError at the deadline,
+    or at once when ``alive`` says the process being waited for has exited."""
     t0 = time.monotonic()
     deadline = t0 + timeout
     while True:
@@ -212,6 +223,8 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float, interval: flo
                 return time.monotonic() - t0
         except Exception:  # noqa: BLE001 - a failing probe means "not ready yet"
             pass
+        if alive is not None and not alive():
+            raise StackError(f"{what} exited during start-up; last lines of {log_hint}:\n{_log_tail(log_hint)}")
         if time.monotonic() >= deadline:
             hint = f"; see {log_hint}" if log_hint else ""
             raise StackError(f"{what} not ready after {timeout:.0f} s{hint}")
@@ -556,8 +569,11 @@ def up_seaweedfs(layout: Layout, sec: dict[str, str]) -> str:
     if proc.pid():
         return "running"
     p = layout.ports
-    if _port_open(p["s3"]):
-        raise StackError(f"port {p['s3']} is in use by another process (set HSI_STACK_PORT_S3)")
+    for name in ("s3", "weed_master", "weed_volume", "weed_filer", "weed_admin"):
+        for port in (p[name], p[name] + 10000):  # http and gRPC (+10000)
+            if _port_open(port):
+                raise StackError(f"port {port} (SeaweedFS {name}{' gRPC' if port != p[name] else ''}) is in use "
+                                 f"by another process (set HSI_STACK_PORT_{name.upper()})")
     layout.weed_dir.mkdir(parents=True, exist_ok=True)
     argv = [
         str(layout.venv / "bin" / "weed"), "mini", f"-dir={layout.weed_dir}", f"-ip={HOST}", f"-ip.bind={HOST}",
@@ -761,19 +777,19 @@ def up(layout: Layout | None = None, *, config_out: Path | None = Path("hsi.stac
     def left() -> float:
         return max(5.0, deadline - time.monotonic())
 
-    timings["wait-stac-api"] = round(wait_for("STAC API", lambda: _stac_ok(layout), left(),
-                                              log_hint=Proc(layout, "stac-api").logfile), 2)
-    timings["wait-seaweedfs"] = round(wait_for("SeaweedFS S3", lambda: (_ensure_bucket(layout, sec), True)[1],
-                                               left(), log_hint=Proc(layout, "seaweedfs").logfile), 2)
-    timings["wait-prefect-server"] = round(wait_for("Prefect server", lambda: _prefect_ok(layout), left(),
-                                                    log_hint=Proc(layout, "prefect-server").logfile), 2)
+    def waiting(what: str, name: str, check: Callable[[], bool], interval: float = 0.25) -> None:
+        proc = Proc(layout, name)
+        timings[f"wait-{name}"] = round(wait_for(what, check, left(), interval, log_hint=proc.logfile,
+                                                 alive=lambda: proc.pid() is not None), 2)
+
+    waiting("STAC API", "stac-api", lambda: _stac_ok(layout))
+    waiting("SeaweedFS S3", "seaweedfs", lambda: (_ensure_bucket(layout, sec), True)[1])
+    waiting("Prefect server", "prefect-server", lambda: _prefect_ok(layout))
     if worker:
         started_at = time.time()
         timed("prefect-worker", lambda: up_worker(layout, cwd))
         since = started_at if actions["prefect-worker"] == "started" else None
-        timings["wait-prefect-worker"] = round(wait_for(
-            f"Prefect worker (pool {WORK_POOL})", lambda: _worker_online(layout, since), left(), 0.5,
-            log_hint=Proc(layout, "prefect-worker").logfile), 2)
+        waiting(f"Prefect worker (pool {WORK_POOL})", "prefect-worker", lambda: _worker_online(layout, since), 0.5)
     info = status(layout)
     info["actions"] = actions
     info["timings"] = timings
