@@ -85,7 +85,7 @@ class S3Store:
         self._threshold = int(multipart_threshold if multipart_threshold is not None else part_size)
         self._concurrency = max_concurrency
         self._session = session
-        self._client = client
+        self._client: Any = client
         self._region = region
         self._timeouts = (connect_timeout, read_timeout, max_attempts)
         if client is None:
@@ -341,12 +341,15 @@ class S3Store:
             ReadTimeoutError,
         )
 
+        # boto3's S3UploadFailedError / RetriesExceededError wrap the real error (attribute or context)
         cause: BaseException = e
-        # boto3's S3UploadFailedError / RetriesExceededError wrap the real error
-        while getattr(cause, "last_exception", None) is not None or (
-            cause.__cause__ is not None and not _code(cause) and type(cause).__name__.endswith("FailedError")
-        ):
-            cause = getattr(cause, "last_exception", None) or cause.__cause__  # type: ignore[assignment]
+        for _ in range(5):
+            if _code(cause) or type(cause).__module__.startswith("botocore"):
+                break
+            inner = getattr(cause, "last_exception", None) or cause.__cause__ or cause.__context__
+            if inner is None:
+                break
+            cause = inner
         code = _code(cause) or _code(e)
         where = f" at {self._endpoint_url}" if self._endpoint_url else ""
         if isinstance(cause, NoCredentialsError | PartialCredentialsError):
