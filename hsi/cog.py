@@ -25,6 +25,7 @@ import math
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,14 +35,15 @@ import numpy as np
 import rasterio
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import MemoryFile
 from rasterio.shutil import copy as rio_copy
 from rasterio.transform import Affine
-from rasterio.warp import transform_geom
 from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_translate
 
 from hsi.cube import open_cube, read_rotated_window, read_window
+from hsi.geo import bbox_of, footprint
 from hsi.scene import (
     IMAGERY_DOMAIN,
     TAG_FWHM,
@@ -263,20 +265,6 @@ def _rotated_bounds(t: Affine, width: int, height: int) -> tuple[float, float, f
     return min(xs), min(ys), max(xs), max(ys)
 
 
-def _footprint(t: Affine, width: int, height: int, crs: CRS | None) -> dict[str, Any]:
-    ring = [t * (c, r) for c, r in ((0, 0), (width, 0), (width, height), (0, height), (0, 0))]
-    geom: dict[str, Any] = {"type": "Polygon", "coordinates": [[list(p) for p in ring]]}
-    if crs is not None and not crs.is_geographic:
-        geom = transform_geom(crs, "EPSG:4326", geom)
-    return geom
-
-
-def _bbox(geom: dict[str, Any]) -> tuple[float, float, float, float]:
-    xs = [p[0] for p in geom["coordinates"][0]]
-    ys = [p[1] for p in geom["coordinates"][0]]
-    return min(xs), min(ys), max(xs), max(ys)
-
-
 def _band_tags(meta: SceneMetadata) -> tuple[list[dict[str, str]], list[dict[str, dict[str, str]]]]:
     tags, ns_tags = [], []
     for b in meta.bands:
@@ -350,7 +338,7 @@ def write_cog(
             sink.write(block, rows, cols)
             if progress is not None:
                 progress(k, len(windows))
-    footprint = _footprint(src_t, meta.layout.width, meta.layout.height, crs)
+    fp = footprint(src_t, meta.layout.width, meta.layout.height, crs)
     with rasterio.open(dst_path) as out:
         return CogInfo(
             path=str(dst_path),
@@ -362,8 +350,8 @@ def write_cog(
             crs_wkt=crs.to_wkt() if crs else None,
             epsg=crs.to_epsg() if crs else None,
             transform=tuple(out.transform)[:6],
-            bbox=_bbox(footprint),
-            footprint=footprint,
+            bbox=bbox_of(fp),
+            footprint=fp,
             interleave=(out.tags(ns="IMAGE_STRUCTURE").get("INTERLEAVE") or "").upper(),
         )
 
@@ -421,9 +409,12 @@ def write_quicklook(
 
         png, _ = stretch(small)
         png_path.parent.mkdir(parents=True, exist_ok=True)
-        with MemoryFile() as mem, mem.open(driver="GTiff", width=ow, height=oh, count=3, dtype="uint8", transform=Affine.identity()) as m:
+        with warnings.catch_warnings(), MemoryFile() as mem:
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            m = mem.open(driver="GTiff", width=ow, height=oh, count=3, dtype="uint8")
             m.write(png)
             rio_copy(m, str(png_path), driver="PNG")
+            m.close()
         png_path.with_name(png_path.name + ".aux.xml").unlink(missing_ok=True)
 
         tmp = Path(tempfile.mkdtemp(prefix="hsi-rgb-", dir=rgb_cog_path.parent if rgb_cog_path.parent.exists() else None))

@@ -87,8 +87,8 @@ class SceneMetadata:
 
     @property
     def item_id(self) -> str:
-        """Deterministic STAC item id shared by the raw and the activated item."""
-        return self.scene_id
+        """Deterministic STAC item id shared by the raw and the activated item: ``<source>-<scene id>``."""
+        return f"{self.source}-{self.scene_id}"
 
     @property
     def raw_collection(self) -> str:

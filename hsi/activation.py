@@ -1,0 +1,255 @@
+"""Indexing and activation of raw scenes: the domain steps the Prefect tasks wrap one-to-one.
+
+index:     raw files (local, s3://, https://) -> raw STAC item in ``<source>-raw``
+activate:  raw item -> [skip if done] -> fetch/extract -> COG + quicklooks -> upload -> register
+
+Registration is the commit point: assets are uploaded first to deterministic keys, then the item
+is upserted. "Done" means the activated item exists, its ``hsi:product_key`` equals the key of
+this activation (raw asset checksums + writer version + profile), and every asset exists with
+its recorded size (and checksum where the store knows it cheaply).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pystac
+
+from hsi.cog import CogInfo, CogProfile, Progress, write_cog, write_quicklook
+from hsi.errors import ItemNotFoundError, UnsupportedSourceError
+from hsi.geo import bbox_of, scene_footprint
+from hsi.scene import SceneMetadata
+from hsi.services import Services
+from hsi.sources import list_sources, read_scene
+from hsi.sources.archive import is_archive
+from hsi.stac.items import COG_MEDIA_TYPE, AssetRef, activated_item, raw_item
+from hsi.stac.provenance import InputRef, Provenance, RunInfo, apply_provenance, derivation_key
+from hsi.storage import ObjectInfo, file_checksum
+
+__all__ = [
+    "ACTIVATION_ALGORITHM",
+    "ACTIVATION_VERSION",
+    "Converted",
+    "activated_collection",
+    "activation_key",
+    "build_activated_item",
+    "check_done",
+    "convert",
+    "fetch_raw",
+    "find_raw_item",
+    "index_scene",
+    "upload_outputs",
+]
+
+log = logging.getLogger(__name__)
+
+ACTIVATION_ALGORITHM = "hsi.activate"
+ACTIVATION_VERSION = "1.0.0"
+_SIDECARS = (".hdr", ".gain", ".spc")
+
+
+# ---------------------------------------------------------------------------------------- index
+def _local_files(entry: Path, meta: SceneMetadata) -> dict[str, Path]:
+    """Raw assets of a scene on disk: the archive, or data + header + sensor sidecars."""
+    if is_archive(entry):
+        return {"archive": entry}
+    files: dict[str, Path] = {"data": meta.layout.data_path}
+    if meta.layout.header_path is not None:
+        files["header"] = meta.layout.header_path
+    data = meta.layout.data_path
+    for p in sorted(data.parent.iterdir()):
+        if p.suffix in (".gain", ".spc") and p.name.startswith(meta.scene_id):
+            files[p.suffix.lstrip(".")] = p
+    return files
+
+
+def _media_type(key: str, path: str) -> tuple[str, tuple[str, ...]]:
+    if key == "archive":
+        return ("application/gzip" if path.endswith(("gz", "tgz")) else "application/zip"), ("data", "archive")
+    if key == "data":
+        return "application/octet-stream", ("data",)
+    return "text/plain", ("metadata",)
+
+
+def index_scene(services: Services, href: str, *, source: str | None = None) -> pystac.Item:
+    """Read a raw scene's metadata (only headers, no pixels) and register its raw item (upsert)."""
+    work = services.work_dir / "raw"
+    local = services.fetch(href, work)
+    if href.startswith("s3://") and not is_archive(local):
+        _fetch_siblings(services, href, local.parent)
+    meta = read_scene(local, source=source, work_dir=services.work_dir / "extract")
+    files = _local_files(local, meta)
+    remote_dir = href.rsplit("/", 1)[0] if "://" in href else None
+    assets = {}
+    for key, path in files.items():
+        asset_href = f"{remote_dir}/{path.name}" if remote_dir and key != "archive" else (href if key == "archive" else str(path.resolve()))
+        mt, roles = _media_type(key, path.name)
+        assets[key] = AssetRef(
+            href=asset_href, media_type=mt, roles=roles, title=path.name,
+            size=path.stat().st_size, checksum=file_checksum(path),
+        )
+    geom = scene_footprint(meta)
+    mtime = datetime.fromtimestamp(local.stat().st_mtime, tz=UTC)
+    item = raw_item(meta, assets, geometry=geom, bbox=bbox_of(geom) if geom else None, fallback_datetime=mtime)
+    item.properties["hsi:level"] = meta.level
+    services.catalog.upsert_item(item)
+    log.info("indexed %s/%s from %s", item.collection_id, item.id, href)
+    return item
+
+
+def _fetch_siblings(services: Services, href: str, dest: Path) -> None:
+    prefix, name = href.rsplit("/", 1)
+    store = services.store_for(href)
+    stem = name.split("_")[0].split(".")[0]
+    for uri in store.list(prefix + "/"):
+        base = uri.rsplit("/", 1)[-1]
+        if base != name and base.startswith(stem) and base.endswith(_SIDECARS):
+            services.fetch(uri, dest)
+
+
+def find_raw_item(services: Services, item_id: str, collection: str | None = None) -> pystac.Item:
+    """The raw item ``item_id`` (in ``collection``, or in any ``<source>-raw`` collection)."""
+    collections = [collection] if collection else [f"{s}-raw" for s in list_sources()]
+    for cid in collections:
+        item = services.catalog.get_item(cid, item_id)
+        if item is not None:
+            return item
+    raise ItemNotFoundError(collection or " | ".join(collections), item_id, services.catalog.href)
+
+
+# ------------------------------------------------------------------------------------- activate
+def activated_collection(raw: pystac.Item) -> str:
+    return f"{raw.properties['hsi:source']}-{raw.properties.get('hsi:level', 'l1b')}"
+
+
+def _profile_params(profile: CogProfile) -> dict[str, Any]:
+    params = dataclasses.asdict(profile)
+    params.pop("num_threads", None)  # does not change the result
+    return params
+
+
+def activation_key(services: Services, raw: pystac.Item, profile: CogProfile) -> tuple[str, InputRef]:
+    """The key of activating ``raw`` with ``profile`` and the input reference it is made of."""
+    checksums = {
+        k: a.extra_fields.get("file:checksum") or f"size:{a.extra_fields.get('file:size')}" for k, a in raw.assets.items()
+    }
+    cid = raw.collection_id or ""
+    ref = InputRef(collection=cid, id=raw.id, href=services.catalog.item_href(cid, raw.id), checksums=checksums)
+    return derivation_key([ref], ACTIVATION_ALGORITHM, ACTIVATION_VERSION, _profile_params(profile)), ref
+
+
+def check_done(services: Services, collection: str, item_id: str, key: str, *, verify_checksums: bool = False) -> str | None:
+    """Why the existing item can be kept (a skip reason), or None when the work must be (re)done."""
+    item = services.catalog.get_item(collection, item_id)
+    if item is None:
+        return None
+    if item.properties.get("hsi:product_key") != key:
+        log.info("%s/%s exists but is stale (key differs): recomputing", collection, item_id)
+        return None
+    for name, asset in item.assets.items():
+        size = asset.extra_fields.get("file:size")
+        if size is None:
+            continue
+        store = services.store_for(asset.href)
+        info = store.stat(asset.href, checksum=verify_checksums)
+        if info is None or info.size != size:
+            log.warning("%s/%s: asset %s missing or incomplete at %s: recomputing", collection, item_id, name, asset.href)
+            return None
+        recorded = asset.extra_fields.get("file:checksum")
+        if info.checksum and recorded and info.checksum != recorded:
+            log.warning("%s/%s: asset %s checksum differs: recomputing", collection, item_id, name)
+            return None
+    return f"{collection}/{item_id} is up to date (key {key[:12]}, assets complete)"
+
+
+def fetch_raw(services: Services, raw: pystac.Item) -> Path:
+    """Local copies of the raw assets (downloads only what is remote); returns the scene entry path."""
+    dest = services.work_dir / "raw" / raw.id
+    paths = {k: services.fetch(a.href, dest) for k, a in raw.assets.items()}
+    if "archive" in paths:
+        return paths["archive"]
+    if "header" in paths:
+        return paths["header"]
+    if "data" in paths:
+        return paths["data"]
+    raise UnsupportedSourceError(f"raw item {raw.collection_id}/{raw.id} has no data, header or archive asset")
+
+
+@dataclass(frozen=True)
+class Converted:
+    meta: SceneMetadata
+    cog: CogInfo
+    files: Mapping[str, Path]  # asset key -> local file (cube, rgb, thumbnail)
+    rgb_bands: tuple[int, int, int]
+
+
+def convert(
+    entry: Path, out_dir: Path, *, source: str | None = None, profile: CogProfile | None = None,
+    work_dir: Path | None = None, progress: Progress | None = None,
+) -> Converted:
+    """Scene on disk -> analysis-ready COG + RGB quicklook COG + PNG thumbnail in ``out_dir``."""
+    meta = read_scene(entry, source=source, work_dir=work_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cube = out_dir / f"{meta.item_id}.tif"
+    info = write_cog(meta, cube, profile, progress=progress)
+    rgb, png = out_dir / f"{meta.item_id}_rgb.tif", out_dir / f"{meta.item_id}_quicklook.png"
+    bands = write_quicklook(cube, rgb, png)
+    return Converted(meta=meta, cog=info, files={"cube": cube, "rgb": rgb, "thumbnail": png}, rgb_bands=bands)
+
+
+def upload_outputs(services: Services, collection: str, item_id: str, files: Mapping[str, Path]) -> dict[str, ObjectInfo]:
+    """Copy outputs to deterministic keys ``<collection>/<item id>/<file name>`` (atomic per object)."""
+    out = {}
+    for key, path in files.items():
+        uri = services.store.uri(collection, item_id, path.name)
+        out[key] = services.store.put_file(path, uri)
+    return out
+
+
+def public_href(services: Services, uri: str) -> str:
+    base = services.config.storage.public_base_url
+    if base and uri.startswith(services.store.root):
+        return base.rstrip("/") + "/" + uri[len(services.store.root) :].lstrip("/")
+    return uri
+
+
+def build_activated_item(
+    services: Services, conv: Converted, uploaded: Mapping[str, ObjectInfo], raw: pystac.Item,
+    key_input: InputRef, profile: CogProfile, run: RunInfo,
+) -> pystac.Item:
+    def ref(key: str, mt: str, roles: tuple[str, ...], title: str, extra: dict[str, Any] | None = None) -> AssetRef:
+        o = uploaded[key]
+        return AssetRef(public_href(services, o.uri), mt, roles, title, o.size, o.checksum, extra or {})
+
+    item = activated_item(
+        conv.meta,
+        cube=ref("cube", COG_MEDIA_TYPE, ("data",), "Analysis-ready cube (band-interleaved COG)"),
+        cog=conv.cog,
+        extra_assets={
+            "rgb": ref("rgb", COG_MEDIA_TYPE, ("visual",), "True-colour RGB (with overviews)",
+                       {"hsi:rgb_bands": list(conv.rgb_bands)}),
+            "thumbnail": ref("thumbnail", "image/png", ("thumbnail", "overview"), "True-colour quicklook"),
+        },
+        fallback_datetime=raw.datetime,
+    )
+    prov = Provenance(
+        algorithm=ACTIVATION_ALGORITHM, algorithm_version=ACTIVATION_VERSION,
+        parameters=_profile_params(profile), inputs=[key_input],
+        level=conv.meta.level.upper(),
+        lineage=f"{conv.meta.source} {conv.meta.quantity} ({conv.meta.layout.interleave.upper()}, "
+        f"{conv.meta.layout.dtype}) converted to a band-interleaved COG by hsi-pipeline"
+        + ("; rotated grid resampled north-up (nearest)" if conv.meta.is_rotated else ""),
+        run=run,
+    )
+    return apply_provenance(item, prov)
+
+
+def cleanup(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

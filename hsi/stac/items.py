@@ -1,0 +1,201 @@
+"""STAC builders: raw and activated scene items and their collections.
+
+Built from the frozen :class:`~hsi.scene.SceneMetadata` and the :class:`~hsi.cog.CogInfo` of what
+was written, never from paths. Ids are deterministic (DESIGN.md §3): the raw and the activated
+item share the native scene id, in collections ``<source>-raw`` and ``<source>-<level>``.
+Band metadata follows STAC 1.1 ``bands`` with eo v2 / raster v2 fields; bad bands carry
+``hsi:good_band: false`` and are listed in ``hsi:bad_bands``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pystac
+
+from hsi.scene import BandInfo, SceneMetadata
+from hsi.stac.validation import HSI_EXTENSION
+
+__all__ = [
+    "COG_MEDIA_TYPE",
+    "AssetRef",
+    "activated_item",
+    "bands_field",
+    "collection_for",
+    "raw_item",
+]
+
+COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+EO = "https://stac-extensions.github.io/eo/v2.0.0/schema.json"
+RASTER = "https://stac-extensions.github.io/raster/v2.0.0/schema.json"
+PROJ = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
+FILE = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
+
+_SENSORS = {
+    "aviris-ng": ("AVIRIS-NG", "Airborne Visible/Infrared Imaging Spectrometer - Next Generation"),
+    "aviris-classic": ("AVIRIS-Classic", "Airborne Visible/Infrared Imaging Spectrometer"),
+}
+
+
+@dataclass(frozen=True)
+class AssetRef:
+    """A stored object to describe as an asset."""
+
+    href: str
+    media_type: str
+    roles: tuple[str, ...]
+    title: str | None = None
+    size: int | None = None
+    checksum: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_asset(self) -> pystac.Asset:
+        extra = dict(self.extra)
+        if self.size is not None:
+            extra["file:size"] = self.size
+        if self.checksum is not None:
+            extra["file:checksum"] = self.checksum
+        return pystac.Asset(self.href, title=self.title, media_type=self.media_type, roles=list(self.roles), extra_fields=extra)
+
+
+def _iso(dt: datetime) -> datetime:
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def bands_field(bands: Sequence[BandInfo], dtype: str, nodata: float | None, unit: str | None = None) -> list[dict[str, Any]]:
+    """STAC 1.1 ``bands`` entries (eo/raster v2 field names; wavelengths in micrometres)."""
+    out = []
+    dt = np.dtype(dtype).name
+    for b in bands:
+        d: dict[str, Any] = {"name": b.name, "description": b.description(), "data_type": dt}
+        if b.center_wavelength is not None:
+            d["eo:center_wavelength"] = round(b.center_wavelength / 1000.0, 7)
+        if b.fwhm is not None:
+            d["eo:full_width_half_max"] = round(b.fwhm / 1000.0, 7)
+        if nodata is not None and np.isfinite(nodata):
+            d["nodata"] = nodata
+        if b.scale != 1.0:
+            d["raster:scale"] = b.scale
+        if b.offset != 0.0:
+            d["raster:offset"] = b.offset
+        if unit:
+            d["unit"] = unit
+        d["hsi:good_band"] = b.good
+        out.append(d)
+    return out
+
+
+def _common_properties(meta: SceneMetadata) -> dict[str, Any]:
+    short, _ = _SENSORS.get(meta.source, (meta.sensor or meta.source, None))
+    return {
+        "instruments": [short.lower()],
+        "hsi:source": meta.source,
+        "hsi:scene_id": meta.scene_id,
+        "hsi:quantity": meta.quantity,
+        "hsi:bad_bands": [b.index for b in meta.bands if not b.good],
+    }
+
+
+def _datetime(meta: SceneMetadata, fallback: datetime | None) -> datetime:
+    if meta.datetime is not None:
+        return _iso(meta.datetime)
+    if fallback is not None:
+        return _iso(fallback)
+    raise ValueError(f"scene {meta.scene_id}: no acquisition datetime in the header or file name")
+
+
+def raw_item(
+    meta: SceneMetadata,
+    assets: Mapping[str, AssetRef],
+    *,
+    geometry: dict[str, Any] | None,
+    bbox: Sequence[float] | None,
+    fallback_datetime: datetime | None = None,
+) -> pystac.Item:
+    """The raw scene as delivered (ENVI header + binary, or an archive), before activation."""
+    props = _common_properties(meta)
+    props["hsi:level"] = meta.level
+    if meta.crs_wkt:
+        from rasterio.crs import CRS
+
+        epsg = CRS.from_wkt(meta.crs_wkt).to_epsg()
+        props["proj:code"] = f"EPSG:{epsg}" if epsg else None
+        if not epsg:
+            props["proj:wkt2"] = meta.crs_wkt
+        props["proj:shape"] = [meta.layout.height, meta.layout.width]
+        if meta.transform:
+            props["proj:transform"] = list(meta.transform)
+    item = pystac.Item(
+        id=meta.item_id,
+        geometry=geometry,
+        bbox=list(bbox) if bbox else None,
+        datetime=_datetime(meta, fallback_datetime),
+        properties=props,
+        collection=meta.raw_collection,
+        stac_extensions=[PROJ, FILE, EO, HSI_EXTENSION],
+    )
+    for key, ref in assets.items():
+        asset = ref.to_asset()
+        if "data" in ref.roles and key == "data":
+            asset.extra_fields["bands"] = bands_field(meta.bands, meta.layout.dtype, meta.nodata, meta.units)
+        item.add_asset(key, asset)
+    return item
+
+
+def activated_item(
+    meta: SceneMetadata,
+    *,
+    cube: AssetRef,
+    cog: Any,  # hsi.cog.CogInfo
+    extra_assets: Mapping[str, AssetRef] | None = None,
+    fallback_datetime: datetime | None = None,
+) -> pystac.Item:
+    """The analysis-ready cube: one band-interleaved COG + quicklooks. Add provenance afterwards."""
+    props = _common_properties(meta)
+    props["proj:code"] = f"EPSG:{cog.epsg}" if cog.epsg else None
+    if not cog.epsg and cog.crs_wkt:
+        props["proj:wkt2"] = cog.crs_wkt
+    props["proj:shape"] = [cog.height, cog.width]
+    props["proj:transform"] = list(cog.transform)
+    item = pystac.Item(
+        id=meta.item_id,
+        geometry=cog.footprint,
+        bbox=list(cog.bbox),
+        datetime=_datetime(meta, fallback_datetime),
+        properties=props,
+        collection=meta.activated_collection,
+        stac_extensions=[EO, RASTER, PROJ, FILE, HSI_EXTENSION],
+    )
+    asset = cube.to_asset()
+    asset.extra_fields["bands"] = bands_field(meta.bands, cog.dtype, cog.nodata, meta.units)
+    res = abs(cog.transform[0])
+    asset.extra_fields["raster:spatial_resolution"] = res
+    item.add_asset("cube", asset)
+    for key, ref in (extra_assets or {}).items():
+        item.add_asset(key, ref.to_asset())
+    return item
+
+
+def collection_for(collection_id: str, description: str | None = None) -> pystac.Collection:
+    """A collection with an open extent; catalogs create it on first use."""
+    source = collection_id.rsplit("-", 1)[0]
+    short, long_name = _SENSORS.get(source, (source, None))
+    desc = description or (
+        f"{long_name or short} scenes, {collection_id.rsplit('-', 1)[-1]} (hsi-pipeline)"
+        if not collection_id.startswith("hsi-")
+        else f"hsi-pipeline product '{collection_id[4:]}'"
+    )
+    return pystac.Collection(
+        id=collection_id,
+        description=desc,
+        extent=pystac.Extent(
+            pystac.SpatialExtent([[-180.0, -90.0, 180.0, 90.0]]),
+            pystac.TemporalExtent([[None, None]]),
+        ),
+        license="other",
+        title=collection_id,
+    )
