@@ -41,6 +41,7 @@ __all__ = [
     "activation_key",
     "build_activated_item",
     "check_done",
+    "discover_scenes",
     "convert",
     "fetch_raw",
     "find_raw_item",
@@ -253,3 +254,20 @@ def build_activated_item(
 
 def cleanup(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def discover_scenes(href: str) -> list[str]:
+    """Scene entries at ``href``: itself for a file/URL/s3 key; for a local directory, every
+    archive and every ENVI header in it (sensor sidecar headers excluded), sorted."""
+    if "://" in href and not href.startswith("file://"):
+        return [href]
+    p = Path(href[7:] if href.startswith("file://") else href)
+    if not p.is_dir():
+        return [str(p)]
+    found = []
+    for f in sorted(p.rglob("*")):
+        if not f.is_file():
+            continue
+        if is_archive(f) or (f.suffix == ".hdr" and not any(s in f.name for s in ("_glt", "_igm", "_loc", "_obs", "_h2o"))):
+            found.append(str(f))
+    return found

@@ -1,0 +1,36 @@
+"""Index flow: register raw STAC items for scenes given as local paths, URLs or s3:// keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from hsi.activation import discover_scenes
+from tasks.activation import index_raw_scene
+from tasks.runtime import get_config
+
+
+@flow(name="index", validate_parameters=True)
+def index_scenes(hrefs: list[str], source: str | None = None, config: str | None = None) -> list[dict[str, Any]]:
+    """Index every scene found at ``hrefs`` (a directory is searched for headers and archives).
+
+    A scene that cannot be read is reported with its reason and does not stop the others; the
+    flow fails at the end when any scene failed.
+    """
+    log = get_run_logger()
+    cfg = get_config(config)
+    entries = [e for h in hrefs for e in discover_scenes(h)]
+    futures = [(e, index_raw_scene.submit(e, source, cfg)) for e in entries]
+    out, failed = [], []
+    for entry, fut in futures:
+        try:
+            item = fut.result()
+            out.append({"href": entry, "status": "indexed", "collection": item["collection"], "item_id": item["id"]})
+        except Exception as e:
+            log.error("cannot index %s: %s", entry, e)
+            failed.append(entry)
+            out.append({"href": entry, "status": "failed", "reason": str(e)})
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(entries)} scenes could not be indexed: {', '.join(failed)}")
+    return out

@@ -1,0 +1,93 @@
+"""Prefect tasks for indexing and activation: each is a thin wrapper over one :mod:`hsi.activation` step.
+
+Tasks exchange small, picklable values (item dicts, paths, URIs), never arrays, so they work
+under any task runner (threads, Dask) and Prefect never hashes pixel data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pystac
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from hsi import activation as act
+from hsi.cog import CogProfile
+from hsi.errors import InvalidInputError
+from hsi.stac.provenance import InputRef
+from hsi.storage import ObjectInfo
+from tasks.runtime import progress_logger, run_info, services
+
+
+def _retry_unless_invalid(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry transient failures only: invalid input fails at once."""
+    try:
+        state.result()
+    except InvalidInputError:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+@task(name="index-raw-scene", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
+      retry_condition_fn=_retry_unless_invalid)
+def index_raw_scene(href: str, source: str | None = None, config: Any = None) -> dict[str, Any]:
+    item = act.index_scene(services(config), href, source=source)
+    get_run_logger().info("indexed %s/%s from %s", item.collection_id, item.id, href)
+    return item.to_dict(include_self_link=False, transform_hrefs=False)
+
+
+@task(name="resolve-raw-item", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
+      retry_condition_fn=_retry_unless_invalid)
+def resolve_raw_item(item_id: str, collection: str | None = None, config: Any = None) -> dict[str, Any]:
+    raw = act.find_raw_item(services(config), item_id, collection)
+    return raw.to_dict(include_self_link=False, transform_hrefs=False)
+
+
+@task(name="check-activated", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
+      retry_condition_fn=_retry_unless_invalid)
+def check_activated(raw: dict[str, Any], profile: CogProfile, config: Any = None) -> tuple[str, InputRef, str | None]:
+    """(key, input reference, skip reason or None)."""
+    svc = services(config)
+    item = pystac.Item.from_dict(raw)
+    key, ref = act.activation_key(svc, item, profile)
+    return key, ref, act.check_done(svc, act.activated_collection(item), item.id, key)
+
+
+@task(name="fetch-raw", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=10,
+      retry_condition_fn=_retry_unless_invalid)
+def fetch_raw(raw: dict[str, Any], config: Any = None) -> Path:
+    return act.fetch_raw(services(config), pystac.Item.from_dict(raw))
+
+
+@task(name="convert-to-cog", cache_policy=NO_CACHE)
+def convert(entry: Path, item_id: str, source: str | None, profile: CogProfile, config: Any = None) -> act.Converted:
+    svc = services(config)
+    log = get_run_logger()
+    conv = act.convert(entry, svc.work_dir / "out" / item_id, source=source, profile=profile,
+                       work_dir=svc.work_dir / "extract", progress=progress_logger(log, f"writing {item_id}"))
+    log.info("%s: COG %dx%dx%d %s (%s-interleaved)", item_id, conv.cog.width, conv.cog.height, conv.cog.count,
+             conv.cog.dtype, conv.cog.interleave.lower())
+    return conv
+
+
+@task(name="upload-assets", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=10,
+      retry_condition_fn=_retry_unless_invalid)
+def upload(collection: str, item_id: str, files: dict[str, Path], config: Any = None) -> dict[str, ObjectInfo]:
+    return act.upload_outputs(services(config), collection, item_id, files)
+
+
+@task(name="register-item", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=5,
+      retry_condition_fn=_retry_unless_invalid)
+def register_activated(conv: act.Converted, uploaded: dict[str, ObjectInfo], raw: dict[str, Any], key_input: InputRef,
+                       profile: CogProfile, trigger: dict[str, Any] | None = None, config: Any = None) -> dict[str, Any]:
+    """Build the activated item with provenance and upsert it: the commit point."""
+    svc = services(config)
+    item = act.build_activated_item(svc, conv, uploaded, pystac.Item.from_dict(raw), key_input, profile,
+                                    run_info(trigger))
+    svc.catalog.upsert_item(item)
+    get_run_logger().info("registered %s/%s in %s", item.collection_id, item.id, svc.catalog.href)
+    return item.to_dict(include_self_link=False, transform_hrefs=False)

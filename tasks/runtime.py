@@ -1,0 +1,111 @@
+"""Edge helpers shared by the Prefect tasks: configuration, services, run metadata, events.
+
+This is the only place that knows about Prefect's runtime. It turns Prefect flow-run metadata
+into the :class:`hsi.stac.provenance.RunInfo` the domain library records, and hsi event dicts
+into Prefect events.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from typing import Any
+
+from hsi.config import PipelineConfig, load_config
+from hsi.services import Services
+from hsi.stac.provenance import RunInfo
+
+__all__ = ["emit", "get_config", "progress_logger", "run_info", "services"]
+
+CONFIG_ENV = "HSI_CONFIG"
+
+
+def get_config(config: str | PipelineConfig | None = None) -> PipelineConfig:
+    """The pipeline configuration: an explicit path/object, else ``$HSI_CONFIG``, else the default."""
+    if isinstance(config, PipelineConfig):
+        return config
+    return load_config(config or os.environ.get(CONFIG_ENV) or None)
+
+
+@lru_cache(maxsize=8)
+def _services(cfg_json: str) -> Services:
+    cfg = PipelineConfig.model_validate_json(cfg_json)
+    store = None
+    if cfg.storage.credentials_block and cfg.storage.root.startswith("s3://"):
+        from prefect_aws import AwsCredentials
+
+        from hsi.storage.s3 import S3Store
+
+        session = AwsCredentials.load(cfg.storage.credentials_block).get_boto3_session()
+        store = S3Store.from_config(cfg.storage, session=session)
+    return Services.from_config(cfg, store=store)
+
+
+def services(config: str | PipelineConfig | None = None) -> Services:
+    """Store and catalog for a configuration (built once per process)."""
+    return _services(get_config(config).model_dump_json())
+
+
+def run_info(trigger: Mapping[str, Any] | None = None) -> RunInfo:
+    """Provenance of the current Prefect flow run, read from the run's own metadata."""
+    from prefect.runtime import deployment, flow_run
+
+    fr_id = flow_run.get_id()
+    if not fr_id:
+        return RunInfo(trigger=dict(trigger) if trigger else None)
+    work_pool = None
+    created_by: dict[str, Any] | None = None
+    try:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            fr = client.read_flow_run(uuid.UUID(fr_id))
+            work_pool = fr.work_pool_name
+            if fr.created_by is not None:
+                created_by = {"type": fr.created_by.type, "id": str(fr.created_by.id) if fr.created_by.id else None,
+                              "name": fr.created_by.display_value}
+    except Exception as e:  # provenance must not fail the work; say what is missing
+        logging.getLogger(__name__).warning("could not read flow run %s from the API: %s", fr_id, e)
+    trig = dict(trigger) if trigger else {}
+    if created_by:
+        trig.setdefault("created_by", created_by)
+    ui = flow_run.get_flow_run_ui_url()
+    return RunInfo(
+        flow_run_id=fr_id,
+        flow_run_name=flow_run.get_name(),
+        flow_name=flow_run.get_flow_name(),
+        deployment_id=deployment.get_id(),
+        deployment_name=deployment.get_name() if deployment.get_id() else None,
+        work_pool=work_pool,
+        ui_url=ui,
+        trigger=trig or None,
+    )
+
+
+def emit(event: Mapping[str, Any]) -> None:
+    """Emit an hsi event dict (see :mod:`hsi.events`) as a Prefect event."""
+    from prefect.events import emit_event
+
+    emit_event(
+        event=event["event"],
+        resource=event["resource"],
+        related=event.get("related") or None,
+        payload=event.get("payload") or None,
+        id=uuid.UUID(event["id"]),
+    )
+
+
+def progress_logger(logger: Any, what: str, step: int = 10) -> Callable[[int, int], None]:
+    """A progress callback that logs every ``step`` percent of long work."""
+    last = [-step]
+
+    def cb(done: int, total: int) -> None:
+        pct = int(100 * done / max(total, 1))
+        if pct >= last[0] + step or done == total:
+            last[0] = pct - pct % step
+            logger.info("%s: %d%% (%d/%d)", what, pct, done, total)
+
+    return cb
