@@ -53,9 +53,52 @@ class CatalogConfig(_Model):
     retries: int = 3
 
 
+class ProductRun(_Model):
+    """One product to run on every activated scene of a source."""
+
+    product: str = Field(description="product name, e.g. index:NDVI, oil-spill, tree-mortality")
+    params: dict[str, Any] = Field(default_factory=dict, description="product parameters (validated by the product)")
+
+
+class SourceConfig(_Model):
+    """Per source: which object keys are its scenes (bridge) and which products follow activation."""
+
+    patterns: list[str] | None = Field(default=None, description="glob patterns of raw object keys; None = defaults")
+    products: list[ProductRun] = Field(default_factory=list)
+    activate: bool = Field(default=True, description="activate new scenes of this source automatically")
+
+
+class EcsConfig(_Model):
+    """Values of the ECS work pool job template (prefect-aws)."""
+
+    image: str = "hsi-pipeline:latest"
+    cluster: str | None = None
+    cpu: int = 4096
+    memory: int = 16384
+    execution_role_arn: str | None = None
+    task_role_arn: str | None = None
+    subnets: list[str] = Field(default_factory=list)
+    security_groups: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class EngineConfig(_Model):
+    """How flows execute their tasks."""
+
+    task_runner: Literal["threads", "dask"] = "threads"
+    max_workers: int = Field(default=4, ge=1, description="threads of the thread pool runner")
+    dask_address: str | None = Field(default=None, description="address of an existing distributed scheduler")
+    dask_workers: int = Field(default=2, ge=1, description="workers of a local Dask cluster")
+    dask_threads_per_worker: int = Field(default=1, ge=1)
+    work_pool: str = Field(default="hsi-process", description="work pool deployments run on")
+    ecs: EcsConfig | None = None
+
+
 class PipelineConfig(_Model):
     storage: StorageConfig = StorageConfig()
     catalog: CatalogConfig = CatalogConfig()
+    sources: dict[str, SourceConfig] = Field(default_factory=dict)
+    engine: EngineConfig = EngineConfig()
     work_dir: str = Field(default=f"./{DEFAULT_DATA_DIR}/work", description="scratch space for extraction/COG temp")
     prefect_api_url: str | None = Field(default=None, description="Prefect API used by deployments/events")
     extra: dict[str, Any] = Field(default_factory=dict)
