@@ -261,7 +261,7 @@ def _north_up(meta: SceneMetadata) -> tuple[Affine, int, int]:
 
 
 def _rotated_bounds(t: Affine, width: int, height: int) -> tuple[float, float, float, float]:
-    xs, ys = zip(*(t * (c, r) for c, r in ((0, 0), (width, 0), (width, height), (0, height))), strict=True)
+    xs, ys = zip(*(t @ (c, r) for c, r in ((0, 0), (width, 0), (width, height), (0, height))), strict=True)
     return min(xs), min(ys), max(xs), max(ys)
 
 

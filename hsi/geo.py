@@ -24,7 +24,7 @@ def footprint(transform: Affine, width: int, height: int, crs: CRS | None, densi
     for (c0, r0), (c1, r1) in zip(corners, corners[1:] + corners[:1], strict=True):
         for k in range(densify):
             f = k / densify
-            ring.append(transform * (c0 + (c1 - c0) * f, r0 + (r1 - r0) * f))
+            ring.append(transform @ (c0 + (c1 - c0) * f, r0 + (r1 - r0) * f))
     ring.append(ring[0])
     geom: dict[str, Any] = {"type": "Polygon", "coordinates": [[list(p) for p in ring]]}
     if crs is not None and not crs.is_geographic:

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set up, bring up the local stack (PostgreSQL+PostGIS, stac-fastapi-pgstac, SeaweedFS S3, Prefect
+# server + worker; installed on first use), run the whole test suite, and stop what we started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+started=0
+if ! .venv/bin/hsi stack status >/dev/null 2>&1; then
+  .venv/bin/hsi stack up
+  started=1
+fi
+cleanup() { if [ "$started" = 1 ]; then .venv/bin/hsi stack down || true; fi; }
+trap cleanup EXIT
+
+.venv/bin/python -m pytest "$@"
