@@ -3,9 +3,9 @@
 ``run_product`` opens the activated cube (local path or ``/vsis3/...``), selects the product's
 bands, iterates windows aligned to the COG block grid, reads ONLY the selected band indexes of
 each window (raw values; nodata -> NaN; ``physical = raw*scale + offset``), calls the product's
-``compute`` and streams every output window into a temporary tiled GTiff next to the
-destination. ``rio_cogeo.cog_translate`` (``in_memory=False``) then writes the final COG with
-overviews, band descriptions, nodata and product tags. Nothing holds the whole cube or output in
+``compute`` and streams every output window into :class:`hsi.cog.CogSink` (the project's one
+streaming COG writer), which builds the overviews and lays out the final COG with band
+descriptions, nodata and product tags. Nothing holds the whole cube or output in
 memory: peak memory is one window of the selected bands plus one output window (full-spectrum
 products shrink their windows to ``max_chunk_mb``).
 
@@ -18,18 +18,16 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import rasterio
 from rasterio.windows import Window
 
+from hsi.cog import CogProfile, CogSink
 from hsi.products.bands import select_bands, wavelength_map
 from hsi.products.base import BandRequest, ComputeContext, OutputSpec, Params, Product, SelectedBand
 from hsi.scene import BandInfo, bands_from_dataset
@@ -68,13 +66,17 @@ class ProductResult:
         return asdict(self)
 
     def stac_properties(self, prefix: str = "hsi") -> dict[str, Any]:
-        """Flat properties for a STAC item (product, version, params, selected bands, classes)."""
+        """Flat properties for a STAC item: product, version, params, the bands used (input name,
+        1-based index, actual and requested centre in nm) and, for classifiers, class counts and
+        fractions (of valid pixels)."""
         props: dict[str, Any] = {
             f"{prefix}:product": self.product,
             f"{prefix}:product_version": self.version,
             f"{prefix}:parameters": self.params,
-            f"{prefix}:selected_bands": [{"index": b["index"], "wavelength": b["wavelength"]}
-                                         for b in self.selected_bands],
+            f"{prefix}:bands_used": [
+                {"input": b["input"], "index": b["index"], "wavelength_nm": round(float(b["wavelength"]), 4),
+                 "requested_nm": None if b.get("requested") is None else float(b["requested"])}
+                for b in self.selected_bands],
         }
         if self.class_fractions is not None:
             props[f"{prefix}:class_counts"] = self.class_counts
@@ -238,13 +240,16 @@ def run_product(product: Product, src_path: str, dst_path: str,
                 params: Mapping[str, Any] | Params | None = None, *, window_size: int = 512,
                 progress: Callable[[int, int], None] | None = None,
                 gdal_env: Mapping[str, Any] | None = None, scene_id: str | None = None,
-                max_chunk_mb: float = 256.0) -> ProductResult:
-    """Compute ``product`` over the activated COG ``src_path`` into the COG ``dst_path`` (local)."""
-    from rio_cogeo.cogeo import cog_translate
-    from rio_cogeo.profiles import cog_profiles
+                max_chunk_mb: float = 256.0, rasterio_env: Any = None) -> ProductResult:
+    """Compute ``product`` over the activated COG ``src_path`` into the COG ``dst_path`` (local).
 
+    ``src_path`` is anything GDAL opens (local path, ``/vsis3/...``); ``rasterio_env`` (a
+    ``rasterio.Env``, e.g. ``S3Store.rasterio_env()`` carrying credentials) replaces the plain
+    ``rasterio.Env(**gdal_env)`` the source is read under.
+    """
     sid = scene_id or Path(src_path).name.split(".")[0]
-    with rasterio.Env(**dict(gdal_env or {})), rasterio.open(src_path) as ds:
+    env = rasterio_env if rasterio_env is not None else rasterio.Env(**dict(gdal_env or {}))
+    with env, rasterio.open(src_path) as ds:
         bands = bands_from_dataset(ds)
         p, selected, ctx = _prepare(product, bands, sid, params)
         spec = ctx.output
@@ -271,37 +276,24 @@ def run_product(product: Product, src_path: str, dst_path: str,
             tags[f"{TAG_PREFIX}CLASS_BAND"] = str((spec.class_band or 0) + 1)
             if spec.class_colors:
                 tags[f"{TAG_PREFIX}CLASS_COLORS"] = json.dumps({str(k): list(v) for k, v in spec.class_colors.items()})
-        profile = {"driver": "GTiff", "width": ds.width, "height": ds.height, "count": spec.count,
-                   "dtype": spec.dtype, "nodata": spec.nodata, "crs": ds.crs, "transform": ds.transform,
-                   "tiled": True, "blockxsize": block, "blockysize": block, "compress": "ZSTD",
-                   "BIGTIFF": "IF_SAFER"}
-        fd, tmp = tempfile.mkstemp(suffix=".tif", prefix=f".{dst.name}.", dir=dst.parent)
-        os.close(fd)
-        try:
-            with rasterio.open(tmp, "w", **profile) as out_ds:
-                for i, b in enumerate(spec.bands, start=1):
-                    out_ds.set_band_description(i, f"{b.name}: {b.description}")
-                    out_ds.update_tags(i, NAME=b.name)
-                out_ds.update_tags(**tags)
-                for k, w in enumerate(windows, start=1):
-                    chunk = reader.read(w)
-                    ctx.window = w
-                    res, invalid = _finish(product.compute(chunk, p, ctx), chunk, spec, product.name)
-                    del chunk
-                    stats.update(res, invalid)
-                    out_ds.write(res, window=w)
-                    if progress is not None:
-                        progress(k, len(windows))
-            resampling: Literal["nearest", "average"] = "nearest" if spec.classes is not None else "average"
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Non-standard compression schema")
-                dst_profile = dict(cog_profiles.get("zstd"), blockxsize=block, blockysize=block)
-                cog_translate(tmp, str(dst), dst_profile, nodata=spec.nodata, in_memory=False, quiet=True,
-                              overview_level=_overview_levels(ds.width, ds.height, block),
-                              overview_resampling=resampling, forward_band_tags=True,
-                              additional_cog_metadata=tags, config={"GDAL_NUM_THREADS": "ALL_CPUS"})
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        resampling = "nearest" if spec.classes is not None else "average"
+        sink = CogSink(
+            dst, width=ds.width, height=ds.height, count=spec.count, dtype=spec.dtype, crs=ds.crs,
+            transform=ds.transform, nodata=spec.nodata,
+            profile=CogProfile(blocksize=block, overview_level=_overview_levels(ds.width, ds.height, block)),
+            descriptions=[f"{b.name}: {b.description}" for b in spec.bands],
+            band_tags=[{"NAME": b.name} for b in spec.bands], tags=tags, overview_resampling=resampling)
+        with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"), sink:
+            for k, w in enumerate(windows, start=1):
+                chunk = reader.read(w)
+                ctx.window = w
+                res, invalid = _finish(product.compute(chunk, p, ctx), chunk, spec, product.name)
+                del chunk
+                stats.update(res, invalid)
+                r0, c0 = int(w.row_off), int(w.col_off)
+                sink.write(res, (r0, r0 + int(w.height)), (c0, c0 + int(w.width)))
+                if progress is not None:
+                    progress(k, len(windows))
         st, counts, fractions = stats.result()
         fit_summary = None
         if ctx.state is not None and hasattr(ctx.state, "summary"):
