@@ -18,7 +18,11 @@ Band depths (linear continuum between two shoulder bands, evaluated at the actua
   2270–2370 nm of ``1 − R/Rc``.
 
 Oil mask (band 4, 1 = oil, 0 = not oil): ``HI > hi_threshold`` and ``depth_1730 >=
-depth_1730_threshold`` (and ``depth_2300 >= depth_2300_threshold`` when that threshold is set).
+depth_1730_threshold`` and the 1.73 µm continuum (mean of its two shoulders) ``>= min_continuum``
+(dark water has no SWIR signal: its depths are noise), and ``depth_2300 >= depth_2300_threshold``
+when that threshold is set. Version 1.1.0 raised the default depth threshold from 0.01 to 0.1
+(lignin/cellulose of dry vegetation absorbs near 1.73 µm too, at depths below 0.1) and added
+``min_continuum``.
 """
 
 from __future__ import annotations
@@ -54,7 +58,11 @@ FEATURES = {  # name: (left shoulder, right shoulder, feature window lo, hi)
 
 class OilSpillParams(Params):
     hi_threshold: float = Field(0.0, description="oil where HI > this (reflectance units)")
-    depth_1730_threshold: float = Field(0.01, ge=0.0, description="and 1.73 µm band depth >= this")
+    depth_1730_threshold: float = Field(
+        0.1, ge=0.0, description="and 1.73 µm band depth >= this (thick oil 0.1-0.5; lignin/cellulose < 0.1)")
+    min_continuum: float = Field(
+        0.02, ge=0.0, description="and the 1.73 µm continuum (mean of its shoulders) >= this reflectance: "
+        "dark open water has no usable SWIR signal, its band depths are noise")
     depth_2300_threshold: float | None = Field(
         None, ge=0.0, description="and 2.3 µm band depth >= this (unused when null)")
 
@@ -82,7 +90,8 @@ def _compute(b: Mapping[str, np.ndarray], p: OilSpillParams, ctx: ComputeContext
         for f in FEATURES:
             depths[f] = linear_continuum_depth(b[f"L{f}"], b[f"R{f}"], b[f"F{f}"],
                                                float(w[f"L{f}"]), float(w[f"R{f}"]), w[f"F{f}"])
-        mask = (hi > p.hi_threshold) & (depths["1730"] >= p.depth_1730_threshold)
+        continuum = 0.5 * (b["L1730"] + b["R1730"])
+        mask = (hi > p.hi_threshold) & (depths["1730"] >= p.depth_1730_threshold) & (continuum >= p.min_continuum)
         if p.depth_2300_threshold is not None:
             mask &= depths["2300"] >= p.depth_2300_threshold
     out = np.stack([hi, depths["1730"], depths["2300"], mask.astype(np.float32)]).astype(np.float32)
@@ -106,7 +115,7 @@ def oil_spill_product() -> Product:
                    BandRequest(f"R{f}", rs, SHOULDER_TOLERANCE_NM),
                    BandRange(f"F{f}", lo, hi)]
     return Product(
-        name="oil-spill", version="1.0.0", title="Oil spill: Hydrocarbon Index, C-H band depths, mask",
+        name="oil-spill", version="1.1.0", title="Oil spill: Hydrocarbon Index, C-H band depths, mask",
         inputs=tuple(inputs),
         output=OutputSpec(
             bands=(OutputBand("HI", "Hydrocarbon Index (Kühn et al. 2004), 1705/1729/1741 nm"),

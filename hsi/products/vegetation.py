@@ -37,7 +37,7 @@ CLASS_COLORS = {0: (150, 150, 150), 1: (26, 150, 65), 2: (253, 174, 97), 3: (180
 
 class TreeMortalityParams(Params):
     ndvi_vegetation: float = Field(0.3, description="NDVI below this is non-vegetation")
-    ndvi_healthy: float = Field(0.6, description="NDVI at/above this can be healthy")
+    ndvi_healthy: float = Field(0.7, description="NDVI at/above this can be healthy (dense green canopy)")
     ndwi_healthy: float = Field(0.02, description="Gao NDWI at/above this (with NDVI) is healthy")
     cai_dead: float = Field(0.02, description="CAI at/above this (with NDVI < ndvi_healthy) is dead")
 
@@ -71,7 +71,7 @@ def _compute(b: Mapping[str, np.ndarray], p: TreeMortalityParams, ctx: ComputeCo
 def tree_mortality_product() -> Product:
     wls = (670, 800, 860, 1240, 2000, 2100, 2200)
     return Product(
-        name="tree-mortality", version="1.0.0", title="Tree mortality classes (NDVI, NDWI Gao, CAI)",
+        name="tree-mortality", version="1.1.0", title="Tree mortality classes (NDVI, NDWI Gao, CAI)",
         inputs=tuple(BandRequest(f"R{w}", float(w), TOLERANCE_NM) for w in wls),
         output=OutputSpec(
             bands=(OutputBand("class", "0 non-vegetation, 1 healthy, 2 stressed, 3 dead"),),

@@ -73,4 +73,4 @@ def test_params_are_validated_with_product_name() -> None:
         p.parse_params({"nope": 1})
     with pytest.raises(ProductError, match="ndvi_vegetation must be <= ndvi_healthy"):
         p.parse_params({"ndvi_vegetation": 0.9})
-    assert p.parse_params(None).ndvi_healthy == 0.6
+    assert p.parse_params(None).ndvi_healthy == 0.7

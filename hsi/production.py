@@ -1,0 +1,239 @@
+"""Product runs on activated scenes: the domain steps the Prefect product tasks wrap one-to-one.
+
+    activated item -> plan (params validated, bands selected, key) -> [skip if done]
+      -> compute (windowed engine, reads only the selected bands through GDAL) -> COG + preview PNG
+      -> upload to ``<collection>/<item id>/<file>`` -> register the product item (commit point)
+
+* **Plan first.** :func:`plan_product` validates the parameters and selects the bands from the
+  cube's header (a ranged read of the COG, no pixels) *before* anything is computed or written,
+  so a product the scene cannot supply (e.g. ``oil-spill`` SWIR bands on a VNIR-only cube) fails
+  with :class:`~hsi.errors.BandSelectionError` naming product, wavelength and scene, and leaves
+  nothing behind.
+* **Key.** ``derivation_key([activated item + cube checksum], product name, product version,
+  validated parameters)``. "Done" = the product item exists with that key and its assets exist
+  with their recorded size (:func:`hsi.activation.check_done`). A new product version or other
+  parameters give another key: the one item is recomputed and replaced (upsert).
+* **Never a whole download.** The engine opens the cube with ``store.gdal_path(href)`` under the
+  store's GDAL environment (``/vsis3/`` ranged reads for S3) and reads k of N bands per window.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pystac
+import rasterio
+
+from hsi.activation import activated_collection as _activated_collection
+from hsi.activation import check_done as _check_done
+from hsi.activation import find_raw_item, public_href
+from hsi.errors import InvalidInputError, ItemNotFoundError
+from hsi.products import ProductResult, get_product, run_product, select_bands, write_preview
+from hsi.scene import bands_from_dataset
+from hsi.services import Services
+from hsi.sources import list_sources
+from hsi.stac.items import AssetRef, collection_for
+from hsi.stac.product import data_asset_ref, product_collection, product_item, product_item_id
+from hsi.stac.provenance import InputRef, Provenance, RunInfo, apply_provenance, derivation_key
+from hsi.stac.validation import validate_item
+from hsi.storage import ObjectInfo
+
+__all__ = [
+    "ACTIVATED_LEVELS",
+    "Computed",
+    "ProductPlan",
+    "build_product_item",
+    "check_done",
+    "compute",
+    "find_activated_item",
+    "plan_product",
+    "register",
+    "source_env",
+    "upload_outputs",
+]
+
+log = logging.getLogger(__name__)
+
+ACTIVATED_LEVELS = ("l2", "l1b")
+CUBE_ASSET = "cube"
+PRODUCT_LEVEL = "L3"
+
+
+# ------------------------------------------------------------------------------------ resolve
+def find_activated_item(services: Services, item_id: str, collection: str | None = None) -> pystac.Item:
+    """The activated item ``item_id`` (``<source>-<scene id>``): in ``collection`` when given, else
+    in the collection its raw item names, else in any ``<source>-<level>`` collection."""
+    if collection:
+        candidates = [collection]
+    else:
+        candidates = []
+        with contextlib.suppress(ItemNotFoundError):
+            candidates.append(_activated_collection(find_raw_item(services, item_id)))
+        candidates += [f"{s}-{lvl}" for s in list_sources() for lvl in ACTIVATED_LEVELS
+                       if f"{s}-{lvl}" not in candidates]
+    for cid in candidates:
+        item = services.catalog.get_item(cid, item_id)
+        if item is not None:
+            return item
+    raise ItemNotFoundError(collection or " | ".join(candidates), item_id, services.catalog.href)
+
+
+def source_env(services: Services, href: str) -> tuple[str, Any]:
+    """(GDAL path, ``rasterio.Env``) to read ``href`` in place (credentials included for S3)."""
+    store = services.store_for(href)
+    path = store.gdal_path(href)
+    env_factory = getattr(store, "rasterio_env", None)
+    env = env_factory() if env_factory is not None else rasterio.Env(**store.gdal_env())
+    return path, env
+
+
+# --------------------------------------------------------------------------------------- plan
+@dataclass(frozen=True)
+class ProductPlan:
+    """Everything decided before computing (small and picklable: tasks pass it around)."""
+
+    product: str  # registry name, e.g. "index:NDVI"
+    version: str
+    title: str
+    params: dict[str, Any]  # validated, JSON-ready
+    input: InputRef  # the activated item + the checksum of the cube read
+    cube_href: str
+    collection: str  # hsi-<slug>
+    item_id: str  # <activated id>-<slug>
+    key: str
+    bands_used: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def scene_item(self) -> tuple[str, str]:
+        return self.input.collection, self.input.id
+
+
+def plan_product(services: Services, activated: pystac.Item, product: str,
+                 params: Mapping[str, Any] | None = None) -> ProductPlan:
+    """Validate ``params``, select the bands from the cube header and compute the product key.
+
+    Raises ProductError (unknown product, bad parameters), BandSelectionError (the scene cannot
+    supply a band) or InvalidInputError (no cube asset) before any pixel is read.
+    """
+    prod = get_product(product)
+    p = prod.parse_params(params)
+    cube = activated.assets.get(CUBE_ASSET)
+    if cube is None:
+        raise InvalidInputError(f"activated item {activated.collection_id}/{activated.id} has no "
+                                f"'{CUBE_ASSET}' asset (assets: {', '.join(activated.assets) or 'none'})")
+    path, env = source_env(services, cube.href)
+    with env, rasterio.open(path) as ds:
+        bands = bands_from_dataset(ds)
+    selected = select_bands(prod, bands, activated.id, p)
+    checksum = cube.extra_fields.get("file:checksum") or f"size:{cube.extra_fields.get('file:size')}"
+    cid = activated.collection_id or ""
+    ref = InputRef(collection=cid, id=activated.id, href=services.catalog.item_href(cid, activated.id),
+                   checksums={CUBE_ASSET: checksum})
+    params_json = p.model_dump(mode="json")
+    key = derivation_key([ref], prod.name, prod.version, params_json)
+    return ProductPlan(
+        product=prod.name, version=prod.version, title=prod.title, params=params_json, input=ref,
+        cube_href=cube.href, collection=product_collection(prod.name),
+        item_id=product_item_id(activated.id, prod.name), key=key,
+        bands_used=[s.as_dict() for s in selected])
+
+
+def check_done(services: Services, plan: ProductPlan, *, verify_checksums: bool = False) -> str | None:
+    """Skip reason when the product item is up to date (same key, assets complete), else None."""
+    return _check_done(services, plan.collection, plan.item_id, plan.key, verify_checksums=verify_checksums)
+
+
+# ------------------------------------------------------------------------------------ compute
+@dataclass(frozen=True)
+class Computed:
+    files: Mapping[str, Path]  # asset key -> local file ("data": COG, "thumbnail": PNG)
+    result: ProductResult
+    proj: Mapping[str, Any]  # proj:code / proj:wkt2, proj:shape, proj:transform of the COG
+    classes: Mapping[int, str] | None = None
+
+
+def _proj_fields(cog: Path) -> dict[str, Any]:
+    with rasterio.open(cog) as ds:
+        epsg = ds.crs.to_epsg() if ds.crs else None
+        out: dict[str, Any] = {"proj:code": f"EPSG:{epsg}" if epsg else None,
+                               "proj:shape": [ds.height, ds.width], "proj:transform": list(ds.transform)[:6]}
+        if ds.crs and not epsg:
+            out["proj:wkt2"] = ds.crs.to_wkt()
+    return out
+
+
+def compute(services: Services, plan: ProductPlan, out_dir: Path, *,
+            progress: Any = None, window_size: int = 512) -> Computed:
+    """Run the product over the cube (read in place) into ``out_dir``: COG + preview PNG."""
+    prod = get_product(plan.product)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cog, png = out_dir / f"{plan.item_id}.tif", out_dir / f"{plan.item_id}_preview.png"
+    path, env = source_env(services, plan.cube_href)
+    result = run_product(prod, path, str(cog), plan.params, rasterio_env=env, scene_id=plan.input.id,
+                         progress=progress, window_size=window_size)
+    write_preview(cog, png)
+    spec = prod.output_spec(prod.parse_params(plan.params))
+    return Computed(files={"data": cog, "thumbnail": png}, result=result, proj=_proj_fields(cog),
+                    classes=dict(spec.classes) if spec.classes else None)
+
+
+_CONTENT_TYPES = {".tif": "image/tiff; application=geotiff; profile=cloud-optimized", ".png": "image/png"}
+
+
+def upload_outputs(services: Services, plan: ProductPlan, files: Mapping[str, Path]) -> dict[str, ObjectInfo]:
+    """Copy outputs to ``<collection>/<item id>/<file name>`` (deterministic keys, atomic per object)."""
+    out = {}
+    for key, path in files.items():
+        uri = services.store.uri(plan.collection, plan.item_id, path.name)
+        out[key] = services.store.put_file(path, uri, content_type=_CONTENT_TYPES.get(path.suffix))
+    return out
+
+
+# ----------------------------------------------------------------------------------- register
+def _lineage(plan: ProductPlan) -> str:
+    used = ", ".join(f"b{b['index']} {b['wavelength']:.1f} nm" for b in plan.bands_used[:12])
+    more = f" (+{len(plan.bands_used) - 12} more)" if len(plan.bands_used) > 12 else ""
+    return (f"{plan.title} ('{plan.product}' {plan.version}) computed by hsi-pipeline in windows over the "
+            f"analysis-ready cube of {plan.input.collection}/{plan.input.id}, reading only bands "
+            f"{used}{more}; written as a COG with overviews")
+
+
+def build_product_item(services: Services, plan: ProductPlan, computed: Computed,
+                       uploaded: Mapping[str, ObjectInfo], activated: pystac.Item, run: RunInfo) -> pystac.Item:
+    """The product item with provenance (``derived_from`` the activated item, flow run, key)."""
+    d, t = uploaded["data"], uploaded.get("thumbnail")
+    thumb = (AssetRef(public_href(services, t.uri), "image/png", ("thumbnail", "overview"),
+                      f"{plan.product} preview (colour map + legend)", t.size, t.checksum) if t else None)
+    item = product_item(
+        activated=activated, product=plan.product, result=computed.result,
+        data=data_asset_ref(public_href(services, d.uri), d.size, d.checksum, f"{plan.title} (COG)"),
+        thumbnail=thumb, proj=computed.proj, classes=computed.classes,
+        title=f"{plan.product} of {activated.id}")
+    prov = Provenance(
+        algorithm=plan.product, algorithm_version=plan.version, parameters=plan.params, inputs=[plan.input],
+        level=PRODUCT_LEVEL, lineage=_lineage(plan), run=run)
+    item = apply_provenance(item, prov)
+    if item.properties["hsi:product_key"] != plan.key:  # same recipe as the plan, by construction
+        raise RuntimeError(f"{plan.collection}/{plan.item_id}: key mismatch between plan and provenance")
+    return item
+
+
+def register(services: Services, item: pystac.Item) -> pystac.Item:
+    """Validate ``item``, upsert it (the commit point), read it back and validate the stored document."""
+    cid = item.collection_id or ""
+    probe = item.clone()  # the catalog adds the collection link the core schema requires
+    probe.add_link(pystac.Link("collection", "../collection.json", media_type="application/json"))
+    validate_item(probe)
+    services.catalog.ensure_collection(collection_for(cid))
+    services.catalog.upsert_item(item)
+    stored = services.catalog.get_item(cid, item.id)
+    if stored is None:
+        raise ItemNotFoundError(cid, item.id, services.catalog.href)
+    validate_item(stored)
+    log.info("registered %s/%s (key %s)", cid, item.id, item.properties["hsi:product_key"][:12])
+    return stored
