@@ -27,8 +27,7 @@ def _rules_and_catalog(config: Path | None) -> tuple[Any, str, str | None]:
     if config is None:
         return rules_from_config(None), "", None
     cfg = load_config(config)
-    bridge = cfg.extra.get("bridge") or {}
-    return rules_from_config(bridge.get("sources")), cfg.catalog.url, cfg.prefect_api_url
+    return rules_from_config(cfg), cfg.catalog.url, cfg.prefect_api_url
 
 
 @app.command()
@@ -47,7 +46,7 @@ def run(
         typer.Option(envvar="AWS_ENDPOINT_URL", help="S3/SQS endpoint (S3-compatible servers, tests)"),
     ] = None,
     config: Annotated[
-        Path | None, typer.Option(help="hsi.yaml; reads extra.bridge.sources, catalog.url")
+        Path | None, typer.Option(help="hsi.yaml; reads sources.<name>.patterns, catalog.url")
     ] = None,
     region: Annotated[str | None, typer.Option(envvar="AWS_DEFAULT_REGION")] = None,
     wait_seconds: Annotated[int, typer.Option(min=0, max=20, help="SQS long-poll wait")] = 20,

@@ -236,11 +236,32 @@ DEFAULT_RULES: tuple[SourceRule, ...] = (
 )
 
 
-def rules_from_config(data: Iterable[dict[str, Any]] | None) -> tuple[SourceRule, ...]:
-    """Rules from a config list of ``{source, patterns, [scene_id_regex]}``; ``None`` -> defaults."""
+def rules_from_config(data: Any) -> tuple[SourceRule, ...]:
+    """Rules from the typed configuration or a list of ``{source, patterns, [scene_id_regex]}``.
+
+    ``data`` is a :class:`~hsi.config.PipelineConfig` (or anything with ``sources``): one rule per
+    configured source from ``sources.<name>.patterns`` / ``scene_id_regex``, falling back to the
+    built-in rule of that source for what is not set (a source with neither is not bridged). No
+    configured sources, or ``None`` -> :data:`DEFAULT_RULES`.
+    """
     if data is None:
         return DEFAULT_RULES
-    return tuple(SourceRule.model_validate(d) for d in data)
+    sources = getattr(data, "sources", None)
+    if sources is None:
+        return tuple(SourceRule.model_validate(d) for d in data)
+    if not sources:
+        return DEFAULT_RULES
+    builtin = {r.source: r for r in DEFAULT_RULES}
+    rules = []
+    for name, sc in sources.items():
+        base = builtin.get(name)
+        patterns = tuple(sc.patterns) if sc.patterns is not None else (base.patterns if base else ())
+        if not patterns:
+            log.warning("source %s has no key patterns (sources.%s.patterns): the bridge ignores it", name, name)
+            continue
+        regex = sc.scene_id_regex or (base.scene_id_regex if base else None)
+        rules.append(SourceRule(source=name, patterns=patterns, **({"scene_id_regex": regex} if regex else {})))
+    return tuple(rules)
 
 
 @lru_cache(maxsize=256)

@@ -10,11 +10,12 @@ import logging
 import shutil
 import urllib.request
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from hsi.catalog import Catalog, open_catalog
-from hsi.config import PipelineConfig, load_config
+from hsi.config import PipelineConfig, S3Access, load_config
 from hsi.errors import StorageError
 from hsi.storage import ObjectStore, open_store
 
@@ -63,9 +64,10 @@ class Services:
     def store_for(self, uri: str) -> ObjectStore:
         """A store able to read ``uri`` (the configured store when it is of the same kind)."""
         if uri.startswith("s3://"):
-            if self.store.root.startswith("s3://"):
+            access = self.config.s3_access_for(uri)
+            if self.store.root.startswith("s3://") and access is self.config.storage:
                 return self.store
-            return open_store("s3://" + urlsplit(uri).netloc, **_s3_opts(self.config))
+            return _bucket_store("s3://" + urlsplit(uri).netloc, access)
         return open_store("/")
 
     def fetch(self, href: str, dest_dir: Path) -> Path:
@@ -98,8 +100,17 @@ class Services:
         return p
 
 
+@lru_cache(maxsize=32)
+def _bucket_store(root: str, access: S3Access) -> ObjectStore:
+    """A store for another bucket (e.g. the raw landing bucket of ``inputs``), built once per settings."""
+    return open_store(root, **_access_opts(access))
+
+
 def _s3_opts(cfg: PipelineConfig) -> dict[str, object]:
-    s = cfg.storage
+    return _access_opts(cfg.storage)
+
+
+def _access_opts(s: S3Access) -> dict[str, object]:
     return {
         "endpoint_url": s.endpoint_url,
         "region": s.region,
