@@ -16,6 +16,8 @@ from typing import Annotated, Any
 import typer
 
 from cli.bridge import app as bridge_app
+from cli.config import app as config_app
+from cli.deploy import deploy as deploy_command
 from cli.products import app as products_app
 from cli.stack import app as stack_app
 
@@ -28,6 +30,8 @@ app = typer.Typer(
 app.add_typer(products_app, name="products")
 app.add_typer(stack_app, name="stack")
 app.add_typer(bridge_app, name="bridge")
+app.add_typer(config_app, name="config")
+app.command(name="deploy")(deploy_command)
 
 ConfigOpt = Annotated[
     Path | None,
@@ -133,6 +137,47 @@ def activate(
             typer.secho(f"failed\t{item_id}\t{e}", fg="red", err=True)
     if failed:
         raise typer.Exit(1)
+
+
+def _parse_params(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values are JSON when they parse (numbers, true/false, null, lists), else strings."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            typer.secho(f"error: --param expects key=value, got {pair!r}", fg="red", err=True)
+            raise typer.Exit(2)
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+@app.command()
+def product(
+    name: Annotated[str, typer.Argument(help="product name, e.g. index:NDVI, oil-spill, tree-mortality")],
+    item_id: Annotated[str, typer.Argument(help="activated item id, e.g. aviris-ng-ang20150420t182050")],
+    param: Annotated[list[str] | None, typer.Option("--param", "-p",
+                                                    help="product parameter key=value (repeatable; JSON values)")] = None,
+    force: Annotated[bool, typer.Option(help="recompute even when the product item is up to date")] = False,
+    collection: Annotated[str | None, typer.Option(help="activated collection (default: found)")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Compute one product on an activated scene and register the product item."""
+    params = _parse_params(param or [])
+    cfg = _config_arg(config)
+    _load(cfg)
+    _quiet_prefect()
+    from flows.product import run_product
+
+    try:
+        r = run_product(item_id=item_id, product=name, params=params or None, force=force, config=cfg,
+                        collection=collection)
+    except Exception as e:
+        typer.secho(f"failed\t{name}\t{item_id}\t{e}", fg="red", err=True)
+        raise typer.Exit(1) from e
+    typer.echo(f"{r['status']}\t{r['collection']}/{r['item_id']}\t{r.get('asset') or r['reason']}")
 
 
 @app.command()

@@ -1,0 +1,136 @@
+"""Product flows: one product on one activated scene (idempotent), or several products of a scene.
+
+``run_product`` publishes ``<activated item id>-<slug>`` in ``hsi-<slug>`` (slug: the product name
+lower-cased, ``:`` -> ``-``), skips when the item is up to date (same product key, assets
+complete), recomputes and replaces the one item when the key changed (new product version or
+parameters) or ``force`` is set. Events: ``hsi.product.published`` / ``.skipped`` / ``.failed``
+(with the reason). A failure raises (the flow run ends Failed) after the failed event is emitted.
+
+``run_products`` runs several products of one scene, each as its own ``run_product`` subflow run:
+one bad product (e.g. SWIR bands on a VNIR-only cube) does not stop the others; the flow ends
+Failed when any product failed, listing every failure with its reason, after the others published.
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from hsi.config import ProductRun
+from hsi.events import EventResource, product_published_event, stage_outcome_event
+from hsi.stac.product import product_collection, product_item_id
+from tasks import products as t
+from tasks.runtime import emit, get_config, services
+
+__all__ = ["ProductRunsFailed", "run_product", "run_products"]
+
+
+class ProductRunsFailed(RuntimeError):
+    """Some products of a ``run_products`` call failed; ``rows`` holds every product's outcome."""
+
+    def __init__(self, item_id: str, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+        failed = [r for r in rows if r["status"] == "failed"]
+        detail = "; ".join(f"{r['product']}: {r['reason']}" for r in failed)
+        super().__init__(f"{len(failed)} of {len(rows)} products failed on {item_id}: {detail}")
+
+
+@flow(name="product", flow_run_name="product-{product}-{item_id}", validate_parameters=True)
+def run_product(
+    item_id: str,
+    product: str,
+    params: dict[str, Any] | None = None,
+    force: bool = False,
+    config: str | None = None,
+    collection: str | None = None,
+    trigger: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Compute ``product`` (e.g. ``index:NDVI``, ``oil-spill``) on the activated scene ``item_id``.
+
+    ``collection`` names the activated collection (default: found from the raw item or by trying
+    every ``<source>-<level>``); ``trigger`` carries the triggering event for provenance.
+    Returns ``{"status": "published" | "skipped", "reason", "collection", "item_id", "item_href",
+    "product_key", "asset", "product"}``; raises on failure (reason in the ``hsi.product.failed`` event).
+    """
+    log = get_run_logger()
+    cfg = get_config(config)
+    svc = services(cfg)
+    coll, pid = product_collection(product), product_item_id(item_id, product)
+    resource = EventResource(collection=coll, item_id=pid, product=product)
+    item_href = svc.catalog.item_href(coll, pid)
+    out: dict[str, Any] = {"product": product, "collection": coll, "item_id": pid, "item_href": item_href,
+                           "product_key": "", "asset": ""}
+
+    def payload() -> dict[str, Any]:
+        return {"catalog_href": svc.catalog.href, "item_href": item_href, "product_key": out["product_key"]}
+
+    try:
+        activated = t.resolve_activated_item(item_id, collection, cfg)
+        props = activated["properties"]
+        resource = EventResource(collection=coll, item_id=pid, product=product,
+                                 source=props.get("hsi:source") or "none", scene_id=props.get("hsi:scene_id") or "")
+        plan = t.plan_product(activated, product, params, cfg)
+        out["product_key"] = plan.key
+        skip = None if force else t.check_product_done(plan, cfg)
+        if skip:
+            log.info("skipped: %s", skip)
+            emit(stage_outcome_event("product", "skipped", resource=resource, reason=skip, payload=payload()))
+            stored = svc.catalog.get_item(coll, pid)
+            asset = stored.assets["data"].href if stored is not None and "data" in stored.assets else ""
+            return {**out, "status": "skipped", "reason": skip, "asset": asset}
+        computed = t.compute_product(plan, cfg)
+        uploaded = t.upload_product(plan, dict(computed.files), cfg)
+        item = t.register_product(plan, computed, uploaded, activated, trigger, cfg)
+    except Exception as e:
+        reason = f"{type(e).__name__}: {e}"
+        log.error("product %s on %s failed: %s", product, item_id, reason)
+        emit(stage_outcome_event("product", "failed", resource=resource, reason=reason, payload=payload()))
+        raise
+    finally:
+        shutil.rmtree(svc.work_dir / "products" / pid, ignore_errors=True)
+    data = uploaded["data"]
+    emit(product_published_event(
+        source=resource.source, scene_id=resource.scene_id, product=product, collection=coll, item_id=pid,
+        catalog_href=svc.catalog.href, product_key=plan.key, item_href=item_href, uri=data.uri,
+        inputs=[plan.scene_item]))
+    log.info("published %s/%s -> %s", coll, pid, data.uri)
+    return {**out, "status": "published", "reason": "", "asset": item["assets"]["data"]["href"]}
+
+
+@flow(name="products", flow_run_name="products-{item_id}", validate_parameters=True)
+def run_products(
+    item_id: str,
+    products: list[dict[str, Any]],
+    force: bool = False,
+    config: str | None = None,
+    collection: str | None = None,
+    trigger: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Run every ``{"product": name, "params": {...}}`` on the activated scene ``item_id``.
+
+    Each product is its own ``run_product`` subflow run; a failing product is reported with its
+    reason and does not stop the others. Raises :class:`ProductRunsFailed` (carrying every row)
+    at the end when any product failed.
+    """
+    log = get_run_logger()
+    requests = [ProductRun.model_validate(p) for p in products]
+    rows: list[dict[str, Any]] = []
+    for req in requests:
+        state = run_product(item_id=item_id, product=req.product, params=dict(req.params) or None, force=force,
+                            config=config, collection=collection, trigger=trigger, return_state=True)
+        if state.is_completed():
+            rows.append(state.result())
+            continue
+        exc = state.result(raise_on_failure=False)
+        reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else (state.message or state.name)
+        rows.append({"product": req.product, "status": "failed", "reason": reason,
+                     "collection": product_collection(req.product), "item_id": product_item_id(item_id, req.product),
+                     "item_href": "", "product_key": "", "asset": ""})
+    for r in rows:
+        log.info("%s\t%s\t%s/%s\t%s", r["status"], r["product"], r["collection"], r["item_id"],
+                 r.get("asset") or r.get("reason", ""))
+    if any(r["status"] == "failed" for r in rows):
+        raise ProductRunsFailed(item_id, rows)
+    return rows
