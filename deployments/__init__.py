@@ -1,0 +1,1 @@
+"""Deployment definitions: prefect.yaml generator (generate), the event bridge, local stack, ECS."""
