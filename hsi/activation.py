@@ -29,7 +29,7 @@ from hsi.scene import SceneMetadata
 from hsi.services import Services
 from hsi.sources import list_sources, read_scene
 from hsi.sources.archive import is_archive
-from hsi.stac.items import COG_MEDIA_TYPE, AssetRef, activated_item, raw_item
+from hsi.stac.items import COG_MEDIA_TYPE, AssetRef, activated_item, collection_for, raw_item
 from hsi.stac.provenance import InputRef, Provenance, RunInfo, apply_provenance, derivation_key
 from hsi.storage import ObjectInfo, file_checksum
 
@@ -100,6 +100,7 @@ def index_scene(services: Services, href: str, *, source: str | None = None) -> 
     mtime = datetime.fromtimestamp(local.stat().st_mtime, tz=UTC)
     item = raw_item(meta, assets, geometry=geom, bbox=bbox_of(geom) if geom else None, fallback_datetime=mtime)
     item.properties["hsi:level"] = meta.level
+    services.catalog.ensure_collection(collection_for(item.collection_id or ""))  # a STAC API needs it first
     services.catalog.upsert_item(item)
     log.info("indexed %s/%s from %s", item.collection_id, item.id, href)
     return item

@@ -88,6 +88,9 @@ def register_activated(conv: act.Converted, uploaded: dict[str, ObjectInfo], raw
     svc = services(config)
     item = act.build_activated_item(svc, conv, uploaded, pystac.Item.from_dict(raw), key_input, profile,
                                     run_info(trigger))
+    from hsi.stac.items import collection_for
+
+    svc.catalog.ensure_collection(collection_for(item.collection_id or ""))  # a STAC API needs it first
     svc.catalog.upsert_item(item)
     get_run_logger().info("registered %s/%s in %s", item.collection_id, item.id, svc.catalog.href)
     return item.to_dict(include_self_link=False, transform_hrefs=False)
