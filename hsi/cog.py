@@ -1,16 +1,19 @@
 """Analysis-ready cube writing: scene -> band-interleaved Cloud-Optimized GeoTIFF, in bounded memory.
 
-The cube is never loaded whole. The source binary is described by a *raw VRT* built from the
-parsed :class:`~hsi.scene.SceneMetadata` (so every ENVI data type, byte order and interleave
-works, and band metadata comes from our own header parsing, not GDAL's guesses). A rotated
-sensor grid is wrapped in a north-up :class:`~rasterio.vrt.WarpedVRT` (nearest neighbour; fill =
-nodata). rio-cogeo then streams it window by window into a tiled temporary GeoTIFF and copies
-that into the final COG layout.
+The cube is never loaded whole. The source binary is read tile by tile with positioned reads
+(:mod:`hsi.cube`) driven by our own parsed :class:`~hsi.scene.SceneMetadata` (every ENVI data
+type, byte order and interleave; band metadata from our header parsing, not GDAL's guesses). A
+rotated sensor grid is resampled north-up by inverse-mapping each output tile (nearest
+neighbour; fill = nodata). :class:`CogSink` streams tiles into a tiled staging GeoTIFF and
+copies it into the COG layout (``COPY_SRC_OVERVIEWS``, as rio-cogeo does). Measured: a
+WarpedVRT + ``cog_translate`` path was ~2000x slower on rotated 425-band grids, and
+``rio cogeo create``'s peak memory grows with the scene while this writer's stays flat
+(benchmarks/activation.py).
 
 Layout decisions (see docs/ARCHITECTURE.md and benchmarks/activation.py):
 
 * ``INTERLEAVE=BAND`` so a product reading k of N bands does I/O proportional to k. GDAL 3.10's
-  COG driver ignores INTERLEAVE; the GTiff + ``COPY_SRC_OVERVIEWS`` path rio-cogeo uses honours it.
+  COG driver ignores INTERLEAVE; the GTiff + ``COPY_SRC_OVERVIEWS`` path honours it.
 * No overviews on the cube by default: on a 425-band cube they cost many times the write; the
   small RGB quicklook COG (:func:`write_quicklook`) carries the full pyramid instead.
 * Raw digital numbers are kept with per-band scale/offset (AVIRIS-Classic gains, reflectance
@@ -42,7 +45,7 @@ from rasterio.transform import Affine
 from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_translate
 
-from hsi.cube import open_cube, read_rotated_window, read_window
+from hsi.cube import open_cube, read_rotated_window
 from hsi.geo import bbox_of, footprint
 from hsi.scene import (
     IMAGERY_DOMAIN,
@@ -202,8 +205,8 @@ class CogSink:
         self._ds = rasterio.open(Path(self._tmpdir) / "staging.tif", "w", **self.meta)
         return self
 
-    def block_windows(self, max_cols: int = 2048) -> list[tuple[tuple[int, int], tuple[int, int]]]:
-        """Write windows: strips of one block row, at most ``max_cols`` wide (block-aligned)."""
+    def block_windows(self, max_cols: int = 0) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+        """Write windows: one block row high, ``max_cols`` wide (block-aligned; default one block)."""
         b = self.profile.blocksize
         step = max(b, (max_cols // b) * b)
         w, h = self.meta["width"], self.meta["height"]
@@ -290,8 +293,8 @@ def write_cog(
 ) -> CogInfo:
     """Write the scene as one band-interleaved COG at ``dst_path`` (a local path) in bounded memory.
 
-    Peak memory is one strip of all bands (blocksize x <=2048 columns x bands x itemsize) plus
-    GDAL's block cache, independent of the scene's length. Pixel values are the source's raw
+
+
     numbers; per-band scale/offset make them physical. A rotated grid is resampled north-up
     (nearest neighbour) with fill = nodata. The COG appears at ``dst_path`` only when complete.
     """
@@ -327,14 +330,14 @@ def write_cog(
         offsets=[b.offset for b in meta.bands],
         tags={"HSI_SCENE_ID": meta.scene_id, "HSI_SOURCE": meta.source, "HSI_QUANTITY": meta.quantity},
     )
-    env = {"GDAL_CACHEMAX": 512, "GDAL_NUM_THREADS": "ALL_CPUS"}
-    with rasterio.Env(**env), sink:
-        windows = sink.block_windows() if meta.is_rotated is False else sink.block_windows(profile.blocksize)
+    env = {"GDAL_CACHEMAX": 256, "GDAL_NUM_THREADS": "ALL_CPUS"}
+    with rasterio.Env(**env), cube, sink:
+        windows = sink.block_windows()
         for k, (rows, cols) in enumerate(windows, start=1):
             if meta.is_rotated:
                 block = read_rotated_window(cube, src_t, dst_t, rows, cols, nodata)  # type: ignore[arg-type]
             else:
-                block = read_window(cube, slice(*rows), slice(*cols))
+                block = cube.read(rows, cols)
             sink.write(block, rows, cols)
             if progress is not None:
                 progress(k, len(windows))

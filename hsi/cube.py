@@ -1,45 +1,94 @@
-"""Lazy access to a scene's binary cube: a numpy memory map in (band, line, sample) order.
+"""Windowed access to a scene's binary cube, in (band, line, sample) order, in bounded memory.
 
-Nothing is read until a window is sliced, and slicing reads only the pages it touches, so a
-window of a cube larger than RAM costs the window, not the cube. Works for every ENVI
-interleave (BSQ/BIL/BIP) and byte order; :func:`read_window` returns native-endian arrays.
+A window is read with positioned reads (``pread``) of just the bytes it needs, into a buffer the
+size of the window: one read per line for BIL/BIP (a line holds every band) and one read per
+band for BSQ. Nothing is memory-mapped, so the process's resident memory stays one window,
+whatever the scene size. Works for every ENVI interleave and byte order; arrays come back
+native-endian and C-contiguous.
 """
 
 from __future__ import annotations
 
+import os
+from types import TracebackType
+
 import numpy as np
 from rasterio.transform import Affine
 
+from hsi.errors import DataFileError
 from hsi.scene import SceneMetadata
 
-__all__ = ["open_cube", "read_window", "read_rotated_window"]
+__all__ = ["Cube", "open_cube", "read_rotated_window"]
 
 
-def open_cube(meta: SceneMetadata) -> np.ndarray:
-    """A read-only (bands, lines, samples) view of the cube on disk (no data is loaded)."""
-    from hsi.sources.envi import check_data_file
+class Cube:
+    """An open cube file: ``read(rows, cols)`` returns a (bands, h, w) native-endian array."""
 
-    lay = meta.layout
-    check_data_file(lay)
-    dt = np.dtype(lay.dtype).newbyteorder(">" if lay.byte_order == "big" else "<")
-    w, h, n = lay.width, lay.height, lay.count
-    shape = {"bsq": (n, h, w), "bil": (h, n, w), "bip": (h, w, n)}[lay.interleave]
-    mm = np.memmap(lay.data_path, dtype=dt, mode="r", offset=lay.header_offset, shape=shape)
-    if lay.interleave == "bsq":
-        return mm
-    if lay.interleave == "bil":
-        return mm.transpose(1, 0, 2)
-    return mm.transpose(2, 0, 1)
+    def __init__(self, meta: SceneMetadata) -> None:
+        from hsi.sources.envi import check_data_file
+
+        lay = meta.layout
+        check_data_file(lay)
+        self.path = lay.data_path
+        self.interleave = lay.interleave
+        self.offset = lay.header_offset
+        self.file_dtype = np.dtype(lay.dtype).newbyteorder(">" if lay.byte_order == "big" else "<")
+        self.dtype = self.file_dtype.newbyteorder("=")
+        self.shape = (lay.count, lay.height, lay.width)
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> Cube:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def _pread(self, count: int, offset: int) -> np.ndarray:
+        buf = np.empty(count, dtype=self.file_dtype)
+        view = memoryview(buf).cast("B")
+        got = 0
+        while got < view.nbytes:
+            n = os.preadv(self._fd, [view[got:]], offset + got)
+            if n == 0:
+                raise DataFileError(self.path, f"unexpected end of file at byte {offset + got}")
+            got += n
+        return buf
+
+    def read(self, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+        n, h, w = self.shape
+        (r0, r1), (c0, c1) = rows, cols
+        if not (0 <= r0 < r1 <= h and 0 <= c0 < c1 <= w):
+            raise ValueError(f"window rows {rows} cols {cols} outside the cube {h}x{w}")
+        size = self.file_dtype.itemsize
+        out = np.empty((n, r1 - r0, c1 - c0), dtype=self.dtype)
+        if self.interleave == "bsq":
+            for b in range(n):
+                start = self.offset + ((b * h + r0) * w) * size
+                block = self._pread((r1 - r0) * w, start).reshape(r1 - r0, w)
+                out[b] = block[:, c0:c1]
+        elif self.interleave == "bil":  # line: band, sample
+            for k, r in enumerate(range(r0, r1)):
+                line = self._pread(n * w, self.offset + r * n * w * size).reshape(n, w)
+                out[:, k, :] = line[:, c0:c1]
+        else:  # bip  line: sample, band
+            for k, r in enumerate(range(r0, r1)):
+                line = self._pread((c1 - c0) * n, self.offset + (r * w + c0) * n * size).reshape(c1 - c0, n)
+                out[:, k, :] = line.T
+        return out
 
 
-def read_window(cube: np.ndarray, rows: slice, cols: slice, bands: slice | list[int] | None = None) -> np.ndarray:
-    """Window of the cube as a native-endian, C-contiguous array (bands, h, w)."""
-    block = cube[:, rows, cols] if bands is None else cube[bands, rows, cols]
-    return np.ascontiguousarray(block, dtype=block.dtype.newbyteorder("="))
+def open_cube(meta: SceneMetadata) -> Cube:
+    """Open the scene's cube for windowed reads (use as a context manager)."""
+    return Cube(meta)
 
 
 def read_rotated_window(
-    cube: np.ndarray,
+    cube: Cube,
     src_transform: Affine,
     dst_transform: Affine,
     rows: tuple[int, int],
@@ -61,12 +110,11 @@ def read_rotated_window(
     sc = np.floor(inv.a * x + inv.b * y + inv.c).astype(np.int64)
     sr = np.floor(inv.d * x + inv.e * y + inv.f).astype(np.int64)
     valid = (sc >= 0) & (sc < w) & (sr >= 0) & (sr < h)
-    native = cube.dtype.newbyteorder("=")
-    out = np.full((n, r1 - r0, c1 - c0), fill, dtype=native)
+    out = np.full((n, r1 - r0, c1 - c0), fill, dtype=cube.dtype)
     if not valid.any():
         return out
     rmin, rmax = int(sr[valid].min()), int(sr[valid].max())
     cmin, cmax = int(sc[valid].min()), int(sc[valid].max())
-    src = read_window(cube, slice(rmin, rmax + 1), slice(cmin, cmax + 1))
+    src = cube.read((rmin, rmax + 1), (cmin, cmax + 1))
     out[:, valid] = src[:, sr[valid] - rmin, sc[valid] - cmin]
     return out
