@@ -406,7 +406,7 @@ def write_quicklook(
                 lo, hi = lo_hi[k]
                 span = (hi - lo) or 1.0
                 out[k] = np.clip((a[k].filled(lo) - lo) / span * 254 + 1, 1, 255).astype("uint8")
-            valid = ~np.ma.getmaskarray(a).any(axis=0)
+            valid = np.asarray(~np.ma.getmaskarray(a).any(axis=0))
             out[:, ~valid] = 0
             return out, valid
 

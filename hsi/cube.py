@@ -50,7 +50,7 @@ class Cube:
 
     def _pread(self, count: int, offset: int) -> np.ndarray:
         buf = np.empty(count, dtype=self.file_dtype)
-        view = memoryview(buf).cast("B")
+        view = memoryview(buf).cast("B")  # type: ignore[arg-type]
         got = 0
         while got < view.nbytes:
             n = os.preadv(self._fd, [view[got:]], offset + got)

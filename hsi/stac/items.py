@@ -194,7 +194,7 @@ def collection_for(collection_id: str, description: str | None = None) -> pystac
         description=desc,
         extent=pystac.Extent(
             pystac.SpatialExtent([[-180.0, -90.0, 180.0, 90.0]]),
-            pystac.TemporalExtent([[None, None]]),
+            pystac.TemporalExtent([[None, None]]),  # type: ignore[arg-type]
         ),
         license="other",
         title=collection_id,
