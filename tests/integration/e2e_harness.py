@@ -1,0 +1,189 @@
+"""A private, event-driven pipeline for end-to-end tests and the latency benchmark.
+
+Real processes only: a Prefect server (own PREFECT_HOME, free port; restartable on the same port
+to simulate an outage), a process worker polling every second from the repository directory, a
+moto server (S3 + SQS with bucket notifications), the generated deployments applied with
+``hsi deploy --apply`` machinery, and the bridge consumer in a thread. Outputs go to the shared
+stack's SeaweedFS (private prefix) and STAC API. No sleeps as synchronisation: callers poll with
+deadlines (:func:`wait_for`).
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import subprocess
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+import yaml
+
+try:
+    from tests.integration.moto_server import _bin, _stop, free_port, wait_for
+except ImportError:  # pragma: no cover
+    from moto_server import _bin, _stop, free_port, wait_for  # type: ignore[no-redef]
+
+ROOT = Path(__file__).resolve().parents[2]
+MOTO_PROFILE = "moto"
+POOL = "hsi-process"
+
+
+def _clean_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PREFECT_", "HSI_"))}
+    return {**env, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", **extra}
+
+
+@dataclass
+class PrivatePrefect:
+    """A Prefect server + one process worker of pool ``hsi-process`` (worker polls every 1 s)."""
+
+    home: Path
+    port: int = field(default_factory=free_port)
+    server: subprocess.Popen[bytes] | None = None
+    worker: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def _env(self) -> dict[str, str]:
+        return _clean_env({"PREFECT_HOME": str(self.home), "PREFECT_API_URL": self.api,
+                           "PREFECT_SERVER_API_PORT": str(self.port), "PREFECT_UI_ENABLED": "false",
+                           "PREFECT_SERVER_UI_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"})  # fmt: skip
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.api}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def start_server(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        log = (self.home / "server.log").open("ab")
+        self.server = subprocess.Popen([_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port",
+                                        str(self.port)], env=self._env(), stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        wait_for(lambda: self.server.poll() is None and self.healthy(), timeout=120, interval=0.5,
+                 what=f"prefect server on {self.port}")  # fmt: skip
+
+    def stop_server(self) -> None:
+        if self.server is not None:
+            _stop(self.server, twice=True)
+
+    def worker_online(self) -> bool:
+        r = httpx.post(f"{self.api}/work_pools/{POOL}/workers/filter", json={}, timeout=5)
+        return r.status_code == 200 and any(w.get("status") == "ONLINE" for w in r.json())
+
+    def start_worker(self) -> None:
+        env = {**self._env(), "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+               "PREFECT_WORKER_PREFETCH_SECONDS": "2", "PREFECT_LOGGING_LEVEL": "INFO"}  # fmt: skip
+        log = (self.home / "worker.log").open("ab")
+        self.worker = subprocess.Popen([_bin("prefect"), "worker", "start", "--pool", POOL, "--type", "process",
+                                        "--name", "e2e-worker"], env=env, cwd=ROOT, stdout=log,
+                                       stderr=subprocess.STDOUT)  # fmt: skip
+        wait_for(self.worker_online, timeout=90, interval=0.5, what="worker online")
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            _stop(self.worker, twice=True)
+        self.stop_server()
+
+
+def write_moto_credentials(path: Path) -> Path:
+    """A shared credentials file with moto's dummy keys under profile ``moto`` (not secrets)."""
+    cp = configparser.ConfigParser()
+    cp[MOTO_PROFILE] = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    with path.open("w") as f:
+        cp.write(f)
+    return path
+
+
+def landing_bucket(moto: str, name: str) -> tuple[Any, Any, str]:
+    """A moto bucket notifying an SQS queue directly: (s3 client, sqs client, queue url)."""
+    kw = {"endpoint_url": moto, "region_name": "us-east-1", "aws_access_key_id": "testing",
+          "aws_secret_access_key": "testing"}  # fmt: skip
+    s3, sqs = boto3.client("s3", **kw), boto3.client("sqs", **kw)
+    url = sqs.create_queue(QueueName=f"{name}-q", Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    s3.create_bucket(Bucket=name)
+    s3.put_bucket_notification_configuration(Bucket=name, NotificationConfiguration={
+        "QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]})  # fmt: skip
+    return s3, sqs, url
+
+
+def pipeline_config(path: Path, *, stack: dict[str, Any], moto: str, bucket: str, api: str,
+                    products: list[dict[str, Any]], run_id: str) -> Path:  # fmt: skip
+    """hsi.yaml: outputs on the stack's S3 (private prefix) + STAC API, raw objects on moto."""
+    creds = write_moto_credentials(path.parent / "moto-credentials")
+    cfg = {
+        "storage": {"root": f"s3://{stack['s3_bucket']}/test/e2e-{run_id}", "endpoint_url": stack["s3_endpoint"],
+                    "region": stack["s3_region"], "aws_profile": stack["aws_profile"],
+                    "shared_credentials_file": stack["shared_credentials_file"]},
+        "catalog": {"url": stack["stac_api"]},
+        "inputs": [{"prefix": f"s3://{bucket}", "endpoint_url": moto, "region": "us-east-1",
+                    "aws_profile": MOTO_PROFILE, "shared_credentials_file": str(creds)}],
+        "sources": {"aviris-ng": {"products": products}},
+        "work_dir": str(path.parent / "work"),
+        "prefect_api_url": api,
+    }  # fmt: skip
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+class Bridge:
+    """The bridge consumer (real SqsConsumer + BridgeProcessor) in a thread."""
+
+    def __init__(self, cfg: Any, sqs: Any, s3: Any, queue: str, api: str) -> None:
+        from deployments.bridge.consumer import BridgeProcessor, PrefectEvents, SqsConsumer
+        from hsi.bridge import rules_from_config
+
+        self.processor = BridgeProcessor(s3, PrefectEvents(api, timeout_s=5), rules=rules_from_config(cfg),
+                                         catalog_href=cfg.catalog.url)  # fmt: skip
+        self.consumer = SqsConsumer(sqs, queue, self.processor, wait_s=1, backoff_s=(0.5, 2.0))
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self.consumer.run, args=(self.stop_event,), daemon=True)
+
+    def __enter__(self) -> Bridge:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=30)
+
+
+# ------------------------------------------------------------------------------------- API reads
+
+
+def flow_runs(api: str, *, deployment: str | None = None, flow_name: str | None = None) -> list[dict[str, Any]]:
+    body: dict[str, Any] = {"limit": 200, "sort": "EXPECTED_START_TIME_ASC"}
+    if flow_name:
+        body["flows"] = {"name": {"any_": [flow_name]}}
+    if deployment:
+        flow, dep = deployment.split("/")
+        body["flows"] = {"name": {"any_": [flow]}}
+        body["deployments"] = {"name": {"any_": [dep]}}
+    r = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10)
+    r.raise_for_status()
+    return r.json()
+
+
+def events(api: str, name: str, resource_id: str) -> list[dict[str, Any]]:
+    body = {"filter": {"event": {"name": [name]}, "resource": {"id": [resource_id]}}, "limit": 50}
+    r = httpx.post(f"{api}/events/filter", json=body, timeout=10)
+    r.raise_for_status()
+    return r.json()["events"]
+
+
+def ng_scene_id() -> str:
+    n = uuid.uuid4().int
+    return f"ang2025{n % 12 + 1:02d}{n // 12 % 28 + 1:02d}t{n // 400 % 24:02d}{n // 10000 % 60:02d}{n // 10**6 % 60:02d}"
+
+
+def dump(obj: Any) -> str:
+    return json.dumps(obj, indent=1, default=str)[:3000]
