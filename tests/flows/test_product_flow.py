@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import rasterio
 import yaml
+from prefect.testing.fixtures import asserting_and_emitting_events_worker  # noqa: F401  (Prefect's fixture)
 from rio_cogeo.cogeo import cog_validate
 
 from flows.activate import activate_scene
@@ -185,7 +186,29 @@ def test_oil_spill_detects_the_slicks(env) -> None:
     assert fr["oil"] == pytest.approx(float((truth == CLASSES.index("oil_on_water")).mean()), abs=0.04)
 
 
-def test_swir_product_on_vnir_scene_fails_precisely_and_publishes_nothing(env) -> None:
+def _events(worker: Any) -> list[Any]:
+    worker.drain()
+    return [e for e in worker._client.events if e.event.startswith("hsi.product.")]
+
+
+def test_events_published_and_skipped(env, asserting_and_emitting_events_worker) -> None:  # noqa: F811
+    pub = run_product(item_id=SCENE, product="index:NDVI", force=True, config=env["config"])
+    skip = run_product(item_id=SCENE, product="index:NDVI", config=env["config"])
+    assert skip["status"] == "skipped"
+    published, skipped = _events(asserting_and_emitting_events_worker)
+    assert published.event == "hsi.product.published" and skipped.event == "hsi.product.skipped"
+    assert published.resource.id == f"stac.item.hsi-index-ndvi.{SCENE}-index-ndvi"
+    assert published.resource["hsi.product"] == "index:NDVI" and published.resource["hsi.source"] == "aviris-ng"
+    assert published.payload["product_key"] == pub["product_key"]
+    assert published.payload["item_href"] == pub["item_href"] and published.payload["uri"] == pub["asset"]
+    assert published.payload["catalog_href"] == env["svc"].catalog.href
+    assert [r.id for r in published.related if r.id.startswith("stac.")] == [f"stac.item.aviris-ng-l2.{SCENE}"]
+    assert any(r.id.startswith("prefect.flow-run.") for r in published.related)  # Prefect links the run
+    assert "up to date" in skipped.payload["reason"]
+
+
+def test_swir_product_on_vnir_scene_fails_precisely_and_publishes_nothing(
+        env, asserting_and_emitting_events_worker) -> None:  # noqa: F811
     vnir_id, svc = env["vnir_id"], env["svc"]
     pid = f"{vnir_id}-oil-spill"
     with pytest.raises(Exception, match=rf"product 'oil-spill' needs input 'A' at 1705 nm.*scene '{vnir_id}'"):
@@ -193,6 +216,9 @@ def test_swir_product_on_vnir_scene_fails_precisely_and_publishes_nothing(env) -
     assert svc.catalog.get_item("hsi-oil-spill", pid) is None
     assert not list(svc.store.list(svc.store.uri("hsi-oil-spill", pid) + "/"))
     assert not (env["root"] / "work" / "products" / pid).exists()
+    (failed,) = _events(asserting_and_emitting_events_worker)
+    assert failed.event == "hsi.product.failed" and failed.resource.id == f"stac.item.hsi-oil-spill.{pid}"
+    assert failed.payload["reason"].startswith("BandSelectionError: product 'oil-spill' needs input")
 
     state = run_products(item_id=vnir_id, products=[{"product": "oil-spill"}, {"product": "index:NDVI"}],
                          config=env["config"], return_state=True)
