@@ -19,6 +19,7 @@ from cli.bridge import app as bridge_app
 from cli.config import app as config_app
 from cli.deploy import deploy as deploy_command
 from cli.products import app as products_app
+from cli.run import run as run_command
 from cli.stack import app as stack_app
 
 app = typer.Typer(
@@ -32,6 +33,7 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(bridge_app, name="bridge")
 app.add_typer(config_app, name="config")
 app.command(name="deploy")(deploy_command)
+app.command(name="run")(run_command)
 
 ConfigOpt = Annotated[
     Path | None,

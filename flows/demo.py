@@ -8,6 +8,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.activate import activate_scene
+from flows.engine import with_engine
 from flows.index import index_scenes
 from hsi.sources.synthetic import synthesize
 from tasks.runtime import get_config, services
@@ -27,7 +28,7 @@ def demo(config: str | None = None, width: int = 160, height: int = 240, rotatio
                      rotation_deg=rotation_deg, seed=seed)
     log.info("synthesized %s", hdr)
     rows: list[dict[str, Any]] = []
-    indexed = index_scenes(hrefs=[str(hdr)], config=config)
+    indexed = with_engine(index_scenes, cfg)(hrefs=[str(hdr)], config=config)
     for r in indexed:
         rows.append({"step": "index", "status": r["status"], "item": f"{r['collection']}/{r['item_id']}",
                      "asset": r["href"]})

@@ -169,3 +169,26 @@ def test_dask_and_threads_give_identical_catalogs(tmp_path, capsys):
     with capsys.disabled():
         print(f"\non-demand wall time: threads {times['threads']:.1f} s, dask LocalCluster(2 processes) "
               f"{times['dask']:.1f} s")
+
+
+def test_hsi_run_cli_exit_codes(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    config = _config(tmp_path)
+    s = _three_scenes(tmp_path, config)
+    bbox = "--bbox=" + ",".join(str(v) for v in s["bbox"])
+    runner = CliRunner()
+    partial = runner.invoke(app, ["run", "index:NDVI", bbox, "--start", "2024-01-01", "-c", str(config)])
+    assert partial.exit_code == 3, partial.output
+    assert "2 published, 0 skipped, 1 failed" in " ".join(partial.output.split())
+    # only the corrupt scene in the time range: all failed
+    bad = runner.invoke(app, ["run", "index:NDVI", bbox, "--start", "2024-01-01T00:01:30", "--end",
+                              "2024-01-01T00:03:00", "--json", "-c", str(config)])
+    assert bad.exit_code == 1, bad.output
+    assert '"status": "failed"' in bad.output and "truncated" in bad.output
+    # invalid requests stop before any flow run
+    assert runner.invoke(app, ["run", "index:NDVX", bbox, "-c", str(config)]).exit_code == 2
+    assert runner.invoke(app, ["run", "index:NDVI", "-c", str(config)]).exit_code == 2
+    assert runner.invoke(app, ["run", "index:NDVI", "--bbox", "1,2,3", "-c", str(config)]).exit_code == 2
