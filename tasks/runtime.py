@@ -73,6 +73,8 @@ def run_info(trigger: Mapping[str, Any] | None = None) -> RunInfo:
     if created_by:
         trig.setdefault("created_by", created_by)
     ui = flow_run.get_flow_run_ui_url()
+    if not ui or not ui.startswith(("http://", "https://")):  # no UI known (ephemeral API): no link
+        ui = None
     return RunInfo(
         flow_run_id=fr_id,
         flow_run_name=flow_run.get_name(),
