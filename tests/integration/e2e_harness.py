@@ -55,7 +55,9 @@ class PrivatePrefect:
     def _env(self) -> dict[str, str]:
         return _clean_env({"PREFECT_HOME": str(self.home), "PREFECT_API_URL": self.api,
                            "PREFECT_SERVER_API_PORT": str(self.port), "PREFECT_UI_ENABLED": "false",
-                           "PREFECT_SERVER_UI_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"})  # fmt: skip
+                           "PREFECT_SERVER_UI_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING",
+                           # SQLite under many concurrent flow runs: wait for the lock instead of a 503
+                           "PREFECT_SERVER_DATABASE_TIMEOUT": "60"})  # fmt: skip
 
     def healthy(self) -> bool:
         try:

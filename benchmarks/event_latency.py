@@ -1,0 +1,124 @@
+"""Event latency of the new-scene pipeline: object put -> flow runs start -> product published.
+
+    .venv/bin/python benchmarks/event_latency.py [--scenes 10] [--interval 2]
+
+Real processes: a moto server (S3 + SQS notifications), the bridge consumer, a private Prefect server
+and a process worker polling every second (PREFECT_WORKER_QUERY_SECONDS=1), the generated deployments
+(``ingest/new-scene`` and ``products/aviris-ng`` with index:NDVI); outputs to the running local
+stack's SeaweedFS and STAC API (``hsi stack up``). Each synthetic ENVI scene's header is put first,
+then its data object (whose notification emits); t0 = just before the data put.
+
+Prints per scene and median / p95 of: t0 -> ingest run start (the run the trigger created), t0 ->
+activate subflow start, t0 -> hsi.product.published. Target: <= 5 s to start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from deployments.generate import apply  # noqa: E402
+from deployments.local.stack import Layout, status  # noqa: E402
+from hsi.config import load_config  # noqa: E402
+from hsi.events import PRODUCT_PUBLISHED  # noqa: E402
+from hsi.sources.synthetic import synthesize  # noqa: E402
+from hsi.stac.product import product_collection, product_item_id  # noqa: E402
+from tests.integration.e2e_harness import (  # noqa: E402
+    Bridge, PrivatePrefect, events, flow_runs, landing_bucket, ng_scene_id, pipeline_config,
+)  # fmt: skip
+from tests.integration.moto_server import _bin, _stop, free_port, wait_for  # noqa: E402
+
+PRODUCT = "index:NDVI"
+
+
+def _ts(s: str | None) -> float | None:
+    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp() if s else None
+
+
+def _pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scenes", type=int, default=10)
+    ap.add_argument("--interval", type=float, default=2.0, help="seconds between scene arrivals")
+    ap.add_argument("--size", type=int, default=48, help="scene width (height = 1.25 x)")
+    args = ap.parse_args()
+    info = status(Layout.default(ROOT / ".stack"))
+    if not info["up"]:
+        print("the local stack is not running: `hsi stack up` first", file=sys.stderr)
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="hsi-latency-"))
+    port = free_port()
+    moto_log = (tmp / "moto.log").open("wb")
+    moto_proc = subprocess.Popen([_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=moto_log,
+                                 stderr=subprocess.STDOUT)  # fmt: skip
+    moto = f"http://127.0.0.1:{port}"
+    prefect = PrivatePrefect(tmp / "prefect")
+    try:
+        wait_for(lambda: httpx.get(f"{moto}/moto-api/", timeout=2).status_code == 200, what="moto")
+        prefect.start_server()
+        prefect.start_worker()
+        run_id = ng_scene_id()[-6:]
+        bucket = f"latency-{run_id}"
+        s3, sqs, queue = landing_bucket(moto, bucket)
+        path = pipeline_config(tmp / "hsi.yaml", stack=info, moto=moto, bucket=bucket, api=prefect.api,
+                               products=[{"product": PRODUCT}], run_id=run_id)  # fmt: skip
+        cfg = load_config(path)
+        apply(cfg, config_path=path, api_url=prefect.api)
+        scenes = []
+        for i in range(args.scenes):
+            sid = ng_scene_id()
+            hdr = synthesize(tmp / sid, source="aviris-ng", level="l2", width=args.size,
+                             height=int(args.size * 1.25), scene_id=sid, seed=i)  # fmt: skip
+            scenes.append((sid, hdr))
+        t0: dict[str, float] = {}
+        with Bridge(cfg, sqs, s3, queue, prefect.api):
+            for sid, hdr in scenes:
+                s3.upload_file(str(hdr), bucket, f"in/{hdr.name}")
+                t0[sid] = time.time()
+                s3.upload_file(str(hdr.with_suffix("")), bucket, f"in/{hdr.with_suffix('').name}")
+                time.sleep(args.interval)  # arrival spacing (load shape), not synchronisation
+
+            def published(sid: str) -> float | None:
+                item = f"aviris-ng-{sid}"
+                rid = f"stac.item.{product_collection(PRODUCT)}.{product_item_id(item, PRODUCT)}"
+                evs = events(prefect.api, PRODUCT_PUBLISHED, rid)
+                return _ts(evs[0]["occurred"]) if evs else None
+
+            done = {sid: wait_for(lambda sid=sid: published(sid), timeout=600, interval=1.0, what=f"product {sid}")
+                    for sid, _ in scenes}  # fmt: skip
+        ingest = {r["parameters"]["uri"].rsplit("/", 1)[-1].split("_")[0]: _ts(r["start_time"])
+                  for r in flow_runs(prefect.api, flow_name="ingest")}  # fmt: skip
+        act = {r["parameters"]["item_id"].removeprefix("aviris-ng-"): _ts(r["start_time"])
+               for r in flow_runs(prefect.api, flow_name="activate")}  # fmt: skip
+        rows = [(sid, ingest[sid] - t0[sid], act[sid] - t0[sid], done[sid] - t0[sid]) for sid, _ in scenes]
+        print(f"{'scene':<22}{'ingest start':>14}{'activate start':>16}{'product published':>19}")
+        for sid, a, b, c in rows:
+            print(f"{sid:<22}{a:>13.2f}s{b:>15.2f}s{c:>18.2f}s")
+        for label, col in (("put -> ingest run start", 1), ("put -> activate run start", 2),
+                           ("put -> product published", 3)):  # fmt: skip
+            xs = [r[col] for r in rows]
+            print(f"{label:<28} median {statistics.median(xs):6.2f} s   p95 {_pct(xs, 0.95):6.2f} s   (n={len(xs)})")
+        return 0
+    finally:
+        prefect.stop()
+        _stop(moto_proc)
+        moto_log.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
