@@ -35,7 +35,13 @@ from hsi.events import PRODUCT_PUBLISHED  # noqa: E402
 from hsi.sources.synthetic import synthesize  # noqa: E402
 from hsi.stac.product import product_collection, product_item_id  # noqa: E402
 from tests.integration.e2e_harness import (  # noqa: E402
-    Bridge, PrivatePrefect, events, flow_runs, landing_bucket, ng_scene_id, pipeline_config,
+    Bridge,
+    PrivatePrefect,
+    events,
+    flow_runs,
+    landing_bucket,
+    ng_scene_id,
+    pipeline_config,
 )  # fmt: skip
 from tests.integration.moto_server import _bin, _stop, free_port, wait_for  # noqa: E402
 
