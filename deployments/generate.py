@@ -9,7 +9,7 @@ Deployments (``<flow name>/<deployment name>``):
 
 * ``ingest/new-scene`` (flows.new_scene:ingest): trigger on ``hsi.raw.available`` for the
   configured sources (label ``hsi.source``); parameters templated from the event.
-* ``activate/activate``, ``index/index``, ``product/run-product``: manual / on demand.
+* ``activate/activate``, ``index/index``, ``product/run-product``, ``on-demand/on-demand``: manual / on demand.
 * ``products/<source>`` (flows.product:run_products), one per source with products: trigger on
   ``hsi.scene.activated`` with ``hsi.source`` = that source, running the configured products with
   their parameters on ``{{ event.resource['hsi.item_id'] }}``.
@@ -122,6 +122,9 @@ def generate(cfg: PipelineConfig) -> dict[str, Any]:
                     "Index raw scenes given as paths, URLs or s3:// keys (manual / on demand).", cfg, tags=["index"]),
         _deployment("run-product", "flows/product.py:run_product",
                     "Run one product on one activated item (manual / on demand).", cfg, tags=["product"]),
+        _deployment("on-demand", "flows/on_demand.py:on_demand",
+                    "Products over an area and time: find scenes, activate what is missing, run products.",
+                    cfg, tags=["on-demand"]),
     ]  # fmt: skip
     for source in sources:
         sc = cfg.sources.get(source)
@@ -167,6 +170,7 @@ FLOW_NAMES = {
     "flows/activate.py:activate_scene": "activate",
     "flows/index.py:index_scenes": "index",
     "flows/product.py:run_product": "product",
+    "flows/on_demand.py:on_demand": "on-demand",
     "flows/product.py:run_products": PRODUCTS_FLOW,
 }
 

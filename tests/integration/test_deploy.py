@@ -31,7 +31,8 @@ except ImportError:  # pragma: no cover
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).parent / "prefect")
-EXPECTED = ["ingest/new-scene", "activate/activate", "index/index", "product/run-product", "products/envi"]
+EXPECTED = ["ingest/new-scene", "activate/activate", "index/index", "product/run-product", "on-demand/on-demand",
+            "products/envi"]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,8 @@ def applied(stack: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> 
     env = {**os.environ, "PREFECT_API_URL": api}
     p = subprocess.run([sys.executable, "-m", "cli.main", "deploy", "--apply", "--config", str(path)],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
-    created: dict[str, Any] = {"api": api, "tmp": tmp, "config": path, "out": p.stdout, "deployments": {}}
+    created: dict[str, Any] = {"api": api, "tmp": tmp, "config": path, "out": p.stdout, "deployments": {},
+                               "stac_api": str(stack["stac_api"]).rstrip("/")}
     try:
         assert p.returncode == 0, p.stdout + p.stderr
         for name in EXPECTED:
@@ -123,3 +125,11 @@ def test_prefect_deployment_run_of_each_completes_on_the_worker(applied: dict[st
         "products/envi": _run(api, "products/envi", {"item_id": item, "collection": "aviris-ng-l2"}),
         "ingest/new-scene": _run(api, "ingest/new-scene", {"uri": str(hdr_b), "source": "aviris-ng"}),
     })  # fmt: skip
+    # on demand over this scene's footprint and acquisition second only (the shared catalog holds others)
+    when = f"20{a[5:7]}-{a[7:9]}-{a[9:11]}T{a[12:14]}:{a[14:16]}:{a[16:18]}Z"
+    item_json = httpx.get(f"{applied['stac_api']}/collections/aviris-ng-raw/items/{item}", timeout=10).json()
+    _wait(api, {"on-demand/on-demand": _run(api, "on-demand/on-demand", {
+        "products": ["index:NDVI", "index:NDWI_GAO"], "bbox": item_json["bbox"], "start": when, "end": when,
+        "sources": ["aviris-ng"]})})
+    ndwi = httpx.get(f"{applied['stac_api']}/collections/hsi-index-ndwi_gao/items/{item}-index-ndwi_gao", timeout=10)
+    assert ndwi.status_code == 200, ndwi.text

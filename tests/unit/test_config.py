@@ -161,7 +161,7 @@ def test_generated_deployments_triggers_and_template_labels() -> None:
     from deployments.generate import automation_names, deployment_names, generate
 
     spec = generate(load_config(ROOT / "hsi.example.yaml"))
-    assert deployment_names(spec) == ["ingest/new-scene", "activate/activate", "index/index", "product/run-product",
+    assert deployment_names(spec) == ["ingest/new-scene", "activate/activate", "index/index", "product/run-product", "on-demand/on-demand",
                                       "products/aviris-ng", "products/aviris-classic"]  # fmt: skip
     assert automation_names(spec) == ["hsi-new-scene", "hsi-products-aviris-ng", "hsi-products-aviris-classic"]
     new, *_, ng, _classic = spec["deployments"]
