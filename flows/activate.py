@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import uuid
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -52,17 +53,26 @@ def activate_scene(
         emit(stage_outcome_event("activate", "skipped", resource=resource, reason=skip,
                                  payload={"catalog_href": svc.catalog.href, "item_href": item_href, "product_key": key}))
         return {"status": "skipped", "reason": skip, **base}
+    uploaded: dict[str, Any] = {}
+    out_dir = svc.work_dir / "out" / f"{item_id}-{uuid.uuid4().hex[:8]}"  # private to this run (scratch only)
     try:
         entry = t.fetch_raw(raw, cfg)
-        conv = t.convert(entry, item_id, source, prof, cfg)
+        conv = t.convert(entry, item_id, source, prof, out_dir, cfg)
         uploaded = t.upload(coll, item_id, dict(conv.files), cfg)
         t.register_activated(conv, uploaded, raw, ref, prof, trigger, cfg)
     except Exception as e:
+        # Assets uploaded before a failed registration stay at their deterministic keys (a concurrent
+        # run may own an item pointing at them); they are recorded here and overwritten by the next run.
+        orphans = sorted(o.uri for o in uploaded.values())
+        if orphans:
+            log.warning("registration failed; unregistered assets left at %s (the next run replaces them)",
+                        ", ".join(orphans))
         emit(stage_outcome_event("activate", "failed", resource=resource, reason=f"{type(e).__name__}: {e}",
-                                 payload={"catalog_href": svc.catalog.href, "item_href": item_href, "product_key": key}))
+                                 payload={"catalog_href": svc.catalog.href, "item_href": item_href, "product_key": key,
+                                          "extra": {"unregistered_assets": orphans}}))
         raise
     finally:
-        shutil.rmtree(svc.work_dir / "out" / item_id, ignore_errors=True)
+        shutil.rmtree(out_dir, ignore_errors=True)
     cube = uploaded["cube"]
     emit(build_event(
         SCENE_ACTIVATED, resource,

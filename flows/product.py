@@ -14,6 +14,7 @@ Failed when any product failed, listing every failure with its reason, after the
 from __future__ import annotations
 
 import shutil
+import uuid
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -66,6 +67,7 @@ def run_product(
     def payload() -> dict[str, Any]:
         return {"catalog_href": svc.catalog.href, "item_href": item_href, "product_key": out["product_key"]}
 
+    out_dir = svc.work_dir / "products" / f"{pid}-{uuid.uuid4().hex[:8]}"  # private to this run (scratch only)
     try:
         activated = t.resolve_activated_item(item_id, collection, cfg)
         props = activated["properties"]
@@ -80,7 +82,7 @@ def run_product(
             stored = svc.catalog.get_item(coll, pid)
             asset = stored.assets["data"].href if stored is not None and "data" in stored.assets else ""
             return {**out, "status": "skipped", "reason": skip, "asset": asset}
-        computed = t.compute_product(plan, cfg)
+        computed = t.compute_product(plan, out_dir, cfg)
         uploaded = t.upload_product(plan, dict(computed.files), cfg)
         item = t.register_product(plan, computed, uploaded, activated, trigger, cfg)
     except Exception as e:
@@ -89,7 +91,7 @@ def run_product(
         emit(stage_outcome_event("product", "failed", resource=resource, reason=reason, payload=payload()))
         raise
     finally:
-        shutil.rmtree(svc.work_dir / "products" / pid, ignore_errors=True)
+        shutil.rmtree(out_dir, ignore_errors=True)
     data = uploaded["data"]
     emit(product_published_event(
         source=resource.source, scene_id=resource.scene_id, product=product, collection=coll, item_id=pid,

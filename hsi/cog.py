@@ -224,7 +224,7 @@ class CogSink:
                 if levels:
                     ds.build_overviews(levels, Resampling[self.overview_resampling])
                 ds.close()
-                part = self.dst.with_name(f".{self.dst.name}.part")
+                part = Path(self._tmpdir or ".") / "final.tif"  # same filesystem as dst: atomic rename
                 opts = self.profile.creation_options(self.meta["dtype"])
                 opts["bigtiff"] = self.meta["bigtiff"]
                 rio_copy(ds.name, str(part), copy_src_overviews=True, **opts)
@@ -234,7 +234,6 @@ class CogSink:
         finally:
             if self._tmpdir:
                 shutil.rmtree(self._tmpdir, ignore_errors=True)
-            self.dst.with_name(f".{self.dst.name}.part").unlink(missing_ok=True)
 
     def _describe(self, ds: Any) -> None:
         for i in range(self.meta["count"]):

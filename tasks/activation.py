@@ -15,25 +15,13 @@ from prefect.cache_policies import NO_CACHE
 
 from hsi import activation as act
 from hsi.cog import CogProfile
-from hsi.errors import InvalidInputError
 from hsi.stac.provenance import InputRef
 from hsi.storage import ObjectInfo
-from tasks.runtime import progress_logger, run_info, services
-
-
-def _retry_unless_invalid(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry transient failures only: invalid input fails at once."""
-    try:
-        state.result()
-    except InvalidInputError:
-        return False
-    except Exception:
-        return True
-    return False
+from tasks.runtime import progress_logger, retry_if_transient, run_info, services
 
 
 @task(name="index-raw-scene", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
-      retry_condition_fn=_retry_unless_invalid)
+      retry_condition_fn=retry_if_transient)
 def index_raw_scene(href: str, source: str | None = None, config: Any = None) -> dict[str, Any]:
     item = act.index_scene(services(config), href, source=source)
     get_run_logger().info("indexed %s/%s from %s", item.collection_id, item.id, href)
@@ -41,14 +29,14 @@ def index_raw_scene(href: str, source: str | None = None, config: Any = None) ->
 
 
 @task(name="resolve-raw-item", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
-      retry_condition_fn=_retry_unless_invalid)
+      retry_condition_fn=retry_if_transient)
 def resolve_raw_item(item_id: str, collection: str | None = None, config: Any = None) -> dict[str, Any]:
     raw = act.find_raw_item(services(config), item_id, collection)
     return raw.to_dict(include_self_link=False, transform_hrefs=False)
 
 
 @task(name="check-activated", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
-      retry_condition_fn=_retry_unless_invalid)
+      retry_condition_fn=retry_if_transient)
 def check_activated(raw: dict[str, Any], profile: CogProfile, config: Any = None) -> tuple[str, InputRef, str | None]:
     """(key, input reference, skip reason or None)."""
     svc = services(config)
@@ -58,16 +46,17 @@ def check_activated(raw: dict[str, Any], profile: CogProfile, config: Any = None
 
 
 @task(name="fetch-raw", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=10,
-      retry_condition_fn=_retry_unless_invalid)
+      retry_condition_fn=retry_if_transient)
 def fetch_raw(raw: dict[str, Any], config: Any = None) -> Path:
     return act.fetch_raw(services(config), pystac.Item.from_dict(raw))
 
 
 @task(name="convert-to-cog", cache_policy=NO_CACHE)
-def convert(entry: Path, item_id: str, source: str | None, profile: CogProfile, config: Any = None) -> act.Converted:
+def convert(entry: Path, item_id: str, source: str | None, profile: CogProfile, out_dir: Path,
+            config: Any = None) -> act.Converted:
     svc = services(config)
     log = get_run_logger()
-    conv = act.convert(entry, svc.work_dir / "out" / item_id, source=source, profile=profile,
+    conv = act.convert(entry, out_dir, source=source, profile=profile,
                        work_dir=svc.work_dir / "extract", progress=progress_logger(log, f"writing {item_id}"))
     log.info("%s: COG %dx%dx%d %s (%s-interleaved)", item_id, conv.cog.width, conv.cog.height, conv.cog.count,
              conv.cog.dtype, conv.cog.interleave.lower())
@@ -75,13 +64,13 @@ def convert(entry: Path, item_id: str, source: str | None, profile: CogProfile, 
 
 
 @task(name="upload-assets", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=10,
-      retry_condition_fn=_retry_unless_invalid)
+      retry_condition_fn=retry_if_transient)
 def upload(collection: str, item_id: str, files: dict[str, Path], config: Any = None) -> dict[str, ObjectInfo]:
     return act.upload_outputs(services(config), collection, item_id, files)
 
 
 @task(name="register-item", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=5,
-      retry_condition_fn=_retry_unless_invalid)
+      retry_condition_fn=retry_if_transient)
 def register_activated(conv: act.Converted, uploaded: dict[str, ObjectInfo], raw: dict[str, Any], key_input: InputRef,
                        profile: CogProfile, trigger: dict[str, Any] | None = None, config: Any = None) -> dict[str, Any]:
     """Build the activated item with provenance and upsert it: the commit point."""

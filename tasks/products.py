@@ -7,6 +7,7 @@ scene lacks) fails at once; transient failures (catalog, storage) are retried.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pystac
@@ -15,22 +16,21 @@ from prefect.cache_policies import NO_CACHE
 
 from hsi import production as prod
 from hsi.storage import ObjectInfo
-from tasks.activation import _retry_unless_invalid
-from tasks.runtime import progress_logger, run_info, services
+from tasks.runtime import progress_logger, retry_if_transient, run_info, services
 
 __all__ = ["check_product_done", "compute_product", "plan_product", "register_product",
            "resolve_activated_item", "upload_product"]
 
 
 @task(name="resolve-activated-item", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
-      retry_condition_fn=_retry_unless_invalid)
+      retry_condition_fn=retry_if_transient)
 def resolve_activated_item(item_id: str, collection: str | None = None, config: Any = None) -> dict[str, Any]:
     item = prod.find_activated_item(services(config), item_id, collection)
     return item.to_dict(include_self_link=False, transform_hrefs=False)
 
 
 @task(name="plan-product", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
-      retry_condition_fn=_retry_unless_invalid)
+      retry_condition_fn=retry_if_transient)
 def plan_product(activated: dict[str, Any], product: str, params: dict[str, Any] | None = None,
                  config: Any = None) -> prod.ProductPlan:
     """Validate parameters, select bands from the cube header (no pixels), compute the key."""
@@ -41,17 +41,17 @@ def plan_product(activated: dict[str, Any], product: str, params: dict[str, Any]
 
 
 @task(name="check-product-done", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
-      retry_condition_fn=_retry_unless_invalid)
+      retry_condition_fn=retry_if_transient)
 def check_product_done(plan: prod.ProductPlan, config: Any = None) -> str | None:
     """The skip reason when the product item is up to date, else None."""
     return prod.check_done(services(config), plan)
 
 
 @task(name="compute-product", cache_policy=NO_CACHE)
-def compute_product(plan: prod.ProductPlan, config: Any = None) -> prod.Computed:
+def compute_product(plan: prod.ProductPlan, out_dir: Path, config: Any = None) -> prod.Computed:
     svc = services(config)
     log = get_run_logger()
-    out = prod.compute(svc, plan, svc.work_dir / "products" / plan.item_id,
+    out = prod.compute(svc, plan, out_dir,
                        progress=progress_logger(log, f"computing {plan.item_id}", step=25))
     r = out.result
     log.info("%s: %dx%d, %d windows, read %d bands%s", plan.item_id, r.width, r.height, r.windows,
@@ -60,13 +60,13 @@ def compute_product(plan: prod.ProductPlan, config: Any = None) -> prod.Computed
 
 
 @task(name="upload-product", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=10,
-      retry_condition_fn=_retry_unless_invalid)
+      retry_condition_fn=retry_if_transient)
 def upload_product(plan: prod.ProductPlan, files: dict[str, Any], config: Any = None) -> dict[str, ObjectInfo]:
     return prod.upload_outputs(services(config), plan, files)
 
 
 @task(name="register-product", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=5,
-      retry_condition_fn=_retry_unless_invalid)
+      retry_condition_fn=retry_if_transient)
 def register_product(plan: prod.ProductPlan, computed: prod.Computed, uploaded: dict[str, ObjectInfo],
                      activated: dict[str, Any], trigger: dict[str, Any] | None = None,
                      config: Any = None) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from hsi.config import PipelineConfig, load_config
 from hsi.services import Services
 from hsi.stac.provenance import RunInfo
 
-__all__ = ["emit", "get_config", "progress_logger", "run_info", "services"]
+__all__ = ["emit", "get_config", "progress_logger", "retry_if_transient", "run_info", "services"]
 
 CONFIG_ENV = "HSI_CONFIG"
 
@@ -111,3 +111,19 @@ def progress_logger(logger: Any, what: str, step: int = 10) -> Callable[[int, in
             logger.info("%s: %d%% (%d/%d)", what, pct, done, total)
 
     return cb
+
+
+def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Task retry condition: retry what a retry may fix (network, 5xx, unknown errors), never
+    invalid input or a definite refusal (401/403, malformed answers, missing items)."""
+    from hsi.errors import HSIError, TransientError
+
+    try:
+        state.result()
+    except TransientError:
+        return True
+    except HSIError:
+        return False
+    except Exception:
+        return True
+    return False

@@ -9,8 +9,10 @@ idempotent: an archive already extracted completely into the same directory is n
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tarfile
+import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -67,21 +69,30 @@ def extract(archive: Path | str, dest_dir: Path | str) -> Path:
     if marker.is_file() and marker.read_text() == stamp:
         log.info("archive %s already extracted into %s", archive, dest)
         return dest
-    if dest.exists():
-        shutil.rmtree(dest)  # partial or stale extraction
-    dest.mkdir(parents=True)
+    # extract into a private staging directory, then rename into place: concurrent runs never
+    # see (or delete) each other's half-extracted files
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
         if archive.name.lower().endswith(".zip"):
-            _extract_zip(archive, dest)
+            _extract_zip(archive, staging)
         else:
-            _extract_tar(archive, dest)
+            _extract_tar(archive, staging)
+        (staging / _DONE).write_text(stamp)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
-        shutil.rmtree(dest, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
         raise UnsupportedSourceError(f"{archive}: cannot read archive ({exc})") from None
     except UnsupportedSourceError:
-        shutil.rmtree(dest, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
         raise
-    marker.write_text(stamp)
+    if dest.exists() and not (marker.is_file() and marker.read_text() == stamp):
+        shutil.rmtree(dest, ignore_errors=True)  # partial or stale extraction of an older archive
+    try:
+        os.rename(staging, dest)
+    except OSError:  # another run finished first with the same archive: use its copy
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (marker.is_file() and marker.read_text() == stamp):
+            raise
     log.info("extracted %s into %s", archive, dest)
     return dest
 

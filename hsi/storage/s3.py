@@ -15,6 +15,7 @@ computed in a streaming pass before the upload: S3 metadata must be sent when th
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import mimetypes
 import os
@@ -310,8 +311,8 @@ class S3Store:
         kw: dict[str, Any] = {"region_name": self._region, "endpoint_url": env.get("AWS_S3_ENDPOINT")}
         if creds is None:
             return AWSSession(aws_unsigned=True, **kw)
-        return AWSSession(aws_access_key_id=creds.access_key, aws_secret_access_key=creds.secret_key,
-                          aws_session_token=creds.token, **kw)
+        return _ExactAWSSession(aws_access_key_id=creds.access_key, aws_secret_access_key=creds.secret_key,
+                                aws_session_token=creds.token, **kw)
 
     def rasterio_env(self, **options: Any) -> Any:
         """``rasterio.Env`` for reading this store's ``gdal_path()``s: credentials through an AWSSession,
@@ -369,6 +370,27 @@ class S3Store:
         if code:
             return StorageError(uri, f"{op} failed{where}: {code}")
         return StorageError(uri, f"{op} failed{where}: {type(cause).__name__}")
+
+
+@functools.cache
+def _exact_session_class() -> Any:
+    from rasterio.session import AWSSession
+
+    class ExactAWSSession(AWSSession):
+        """An AWSSession whose GDAL options always say the session token, empty when there is none:
+        otherwise GDAL falls back to ``$AWS_SESSION_TOKEN`` and signs our keys with a stranger's token."""
+
+        def get_credential_options(self) -> dict[str, str]:
+            opts = dict(super().get_credential_options())
+            if not self.unsigned:
+                opts.setdefault("AWS_SESSION_TOKEN", "")
+            return opts
+
+    return ExactAWSSession
+
+
+def _ExactAWSSession(**kw: Any) -> Any:  # noqa: N802 - a class factory (rasterio is imported lazily)
+    return _exact_session_class()(**kw)
 
 
 def _code(e: BaseException) -> str | None:
