@@ -283,7 +283,7 @@ def run_product(product: Product, src_path: str, dst_path: str,
             profile=CogProfile(blocksize=block, overview_level=_overview_levels(ds.width, ds.height, block)),
             descriptions=[f"{b.name}: {b.description}" for b in spec.bands],
             band_tags=[{"NAME": b.name} for b in spec.bands], tags=tags, overview_resampling=resampling)
-        with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"), sink:
+        with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS", GDAL_CACHEMAX=128), sink:
             for k, w in enumerate(windows, start=1):
                 chunk = reader.read(w)
                 ctx.window = w
