@@ -104,17 +104,7 @@ def _s3_records(doc: dict[str, Any], shape: Literal["s3", "sns"]) -> ParsedMessa
         if not name.startswith("ObjectCreated"):
             out.ignored.append(f"Records[{i}]: event {name or '<none>'} is not ObjectCreated")
             continue
-        s3: Any = rec.get("s3")
-        try:
-            bucket = s3["bucket"]["name"]
-            obj = s3["object"]
-            raw_key = obj["key"]
-            if not isinstance(obj, dict):
-                raise TypeError("object")
-        except (KeyError, TypeError) as e:
-            raise PoisonMessage(f"S3 notification: Records[{i}].s3 lacks {e}") from None
-        if not isinstance(bucket, str) or not isinstance(raw_key, str) or not bucket or not raw_key:
-            raise PoisonMessage(f"S3 notification: Records[{i}]: empty or non-string bucket/key")
+        bucket, obj, raw_key = _bucket_object(rec.get("s3"), f"S3 notification: Records[{i}].s3")
         size = obj.get("size")
         out.records.append(
             ObjectCreated(
@@ -131,6 +121,21 @@ def _s3_records(doc: dict[str, Any], shape: Literal["s3", "sns"]) -> ParsedMessa
     return out
 
 
+def _bucket_object(container: Any, where: str) -> tuple[str, dict[str, Any], str]:
+    """(bucket name, object dict, key) of an S3 record or an EventBridge detail; PoisonMessage if malformed."""
+    try:
+        bucket = container["bucket"]["name"]
+        obj = container["object"]
+        key = obj["key"]
+        if not isinstance(obj, dict):
+            raise TypeError("object")
+    except (KeyError, TypeError) as e:
+        raise PoisonMessage(f"{where} lacks {e}") from None
+    if not isinstance(bucket, str) or not isinstance(key, str) or not bucket or not key:
+        raise PoisonMessage(f"{where}: empty or non-string bucket/key")
+    return bucket, obj, key
+
+
 def _eventbridge(doc: dict[str, Any]) -> ParsedMessage:
     out = ParsedMessage()
     dt = doc.get("detail-type")
@@ -138,16 +143,7 @@ def _eventbridge(doc: dict[str, Any]) -> ParsedMessage:
         out.ignored.append(f"EventBridge event {dt!r} is not 'Object Created'")
         return out
     detail: Any = doc.get("detail")
-    try:
-        bucket = detail["bucket"]["name"]
-        obj = detail["object"]
-        key = obj["key"]
-        if not isinstance(obj, dict):
-            raise TypeError("object")
-    except (KeyError, TypeError) as e:
-        raise PoisonMessage(f"EventBridge Object Created: detail lacks {e}") from None
-    if not isinstance(bucket, str) or not isinstance(key, str) or not bucket or not key:
-        raise PoisonMessage("EventBridge Object Created: empty or non-string bucket/key")
+    bucket, obj, key = _bucket_object(detail, "EventBridge Object Created: detail")
     size = obj.get("size")
     # EventBridge keys are URL-encoded like S3 notifications (spaces as '+').
     out.records.append(

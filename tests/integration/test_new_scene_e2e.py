@@ -22,31 +22,17 @@ from hsi.events import RAW_AVAILABLE
 from hsi.services import Services
 from hsi.sources.synthetic import synthesize
 from hsi.stac.product import product_collection, product_item_id
-
-try:
-    from tests.integration.e2e_harness import (
-        Bridge,
-        PrivatePrefect,
-        events,
-        flow_runs,
-        landing_bucket,
-        ng_scene_id,
-        pipeline_config,
-        wait_for,
-    )  # fmt: skip
-    from tests.integration.moto_server import aws_env, moto_endpoint
-except ImportError:  # pragma: no cover
-    from e2e_harness import (  # type: ignore[no-redef]
-        Bridge,
-        PrivatePrefect,
-        events,
-        flow_runs,
-        landing_bucket,
-        ng_scene_id,
-        pipeline_config,
-        wait_for,
-    )  # fmt: skip
-    from moto_server import aws_env, moto_endpoint  # type: ignore[no-redef]
+from tests.integration.e2e_harness import (
+    Bridge,
+    PrivatePrefect,
+    events,
+    flow_runs,
+    landing_bucket,
+    ng_scene_id,
+    pipeline_config,
+    wait_for,
+)  # fmt: skip
+from tests.integration.moto_server import aws_env, moto_endpoint
 
 __all__ = ["aws_env", "moto_endpoint"]
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
