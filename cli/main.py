@@ -205,12 +205,17 @@ def demo(
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    def short(path: str) -> str:  # local paths relative to the current directory, when below it
+        if path and "://" not in path and os.path.isabs(path) and path.startswith(os.getcwd() + os.sep):
+            return os.path.relpath(path)
+        return path
+
+    console = Console(width=max(140, Console().width))
     table = Table(title="hsi demo", show_lines=False)
     for col in ("step", "status", "item", "asset"):
         table.add_column(col, overflow="fold")
     for row in summary["rows"]:
-        table.add_row(row["step"], row["status"], row["item"], row.get("asset", ""))
+        table.add_row(row["step"], row["status"], row["item"], short(row.get("asset", "")))
     console.print(table)
     console.print(f"catalog: {summary['catalog']}")
     console.print(f"assets:  {cfg.storage.root}")
