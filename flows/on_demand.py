@@ -45,10 +45,9 @@ from hsi.planning import (
     summarize,
     time_range,
 )
-from tasks.activation import _retry_unless_invalid
 from tasks.clip import clip_product
 from tasks.reporting import Progress, publish_outcomes
-from tasks.runtime import get_config, services
+from tasks.runtime import get_config, retry_if_transient, services
 
 __all__ = ["OnDemandFailed", "on_demand", "process_scene", "run_scenes"]
 
@@ -73,7 +72,7 @@ def _reason(state: State[Any], limit: int = 500) -> str:
 
 
 @task(name="plan-on-demand", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
-      retry_condition_fn=_retry_unless_invalid)
+      retry_condition_fn=retry_if_transient)
 def plan_on_demand(aoi: dict[str, Any], start: str | None, end: str | None, products: list[Any],
                    sources: list[str] | None, force: bool, config: str | None) -> Plan:
     return plan_request(services(config), aoi=aoi_from(geometry=aoi), time_range=time_range(start, end),

@@ -11,14 +11,13 @@ from prefect.cache_policies import NO_CACHE
 from hsi import clip as hc
 from hsi.errors import ItemNotFoundError
 from hsi.planning import aoi_from
-from tasks.activation import _retry_unless_invalid
-from tasks.runtime import run_info, services
+from tasks.runtime import retry_if_transient, run_info, services
 
 __all__ = ["clip_product"]
 
 
 @task(name="clip-product", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
-      retry_condition_fn=_retry_unless_invalid)
+      retry_condition_fn=retry_if_transient)
 def clip_product(collection: str, item_id: str, aoi: dict[str, Any], force: bool = False,
                  config: Any = None) -> dict[str, Any]:
     """Clip the product item ``collection/item_id`` to the AOI geometry (EPSG:4326); idempotent.

@@ -21,3 +21,16 @@ def test_hsi_imports_nothing_from_prefect() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_every_module_of_the_orchestration_layers_imports() -> None:
+    """A renamed helper must not break a module that only the integration suite would load."""
+    code = (
+        "import importlib, pkgutil\n"
+        "for pkg in ('tasks', 'flows', 'cli', 'deployments'):\n"
+        "    m = importlib.import_module(pkg)\n"
+        "    for info in pkgutil.walk_packages(m.__path__, pkg + '.'):\n"
+        "        importlib.import_module(info.name)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
