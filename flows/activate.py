@@ -10,12 +10,8 @@ from prefect import flow, get_run_logger
 
 from hsi.cog import CogProfile
 from hsi.events import (
-    SCENE_ACTIVATED,
-    EventPayload,
     EventResource,
-    RelatedResource,
-    build_event,
-    deterministic_event_id,
+    scene_activated_event,
     stage_outcome_event,
 )
 from tasks import activation as t
@@ -74,12 +70,10 @@ def activate_scene(
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
     cube = uploaded["cube"]
-    emit(build_event(
-        SCENE_ACTIVATED, resource,
-        EventPayload(catalog_href=svc.catalog.href, item_href=item_href, product_key=key, uri=cube.uri,
-                     size=cube.size),
-        event_id=deterministic_event_id(SCENE_ACTIVATED, resource.resource_id, f"{key}:{cube.checksum}"),
-        related=[RelatedResource(resource_id=f"stac.item.{raw['collection']}.{item_id}", role="input")],
+    emit(scene_activated_event(
+        source=source, scene_id=scene_id, collection=coll, item_id=item_id, catalog_href=svc.catalog.href,
+        product_key=key, item_href=item_href, uri=cube.uri, size=cube.size, checksum=cube.checksum or "",
+        raw_item=(raw["collection"], item_id),
     ))
     log.info("activated %s/%s -> %s", coll, item_id, cube.uri)
     return {"status": "activated", "reason": "", "cube": cube.uri, **base}

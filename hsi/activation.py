@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -251,10 +250,6 @@ def build_activated_item(
         run=run,
     )
     return apply_provenance(item, prov)
-
-
-def cleanup(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def discover_scenes(href: str) -> list[str]:

@@ -71,18 +71,6 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]  # (done, total)
 
-_GDAL_TYPES = {
-    "uint8": "Byte",
-    "int8": "Int8",
-    "int16": "Int16",
-    "uint16": "UInt16",
-    "int32": "Int32",
-    "uint32": "UInt32",
-    "int64": "Int64",
-    "uint64": "UInt64",
-    "float32": "Float32",
-    "float64": "Float64",
-}
 
 
 @dataclass(frozen=True)

@@ -213,12 +213,18 @@ def scene_activated_event(
     collection: str,
     item_id: str,
     catalog_href: str,
+    product_key: str = "",
     item_href: str = "",
     uri: str = "",
+    size: int = 0,
+    checksum: str = "",
     raw_item: tuple[str, str] | None = None,
     occurred: datetime | None = None,
 ) -> dict[str, Any]:
-    """``hsi.scene.activated`` for an activated item; ``raw_item`` = (collection, id) of its input."""
+    """``hsi.scene.activated`` for an activated item; ``raw_item`` = (collection, id) of its input.
+
+    The id is deterministic over the activation key and the cube's checksum: a redelivered event
+    is recognised, while a forced re-activation that changed the cube is a new event."""
     resource = EventResource(collection=collection, item_id=item_id, source=source, scene_id=scene_id)
     related = (
         [RelatedResource(resource_id=f"stac.item.{raw_item[0]}.{raw_item[1]}", role="input")]
@@ -228,8 +234,8 @@ def scene_activated_event(
     return build_event(
         SCENE_ACTIVATED,
         resource,
-        EventPayload(catalog_href=catalog_href, item_href=item_href, uri=uri),
-        event_id=deterministic_event_id(SCENE_ACTIVATED, resource.resource_id, uri),
+        EventPayload(catalog_href=catalog_href, item_href=item_href, product_key=product_key, uri=uri, size=size),
+        event_id=deterministic_event_id(SCENE_ACTIVATED, resource.resource_id, f"{product_key}:{checksum or uri}"),
         occurred=occurred,
         related=related,
     )

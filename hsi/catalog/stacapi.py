@@ -146,29 +146,22 @@ class StacApiCatalog:
         return f"{self._url}/collections/{quote(collection_id, safe='')}"
 
     def get_item(self, collection_id: str, item_id: str) -> pystac.Item | None:
-        url = self.item_href(collection_id, item_id)
-        resp = self._request("GET", url)
-        if resp.status_code == 404:
-            return None
-        self._raise_for(resp, url, "get item")
-        data = self._json(resp, url)
-        try:
-            return pystac.Item.from_dict(data, preserve_dict=False)
-        except Exception as e:
-            raise CatalogError(url, f"response is not a valid STAC item: {type(e).__name__}: {e}",
-                               resp.status_code) from e
+        return self._get(self.item_href(collection_id, item_id), pystac.Item, "item")
 
     def get_collection(self, collection_id: str) -> pystac.Collection | None:
-        url = self.collection_href(collection_id)
+        return self._get(self.collection_href(collection_id), pystac.Collection, "collection")
+
+    def _get(self, url: str, cls: Any, what: str) -> Any:
+        """GET one STAC object: None on 404, CatalogError for anything else that is not a valid ``what``."""
         resp = self._request("GET", url)
         if resp.status_code == 404:
             return None
-        self._raise_for(resp, url, "get collection")
+        self._raise_for(resp, url, f"get {what}")
         data = self._json(resp, url)
         try:
-            return pystac.Collection.from_dict(data, preserve_dict=False)
+            return cls.from_dict(data, preserve_dict=False)
         except Exception as e:
-            raise CatalogError(url, f"response is not a valid STAC collection: {type(e).__name__}: {e}",
+            raise CatalogError(url, f"response is not a valid STAC {what}: {type(e).__name__}: {e}",
                                resp.status_code) from e
 
     def ensure_collection(self, collection: pystac.Collection) -> None:
