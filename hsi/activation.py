@@ -205,12 +205,15 @@ def convert(
     return Converted(meta=meta, cog=info, files={"cube": cube, "rgb": rgb, "thumbnail": png}, rgb_bands=bands)
 
 
+_CONTENT_TYPES = {".tif": COG_MEDIA_TYPE, ".png": "image/png"}
+
+
 def upload_outputs(services: Services, collection: str, item_id: str, files: Mapping[str, Path]) -> dict[str, ObjectInfo]:
     """Copy outputs to deterministic keys ``<collection>/<item id>/<file name>`` (atomic per object)."""
     out = {}
     for key, path in files.items():
         uri = services.store.uri(collection, item_id, path.name)
-        out[key] = services.store.put_file(path, uri)
+        out[key] = services.store.put_file(path, uri, content_type=_CONTENT_TYPES.get(path.suffix))
     return out
 
 

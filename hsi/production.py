@@ -32,6 +32,7 @@ import rasterio
 from hsi.activation import activated_collection as _activated_collection
 from hsi.activation import check_done as _check_done
 from hsi.activation import find_raw_item, public_href
+from hsi.activation import upload_outputs as _upload
 from hsi.errors import InvalidInputError, ItemNotFoundError
 from hsi.products import ProductResult, get_product, run_product, select_bands, write_preview
 from hsi.scene import bands_from_dataset
@@ -182,16 +183,9 @@ def compute(services: Services, plan: ProductPlan, out_dir: Path, *,
                     classes=dict(spec.classes) if spec.classes else None)
 
 
-_CONTENT_TYPES = {".tif": "image/tiff; application=geotiff; profile=cloud-optimized", ".png": "image/png"}
-
-
 def upload_outputs(services: Services, plan: ProductPlan, files: Mapping[str, Path]) -> dict[str, ObjectInfo]:
     """Copy outputs to ``<collection>/<item id>/<file name>`` (deterministic keys, atomic per object)."""
-    out = {}
-    for key, path in files.items():
-        uri = services.store.uri(plan.collection, plan.item_id, path.name)
-        out[key] = services.store.put_file(path, uri, content_type=_CONTENT_TYPES.get(path.suffix))
-    return out
+    return _upload(services, plan.collection, plan.item_id, files)
 
 
 # ----------------------------------------------------------------------------------- register
