@@ -1,4 +1,10 @@
-"""Activation flow: raw item -> analysis-ready COG + activated STAC item (idempotent)."""
+"""Activation flow: raw item -> analysis-ready COG + activated STAC item (idempotent).
+
+Deployed twice (deployments/generate.py): ``activate/activate`` (manual, by raw item id) and
+``activate/new-scene``, which the ``hsi-new-scene`` automation runs on ``hsi.raw.available`` with the
+raw object's ``uri``: the flow then indexes the object inline (one task, no subflow) and activates
+it in the same run, so activation starts as soon as the triggered run does.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,11 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from hsi.activation import discover_scenes
 from hsi.cog import CogProfile
+from hsi.config import PipelineConfig
 from hsi.events import (
+    NONE,
     EventResource,
     scene_activated_event,
     stage_outcome_event,
@@ -18,24 +27,71 @@ from tasks import activation as t
 from tasks.runtime import emit, get_config, services
 
 
-@flow(name="activate", flow_run_name="activate-{item_id}", validate_parameters=True)
+def _run_name() -> str:
+    """``activate-<item_id>`` or ``activate-<basename of uri>`` (never fails: a bad call is reported by the flow)."""
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters or {}
+    if params.get("item_id"):
+        return f"activate-{params['item_id']}"
+    uri = str(params.get("uri") or "").rstrip("/")
+    return f"activate-{uri.rsplit('/', 1)[-1] or '?'}"
+
+
+def _index_one(uri: str, source: str | None, cfg: PipelineConfig) -> dict[str, Any]:
+    """Index the one raw scene at ``uri`` inline (a task of this run) and return its raw item."""
+    entries = discover_scenes(uri)
+    if len(entries) != 1:
+        found = f": {', '.join(entries)}" if entries else ""
+        raise ValueError(f"{uri}: expected exactly one raw scene, found {len(entries)}{found}")
+    forced = None if source in (None, "", NONE) else source
+    return t.index_raw_scene(entries[0], forced, cfg)
+
+
+@flow(name="activate", flow_run_name=_run_name, validate_parameters=True)
 def activate_scene(
-    item_id: str,
+    item_id: str | None = None,
     collection: str | None = None,
     force: bool = False,
     config: str | None = None,
     profile: dict[str, Any] | None = None,
     trigger: dict[str, Any] | None = None,
+    uri: str | None = None,
+    source: str | None = None,
 ) -> dict[str, Any]:
-    """Activate one indexed raw scene (``item_id`` = ``<source>-<scene id>``).
+    """Activate one raw scene, given either as an indexed raw item or as a raw object to index first.
+
+    Exactly one of:
+
+    * ``item_id`` (``<source>-<scene id>``, optionally with its raw ``collection``): an indexed raw item;
+    * ``uri`` (s3://, http(s) or a local path of ONE raw scene: an ENVI header/data file or an
+      archive): indexed inline first (the raw item is registered/updated), then activated unless the
+      configuration says ``sources.<source>.activate: false`` (then ``status`` is ``"indexed"``).
+      ``source`` forces the source (``None``/``""``/``"none"``: detect it).
 
     Skips when the activated item is up to date (same key, assets complete) unless ``force``.
     ``trigger`` carries the triggering event (templated by the automation) for provenance.
     """
+    if (item_id is None) == (uri is None):
+        got = "both" if item_id is not None else "neither"
+        raise ValueError(f"activate_scene: give exactly one of item_id (an indexed raw item) or uri "
+                         f"(a raw object to index), got {got}")  # fmt: skip
     log = get_run_logger()
     cfg = get_config(config)
     prof = CogProfile(**(profile or {}))
-    raw = t.resolve_raw_item(item_id, collection, cfg)
+    out: dict[str, Any] = {}
+    if uri is not None:
+        raw = _index_one(uri, source, cfg)
+        item_id = str(raw["id"])
+        out = {"uri": uri, "raw": {"collection": raw["collection"], "item_id": item_id}}
+        src = raw["properties"]["hsi:source"]
+        sc = cfg.sources.get(src)
+        if sc is not None and not sc.activate:
+            log.info("%s: indexed; not activated (sources.%s.activate is false)", item_id, src)
+            return {**out, "status": "indexed", "reason": f"sources.{src}.activate is false", "item_id": item_id}
+    else:
+        assert item_id is not None
+        raw = t.resolve_raw_item(item_id, collection, cfg)
     props = raw["properties"]
     source, level, scene_id = props["hsi:source"], props.get("hsi:level", "l1b"), props["hsi:scene_id"]
     coll = f"{source}-{level}"
@@ -48,7 +104,7 @@ def activate_scene(
         log.info("skipped: %s", skip)
         emit(stage_outcome_event("activate", "skipped", resource=resource, reason=skip,
                                  payload={"catalog_href": svc.catalog.href, "item_href": item_href, "product_key": key}))
-        return {"status": "skipped", "reason": skip, **base}
+        return {**out, "status": "skipped", "reason": skip, **base}
     uploaded: dict[str, Any] = {}
     out_dir = svc.work_dir / "out" / f"{item_id}-{uuid.uuid4().hex[:8]}"  # private to this run (scratch only)
     try:
@@ -76,4 +132,4 @@ def activate_scene(
         raw_item=(raw["collection"], item_id),
     ))
     log.info("activated %s/%s -> %s", coll, item_id, cube.uri)
-    return {"status": "activated", "reason": "", "cube": cube.uri, **base}
+    return {**out, "status": "activated", "reason": "", "cube": cube.uri, **base}
