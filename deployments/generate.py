@@ -7,8 +7,9 @@ deployments *and* their automations on a Prefect server with Prefect's own machi
 
 Deployments (``<flow name>/<deployment name>``):
 
-* ``ingest/new-scene`` (flows.new_scene:ingest): trigger on ``hsi.raw.available`` for the
-  configured sources (label ``hsi.source``); parameters templated from the event.
+* ``activate/new-scene`` (flows.activate:activate_scene): trigger on ``hsi.raw.available`` for the
+  configured sources (label ``hsi.source``); parameters (``uri``, ``source``, ``trigger``) templated
+  from the event. The flow indexes the raw object inline and activates it in the same run.
 * ``activate/activate``, ``index/index``, ``product/run-product``, ``on-demand/on-demand``: manual / on demand.
 * ``products/<source>`` (flows.product:run_products), one per source with products: trigger on
   ``hsi.scene.activated`` with ``hsi.source`` = that source, running the configured products with
@@ -106,18 +107,19 @@ def generate(cfg: PipelineConfig) -> dict[str, Any]:
     sources = pipeline_sources(cfg)
     deployments = [
         _deployment(
-            "new-scene", "flows/new_scene.py:ingest",
-            f"New raw object ({RAW_AVAILABLE}) -> index -> activate, for sources: {', '.join(sources)}.",
-            cfg, tags=["ingest"],
+            "new-scene", "flows/activate.py:activate_scene",
+            f"New raw object ({RAW_AVAILABLE}) -> index inline -> activate, for sources: {', '.join(sources)}.",
+            cfg, tags=["activate", "new-scene"],
             triggers=[_event_trigger(
-                automation_name(), f"{RAW_AVAILABLE} for {', '.join(sources)} -> ingest/new-scene",
+                automation_name(), f"{RAW_AVAILABLE} for {', '.join(sources)} -> activate/new-scene",
                 RAW_AVAILABLE, sources,
                 {"uri": "{{ event.payload.uri }}", "source": "{{ event.resource['hsi.source'] }}",
                  "trigger": dict(TRIGGER_TEMPLATE)},
             )],
         ),
         _deployment("activate", "flows/activate.py:activate_scene",
-                    "Activate one indexed raw scene (manual / on demand).", cfg, tags=["activate"]),
+                    "Activate one raw scene: an indexed item_id, or a raw object uri indexed inline (manual / on demand).",
+                    cfg, tags=["activate"]),
         _deployment("index", "flows/index.py:index_scenes",
                     "Index raw scenes given as paths, URLs or s3:// keys (manual / on demand).", cfg, tags=["index"]),
         _deployment("run-product", "flows/product.py:run_product",
@@ -166,7 +168,6 @@ def render(cfg: PipelineConfig) -> str:
 
 #: flow name of each entrypoint (the ``<flow>`` part of ``<flow>/<deployment>``)
 FLOW_NAMES = {
-    "flows/new_scene.py:ingest": "ingest",
     "flows/activate.py:activate_scene": "activate",
     "flows/index.py:index_scenes": "index",
     "flows/product.py:run_product": "product",

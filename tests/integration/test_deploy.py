@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).parent / "prefect")
-EXPECTED = ["ingest/new-scene", "activate/activate", "index/index", "product/run-product", "on-demand/on-demand",
+EXPECTED = ["activate/new-scene", "activate/activate", "index/index", "product/run-product", "on-demand/on-demand",
             "products/envi"]
 
 
@@ -83,7 +83,7 @@ def test_apply_creates_the_deployments_and_automations_the_config_implies(applie
     new = autos["hsi-new-scene"]
     assert new["trigger"]["expect"] == ["hsi.raw.available"] and new["trigger"]["match"] == {"hsi.source": ["envi"]}
     (action,) = new["actions"]
-    assert action["type"] == "run-deployment" and action["deployment_id"] == deps["ingest/new-scene"]["id"]
+    assert action["type"] == "run-deployment" and action["deployment_id"] == deps["activate/new-scene"]["id"]
     assert action["parameters"]["uri"] == "{{ event.payload.uri }}"
     assert action["parameters"]["trigger"]["automation_id"] == "{{ automation.id | string }}"
     prod = autos["hsi-products-envi"]
@@ -123,7 +123,7 @@ def test_prefect_deployment_run_of_each_completes_on_the_worker(applied: dict[st
     _wait(api, {
         "product/run-product": _run(api, "product/run-product", {"item_id": item, "product": "index:NDVI"}),
         "products/envi": _run(api, "products/envi", {"item_id": item, "collection": "aviris-ng-l2"}),
-        "ingest/new-scene": _run(api, "ingest/new-scene", {"uri": str(hdr_b), "source": "aviris-ng"}),
+        "activate/new-scene": _run(api, "activate/new-scene", {"uri": str(hdr_b), "source": "aviris-ng"}),
     })  # fmt: skip
     # on demand over this scene's footprint and acquisition second only (the shared catalog holds others)
     when = f"20{a[5:7]}-{a[7:9]}-{a[9:11]}T{a[12:14]}:{a[14:16]}:{a[16:18]}Z"

@@ -1,7 +1,7 @@
 """New-scene analysis end to end, with nothing but events (issue 5 must-shows 1, 2 and 5).
 
 A synthetic scene put into a moto bucket (S3 -> SQS notification) -> the bridge -> hsi.raw.available
--> the generated ``ingest/new-scene`` deployment (index + activate) on a real Prefect server and
+-> the generated ``activate/new-scene`` deployment (index inline + activate) on a real Prefect server and
 process worker -> hsi.scene.activated -> ``products/aviris-ng`` -> the product item in the stack's
 STAC API. The Prefect server is private to this module (own port and home) so it can be stopped
 for the outage test without disturbing the shared stack.
@@ -112,8 +112,10 @@ def test_envi_pair_in_bucket_ends_as_activated_and_product_items(pipeline: dict[
     ptrig = prod.properties["hsi:flow_run"]["trigger"]
     assert ptrig["event"] == "hsi.scene.activated" and ptrig["automation"] == "hsi-products-aviris-ng"
     assert ptrig["automation_id"] == p["autos"]["hsi-products-aviris-ng"]["id"]
-    (run,) = _runs(p, "ingest", "uri", f"s3://{p['bucket']}/{key}")
+    (run,) = _runs(p, "activate", "uri", f"s3://{p['bucket']}/{key}")  # the triggered run indexes and activates
     assert run["parameters"]["source"] == "aviris-ng" and run["state_type"] == "COMPLETED"
+    assert run["name"] == f"activate-{key.rsplit('/', 1)[-1]}"
+    assert act.properties["hsi:flow_run"]["id"] == run["id"]
     assert act.properties["hsi:flow_run"]["deployment_name"] == "new-scene"
 
 
@@ -147,8 +149,10 @@ def test_redelivered_and_multipart_notifications_give_one_run_each(pipeline: dic
     assert len(posted) == 2, posted  # one event per object version
     for sid, obj in ((dup, f"arch/{dup_path.name}"), (mp, key)):
         item_id = f"aviris-ng-{sid}"
-        assert len(_runs(p, "ingest", "uri", f"s3://{bucket}/{obj}")) == 1
-        assert len(_runs(p, "activate", "item_id", item_id)) == 1
+        # exactly one activation run per object: the triggered run (it indexed inline; no run by item id)
+        (run,) = _runs(p, "activate", "uri", f"s3://{bucket}/{obj}")
+        assert run["state_type"] == "COMPLETED" and run["parameters"].get("item_id") is None
+        assert len(_runs(p, "activate", "item_id", item_id)) == 0
         assert len(_runs(p, "products", "item_id", item_id)) == 1
         assert len(_runs(p, "product", "item_id", item_id)) == 1
         assert len(events(p["api"], RAW_AVAILABLE, f"stac.item.aviris-ng-raw.{item_id}")) == 1
@@ -176,5 +180,6 @@ def test_prefect_down_30s_while_objects_arrive_loses_nothing(pipeline: dict[str,
         for sid in (a, b):
             wait_for(lambda sid=sid: _done(p, sid), timeout=DONE_S, interval=1.0, what=f"items of {sid} after outage")
         wait_for(lambda: _queue_empty(p), what="queue drained")
-    for sid in (a, b):
-        assert len(_runs(p, "activate", "item_id", f"aviris-ng-{sid}")) == 1
+    for sid, obj in ((a, f"outage/{a_hdr.with_suffix('').name}"), (b, f"outage/{b_path.name}")):
+        runs = _runs(p, "activate", "uri", f"s3://{p['bucket']}/{obj}") + _runs(p, "activate", "item_id", f"aviris-ng-{sid}")
+        assert len(runs) == 1, runs  # exactly one activation run per object

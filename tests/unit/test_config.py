@@ -161,7 +161,7 @@ def test_generated_deployments_triggers_and_template_labels() -> None:
     from deployments.generate import automation_names, deployment_names, generate
 
     spec = generate(load_config(ROOT / "hsi.example.yaml"))
-    assert deployment_names(spec) == ["ingest/new-scene", "activate/activate", "index/index", "product/run-product", "on-demand/on-demand",
+    assert deployment_names(spec) == ["activate/new-scene", "activate/activate", "index/index", "product/run-product", "on-demand/on-demand",
                                       "products/aviris-ng", "products/aviris-classic"]  # fmt: skip
     assert automation_names(spec) == ["hsi-new-scene", "hsi-products-aviris-ng", "hsi-products-aviris-classic"]
     new, *_, ng, _classic = spec["deployments"]
@@ -185,3 +185,22 @@ def test_generated_deployments_triggers_and_template_labels() -> None:
 
     rendered = render(load_config(ROOT / "hsi.example.yaml"))
     assert "&id" not in rendered and "/work/" not in rendered  # no YAML aliases, no machine paths
+
+
+def test_every_deployment_parameter_is_a_parameter_of_its_flow() -> None:
+    """A trigger/deployment parameter the entrypoint does not take would fail every triggered run."""
+    import importlib
+    import inspect
+
+    from deployments.generate import generate
+
+    spec = generate(load_config(ROOT / "hsi.example.yaml"))
+    for d in spec["deployments"]:
+        path, func = d["entrypoint"].split(":")
+        module = path.removesuffix(".py").replace("/", ".")
+        params = set(inspect.signature(getattr(importlib.import_module(module), func).fn).parameters)
+        given = set(d["parameters"]) | {k for t in d["triggers"] for k in t["parameters"]}
+        assert given <= params, (d["name"], given - params)
+    new = spec["deployments"][0]
+    assert new["entrypoint"] == "flows/activate.py:activate_scene"
+    assert set(new["triggers"][0]["parameters"]) == {"uri", "source", "trigger"}
