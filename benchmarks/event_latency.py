@@ -4,12 +4,14 @@
 
 Real processes: a moto server (S3 + SQS notifications), the bridge consumer, a private Prefect server
 and a process worker polling every second (PREFECT_WORKER_QUERY_SECONDS=1), the generated deployments
-(``ingest/new-scene`` and ``products/aviris-ng`` with index:NDVI); outputs to the running local
+(``activate/new-scene`` and ``products/aviris-ng`` with index:NDVI); outputs to the running local
 stack's SeaweedFS and STAC API (``hsi stack up``). Each synthetic ENVI scene's header is put first,
 then its data object (whose notification emits); t0 = just before the data put.
 
-Prints per scene and median / p95 of: t0 -> ingest run start (the run the trigger created), t0 ->
-activate subflow start, t0 -> hsi.product.published. Target: <= 5 s to start.
+Prints per scene and median / p95 of: t0 -> activate run created (bridge + event + automation),
+t0 -> activate run start (the activation flow starts: the issue's latency, target <= 5 s), t0 ->
+hsi.product.published. The activate runs are the ones the trigger created (flow ``activate``,
+parameter ``uri`` = the data object).
 """
 
 from __future__ import annotations
@@ -107,20 +109,24 @@ def main() -> int:
 
             done = {sid: wait_for(lambda sid=sid: published(sid), timeout=600, interval=1.0, what=f"product {sid}")
                     for sid, _ in scenes}  # fmt: skip
-        ingest_runs = flow_runs(prefect.api, flow_name="ingest")
-        ingest = {r["parameters"]["uri"].rsplit("/", 1)[-1].split("_")[0]: _ts(r["start_time"])
-                  for r in ingest_runs}  # fmt: skip
-        created = {r["parameters"]["uri"].rsplit("/", 1)[-1].split("_")[0]: _ts(r["created"])
-                   for r in ingest_runs}  # fmt: skip
-        act = {r["parameters"]["item_id"].removeprefix("aviris-ng-"): _ts(r["start_time"])
-               for r in flow_runs(prefect.api, flow_name="activate")}  # fmt: skip
-        rows = [(sid, ingest[sid] - t0[sid], act[sid] - t0[sid], done[sid] - t0[sid], created[sid] - t0[sid])
-                for sid, _ in scenes]  # fmt: skip
-        print(f"{'scene':<22}{'run created':>13}{'ingest start':>14}{'activate start':>16}{'product published':>19}")
-        for sid, a, b, c, d in rows:
-            print(f"{sid:<22}{d:>12.2f}s{a:>13.2f}s{b:>15.2f}s{c:>18.2f}s")
-        for label, col in (("put -> ingest run created", 4), ("put -> ingest run start", 1),
-                           ("put -> activate run start", 2), ("put -> product published", 3)):  # fmt: skip
+        uris = {f"s3://{bucket}/in/{hdr.with_suffix('').name}": sid for sid, hdr in scenes}
+        act_runs = {uris[r["parameters"]["uri"]]: r for r in flow_runs(prefect.api, flow_name="activate")
+                    if r["parameters"].get("uri") in uris}  # fmt: skip
+        missing = sorted(set(t0) - set(act_runs))
+        if missing:
+            print(f"no activate run found for: {', '.join(missing)}", file=sys.stderr)
+            return 1
+        rows = []
+        for sid, _ in scenes:
+            r = act_runs[sid]
+            created, start = _ts(r["created"]), _ts(r["start_time"])
+            assert created is not None and start is not None, r
+            rows.append((sid, created - t0[sid], start - t0[sid], done[sid] - t0[sid]))
+        print(f"{'scene':<22}{'run created':>13}{'activate start':>16}{'product published':>19}")
+        for sid, a, b, c in rows:
+            print(f"{sid:<22}{a:>12.2f}s{b:>15.2f}s{c:>18.2f}s")
+        for label, col in (("put -> activate run created", 1), ("put -> activate run start", 2),
+                           ("put -> product published", 3)):  # fmt: skip
             xs = [r[col] for r in rows]
             print(f"{label:<28} median {statistics.median(xs):6.2f} s   p95 {_pct(xs, 0.95):6.2f} s   (n={len(xs)})")
         return 0
