@@ -128,7 +128,9 @@ def main() -> int:
         for label, col in (("put -> activate run created", 1), ("put -> activate run start", 2),
                            ("put -> product published", 3)):  # fmt: skip
             xs = [r[col] for r in rows]
-            print(f"{label:<28} median {statistics.median(xs):6.2f} s   p95 {_pct(xs, 0.95):6.2f} s   (n={len(xs)})")
+            print(
+                f"{label:<28} median {statistics.median(xs):6.2f} s   p95 {_pct(xs, 0.95):6.2f} s   (n={len(xs)})"
+            )
         return 0
     finally:
         prefect.stop()

@@ -151,7 +151,9 @@ def generate(cfg: PipelineConfig) -> dict[str, Any]:
         "prefect-version": "3.9",
         "build": None,
         "push": None,
-        "pull": [{"prefect.deployments.steps.set_working_directory": {"directory": "{{ $HSI_PROJECT_DIR }}"}}],
+        "pull": [
+            {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $HSI_PROJECT_DIR }}"}}
+        ],
         "deployments": deployments,
     }
 
@@ -163,7 +165,9 @@ class _NoAliases(yaml.SafeDumper):
 
 def render(cfg: PipelineConfig) -> str:
     """``prefect.yaml`` text for ``cfg`` (with the GENERATED header)."""
-    return HEADER + yaml.dump(generate(cfg), Dumper=_NoAliases, sort_keys=False, width=120, allow_unicode=True)
+    return HEADER + yaml.dump(
+        generate(cfg), Dumper=_NoAliases, sort_keys=False, width=120, allow_unicode=True
+    )
 
 
 #: flow name of each entrypoint (the ``<flow>`` part of ``<flow>/<deployment>``)

@@ -88,7 +88,12 @@ def activate_scene(
         sc = cfg.sources.get(src)
         if sc is not None and not sc.activate:
             log.info("%s: indexed; not activated (sources.%s.activate is false)", item_id, src)
-            return {**out, "status": "indexed", "reason": f"sources.{src}.activate is false", "item_id": item_id}
+            return {
+                **out,
+                "status": "indexed",
+                "reason": f"sources.{src}.activate is false",
+                "item_id": item_id,
+            }
     else:
         assert item_id is not None
         raw = t.resolve_raw_item(item_id, collection, cfg)
@@ -102,8 +107,15 @@ def activate_scene(
     base = {"collection": coll, "item_id": item_id, "item_href": item_href, "product_key": key}
     if skip and not force:
         log.info("skipped: %s", skip)
-        emit(stage_outcome_event("activate", "skipped", resource=resource, reason=skip,
-                                 payload={"catalog_href": svc.catalog.href, "item_href": item_href, "product_key": key}))
+        emit(
+            stage_outcome_event(
+                "activate",
+                "skipped",
+                resource=resource,
+                reason=skip,
+                payload={"catalog_href": svc.catalog.href, "item_href": item_href, "product_key": key},
+            )
+        )
         return {**out, "status": "skipped", "reason": skip, **base}
     uploaded: dict[str, Any] = {}
     out_dir = svc.work_dir / "out" / f"{item_id}-{uuid.uuid4().hex[:8]}"  # private to this run (scratch only)
@@ -117,19 +129,42 @@ def activate_scene(
         # run may own an item pointing at them); they are recorded here and overwritten by the next run.
         orphans = sorted(o.uri for o in uploaded.values())
         if orphans:
-            log.warning("registration failed; unregistered assets left at %s (the next run replaces them)",
-                        ", ".join(orphans))
-        emit(stage_outcome_event("activate", "failed", resource=resource, reason=f"{type(e).__name__}: {e}",
-                                 payload={"catalog_href": svc.catalog.href, "item_href": item_href, "product_key": key,
-                                          "extra": {"unregistered_assets": orphans}}))
+            log.warning(
+                "registration failed; unregistered assets left at %s (the next run replaces them)",
+                ", ".join(orphans),
+            )
+        emit(
+            stage_outcome_event(
+                "activate",
+                "failed",
+                resource=resource,
+                reason=f"{type(e).__name__}: {e}",
+                payload={
+                    "catalog_href": svc.catalog.href,
+                    "item_href": item_href,
+                    "product_key": key,
+                    "extra": {"unregistered_assets": orphans},
+                },
+            )
+        )
         raise
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
     cube = uploaded["cube"]
-    emit(scene_activated_event(
-        source=source, scene_id=scene_id, collection=coll, item_id=item_id, catalog_href=svc.catalog.href,
-        product_key=key, item_href=item_href, uri=cube.uri, size=cube.size, checksum=cube.checksum or "",
-        raw_item=(raw["collection"], item_id),
-    ))
+    emit(
+        scene_activated_event(
+            source=source,
+            scene_id=scene_id,
+            collection=coll,
+            item_id=item_id,
+            catalog_href=svc.catalog.href,
+            product_key=key,
+            item_href=item_href,
+            uri=cube.uri,
+            size=cube.size,
+            checksum=cube.checksum or "",
+            raw_item=(raw["collection"], item_id),
+        )
+    )
     log.info("activated %s/%s -> %s", coll, item_id, cube.uri)
     return {**out, "status": "activated", "reason": "", "cube": cube.uri, **base}

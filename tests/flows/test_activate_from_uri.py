@@ -42,7 +42,9 @@ def _run_and_children(run_name: str) -> tuple[list, list, list]:
         return runs, tasks, children
 
 
-def test_uri_is_indexed_inline_then_activated_and_a_second_call_skips(tmp_path: Path, config_file: Path) -> None:
+def test_uri_is_indexed_inline_then_activated_and_a_second_call_skips(
+    tmp_path: Path, config_file: Path
+) -> None:
     hdr = synthesize(tmp_path / "raw", source="aviris-ng", level="l2", width=24, height=32, seed=41)
     item_id = f"aviris-ng-{hdr.name.split('_')[0]}"
     assert item_id == "aviris-ng-ang20240101t004100"
@@ -72,7 +74,9 @@ def test_uri_is_indexed_inline_then_activated_and_a_second_call_skips(tmp_path: 
     assert [i.id for i in svc.catalog.search(collections=["aviris-ng-raw"])] == [item_id]
 
 
-@pytest.mark.parametrize("kwargs", [{"item_id": "aviris-ng-x", "uri": "/nowhere.hdr"}, {}], ids=["both", "neither"])
+@pytest.mark.parametrize(
+    "kwargs", [{"item_id": "aviris-ng-x", "uri": "/nowhere.hdr"}, {}], ids=["both", "neither"]
+)
 def test_exactly_one_of_item_id_and_uri(config_file: Path, kwargs: dict) -> None:
     with pytest.raises(ValueError, match="exactly one of item_id .* or uri") as exc_info:
         activate_scene(config=str(config_file), **kwargs)
@@ -92,7 +96,9 @@ def test_activate_false_for_the_source_leaves_only_the_raw_item(tmp_path: Path, 
     cfg = yaml.safe_load(config_file.read_text())
     cfg["sources"] = {"aviris-ng": {"activate": False}}
     config_file.write_text(yaml.safe_dump(cfg))
-    arc = synthesize(tmp_path / "raw", source="aviris-ng", level="l2", width=16, height=16, seed=43, archive=True)
+    arc = synthesize(
+        tmp_path / "raw", source="aviris-ng", level="l2", width=16, height=16, seed=43, archive=True
+    )
     res = activate_scene(uri=str(arc), config=str(config_file))
     item_id = res["raw"]["item_id"]
     assert item_id == "aviris-ng-ang20240101t004300"

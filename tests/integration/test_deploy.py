@@ -31,8 +31,14 @@ except ImportError:  # pragma: no cover
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).parent / "prefect")
-EXPECTED = ["activate/new-scene", "activate/activate", "index/index", "product/run-product", "on-demand/on-demand",
-            "products/envi"]
+EXPECTED = [
+    "activate/new-scene",
+    "activate/activate",
+    "index/index",
+    "product/run-product",
+    "on-demand/on-demand",
+    "products/envi",
+]
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +59,14 @@ def applied(stack: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> 
     env = {**os.environ, "PREFECT_API_URL": api}
     p = subprocess.run([sys.executable, "-m", "cli.main", "deploy", "--apply", "--config", str(path)],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
-    created: dict[str, Any] = {"api": api, "tmp": tmp, "config": path, "out": p.stdout, "deployments": {},
-                               "stac_api": str(stack["stac_api"]).rstrip("/")}
+    created: dict[str, Any] = {
+        "api": api,
+        "tmp": tmp,
+        "config": path,
+        "out": p.stdout,
+        "deployments": {},
+        "stac_api": str(stack["stac_api"]).rstrip("/"),
+    }
     try:
         assert p.returncode == 0, p.stdout + p.stderr
         for name in EXPECTED:
@@ -62,7 +74,9 @@ def applied(stack: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> 
             assert r.status_code == 200, f"{name}: {r.text}"
             created["deployments"][name] = r.json()
         autos = httpx.post(f"{api}/automations/filter", json={}, timeout=10).json()
-        created["automations"] = {a["name"]: a for a in autos if a["name"] in ("hsi-new-scene", "hsi-products-envi")}
+        created["automations"] = {
+            a["name"]: a for a in autos if a["name"] in ("hsi-new-scene", "hsi-products-envi")
+        }
         yield created
     finally:
         for a in created.get("automations", {}).values():
@@ -73,21 +87,29 @@ def applied(stack: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> 
 
 def test_apply_creates_the_deployments_and_automations_the_config_implies(applied: dict[str, Any]) -> None:
     deps, autos = applied["deployments"], applied["automations"]
-    assert [ln.split("\t")[1] for ln in applied["out"].splitlines() if ln.startswith("deployment\t")] == EXPECTED
+    assert [
+        ln.split("\t")[1] for ln in applied["out"].splitlines() if ln.startswith("deployment\t")
+    ] == EXPECTED
     for d in deps.values():
         assert d["work_pool_name"] == "hsi-process"
         assert d["job_variables"]["env"]["HSI_CONFIG"] == str(applied["config"].resolve())
-        assert d["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
+        assert d["pull_steps"] == [
+            {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
+        ]
     assert deps["products/envi"]["parameters"] == {"products": [{"product": "index:NDVI", "params": {}}]}
     assert set(autos) == {"hsi-new-scene", "hsi-products-envi"}
     new = autos["hsi-new-scene"]
-    assert new["trigger"]["expect"] == ["hsi.raw.available"] and new["trigger"]["match"] == {"hsi.source": ["envi"]}
+    assert new["trigger"]["expect"] == ["hsi.raw.available"] and new["trigger"]["match"] == {
+        "hsi.source": ["envi"]
+    }
     (action,) = new["actions"]
     assert action["type"] == "run-deployment" and action["deployment_id"] == deps["activate/new-scene"]["id"]
     assert action["parameters"]["uri"] == "{{ event.payload.uri }}"
     assert action["parameters"]["trigger"]["automation_id"] == "{{ automation.id | string }}"
     prod = autos["hsi-products-envi"]
-    assert prod["trigger"]["expect"] == ["hsi.scene.activated"] and prod["trigger"]["match"] == {"hsi.source": ["envi"]}
+    assert prod["trigger"]["expect"] == ["hsi.scene.activated"] and prod["trigger"]["match"] == {
+        "hsi.source": ["envi"]
+    }
     assert prod["actions"][0]["deployment_id"] == deps["products/envi"]["id"]
     assert prod["actions"][0]["parameters"]["item_id"] == "{{ event.resource['hsi.item_id'] }}"
 
@@ -128,8 +150,23 @@ def test_prefect_deployment_run_of_each_completes_on_the_worker(applied: dict[st
     # on demand over this scene's footprint and acquisition second only (the shared catalog holds others)
     when = f"20{a[5:7]}-{a[7:9]}-{a[9:11]}T{a[12:14]}:{a[14:16]}:{a[16:18]}Z"
     item_json = httpx.get(f"{applied['stac_api']}/collections/aviris-ng-raw/items/{item}", timeout=10).json()
-    _wait(api, {"on-demand/on-demand": _run(api, "on-demand/on-demand", {
-        "products": ["index:NDVI", "index:NDWI_GAO"], "bbox": item_json["bbox"], "start": when, "end": when,
-        "sources": ["aviris-ng"]})})
-    ndwi = httpx.get(f"{applied['stac_api']}/collections/hsi-index-ndwi_gao/items/{item}-index-ndwi_gao", timeout=10)
+    _wait(
+        api,
+        {
+            "on-demand/on-demand": _run(
+                api,
+                "on-demand/on-demand",
+                {
+                    "products": ["index:NDVI", "index:NDWI_GAO"],
+                    "bbox": item_json["bbox"],
+                    "start": when,
+                    "end": when,
+                    "sources": ["aviris-ng"],
+                },
+            )
+        },
+    )
+    ndwi = httpx.get(
+        f"{applied['stac_api']}/collections/hsi-index-ndwi_gao/items/{item}-index-ndwi_gao", timeout=10
+    )
     assert ndwi.status_code == 200, ndwi.text

@@ -108,11 +108,15 @@ def test_envi_pair_in_bucket_ends_as_activated_and_product_items(pipeline: dict[
     (raw_ev,) = events(p["api"], RAW_AVAILABLE, f"stac.item.aviris-ng-raw.{item_id}")
     trig = act.properties["hsi:flow_run"]["trigger"]
     assert trig["event_id"] == raw_ev["id"] and trig["event"] == RAW_AVAILABLE
-    assert trig["automation"] == "hsi-new-scene" and trig["automation_id"] == p["autos"]["hsi-new-scene"]["id"]
+    assert (
+        trig["automation"] == "hsi-new-scene" and trig["automation_id"] == p["autos"]["hsi-new-scene"]["id"]
+    )
     ptrig = prod.properties["hsi:flow_run"]["trigger"]
     assert ptrig["event"] == "hsi.scene.activated" and ptrig["automation"] == "hsi-products-aviris-ng"
     assert ptrig["automation_id"] == p["autos"]["hsi-products-aviris-ng"]["id"]
-    (run,) = _runs(p, "activate", "uri", f"s3://{p['bucket']}/{key}")  # the triggered run indexes and activates
+    (run,) = _runs(
+        p, "activate", "uri", f"s3://{p['bucket']}/{key}"
+    )  # the triggered run indexes and activates
     assert run["parameters"]["source"] == "aviris-ng" and run["state_type"] == "COMPLETED"
     assert run["name"] == f"activate-{key.rsplit('/', 1)[-1]}"
     assert act.properties["hsi:flow_run"]["id"] == run["id"]
@@ -127,7 +131,9 @@ def test_redelivered_and_multipart_notifications_give_one_run_each(pipeline: dic
     s3.upload_file(str(dup_path), bucket, f"arch/{dup_path.name}")  # small: a single PUT
 
     def take() -> str | None:
-        for m in sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", []):
+        for m in sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
+            "Messages", []
+        ):
             sqs.delete_message(QueueUrl=queue, ReceiptHandle=m["ReceiptHandle"])
             if "ObjectCreated" in m["Body"]:
                 return m["Body"]
@@ -138,7 +144,9 @@ def test_redelivered_and_multipart_notifications_give_one_run_each(pipeline: dic
         sqs.send_message(QueueUrl=queue, MessageBody=body)
     key = f"arch/{mp_path.name}"
     up = s3.create_multipart_upload(Bucket=bucket, Key=key)
-    part = s3.upload_part(Bucket=bucket, Key=key, UploadId=up["UploadId"], PartNumber=1, Body=mp_path.read_bytes())
+    part = s3.upload_part(
+        Bucket=bucket, Key=key, UploadId=up["UploadId"], PartNumber=1, Body=mp_path.read_bytes()
+    )
     s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=up["UploadId"],
                                  MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})  # fmt: skip
     with Bridge(p["cfg"], sqs, s3, queue, p["api"]) as bridge:
@@ -156,7 +164,11 @@ def test_redelivered_and_multipart_notifications_give_one_run_each(pipeline: dic
         assert len(_runs(p, "products", "item_id", item_id)) == 1
         assert len(_runs(p, "product", "item_id", item_id)) == 1
         assert len(events(p["api"], RAW_AVAILABLE, f"stac.item.aviris-ng-raw.{item_id}")) == 1
-        found = list(p["catalog"].search(collections=[product_collection(PRODUCT)], ids=[product_item_id(item_id, PRODUCT)]))
+        found = list(
+            p["catalog"].search(
+                collections=[product_collection(PRODUCT)], ids=[product_item_id(item_id, PRODUCT)]
+            )
+        )
         assert len(found) == 1
 
 
@@ -178,8 +190,15 @@ def test_prefect_down_30s_while_objects_arrive_loses_nothing(pipeline: dict[str,
         if prefect.worker is not None and prefect.worker.poll() is not None:
             prefect.start_worker()  # pragma: no cover - the worker normally survives the outage
         for sid in (a, b):
-            wait_for(lambda sid=sid: _done(p, sid), timeout=DONE_S, interval=1.0, what=f"items of {sid} after outage")
+            wait_for(
+                lambda sid=sid: _done(p, sid),
+                timeout=DONE_S,
+                interval=1.0,
+                what=f"items of {sid} after outage",
+            )
         wait_for(lambda: _queue_empty(p), what="queue drained")
     for sid, obj in ((a, f"outage/{a_hdr.with_suffix('').name}"), (b, f"outage/{b_path.name}")):
-        runs = _runs(p, "activate", "uri", f"s3://{p['bucket']}/{obj}") + _runs(p, "activate", "item_id", f"aviris-ng-{sid}")
+        runs = _runs(p, "activate", "uri", f"s3://{p['bucket']}/{obj}") + _runs(
+            p, "activate", "item_id", f"aviris-ng-{sid}"
+        )
         assert len(runs) == 1, runs  # exactly one activation run per object

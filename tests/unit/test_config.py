@@ -67,8 +67,18 @@ def test_cli_validate_reports_all_errors_and_exit_code(tmp_path: Path) -> None:
     ("text", "line", "path", "needle"),
     [
         ("catalog:\n  url: http://u:pw@stac\n", 2, "catalog.url", "credentials in the URL"),
-        ("catalog:\n  url: x\n  auth: {type: bearer, token: abc}\n", 3, "catalog.auth.token", "never written"),
-        ("catalog:\n  auth: {type: bearer, token_env: 'ey.J-x'}\n", 2, "catalog.auth.token_env", "not an environment"),
+        (
+            "catalog:\n  url: x\n  auth: {type: bearer, token: abc}\n",
+            3,
+            "catalog.auth.token",
+            "never written",
+        ),
+        (
+            "catalog:\n  auth: {type: bearer, token_env: 'ey.J-x'}\n",
+            2,
+            "catalog.auth.token_env",
+            "not an environment",
+        ),
         ("catalog:\n  auth: {type: basic, username_env: U}\n", 2, "catalog.auth", "password_env"),
         ("storage:\n  root: https://bucket/x\n", 2, "storage.root", "local directory or an s3://"),
         ("storage:\n  root: s3://Bad_Bucket/x\n", 2, "storage.root", "not a valid s3://"),
@@ -77,16 +87,26 @@ def test_cli_validate_reports_all_errors_and_exit_code(tmp_path: Path) -> None:
         ("engine:\n  task_runner: spark\n", 2, "engine.task_runner", "'threads' or 'dask'"),
         ("engine:\n  wrok_pool: x\n", 2, "engine.wrok_pool", "allowed: task_runner"),
         ("sources:\n  emit: {}\n", 2, "sources.emit", "known: aviris-ng"),
-        ("sources:\n  aviris-ng:\n    products:\n      - product: oil-spill\n        params: {hi_threshold: x}\n",
-         5, "sources.aviris-ng.products[0].params.hi_threshold", "parameters: hi_threshold"),
-        ("sources:\n  aviris-ng:\n    products:\n      - params: {}\n", 4, "sources.aviris-ng.products[0].product",
-         "required"),
+        (
+            "sources:\n  aviris-ng:\n    products:\n      - product: oil-spill\n        params: {hi_threshold: x}\n",
+            5,
+            "sources.aviris-ng.products[0].params.hi_threshold",
+            "parameters: hi_threshold",
+        ),
+        (
+            "sources:\n  aviris-ng:\n    products:\n      - params: {}\n",
+            4,
+            "sources.aviris-ng.products[0].product",
+            "required",
+        ),
         ("inputs:\n  - prefix: /local\n", 2, "inputs[0].prefix", "s3://"),
         ("catalog: {url: x}\ncatalog: {url: y}\n", 2, "catalog", "duplicate key"),
         ("storage: [\n", 2, "", "not valid YAML"),
     ],
 )
-def test_each_error_names_line_field_and_what_is_allowed(text: str, line: int, path: str, needle: str) -> None:
+def test_each_error_names_line_field_and_what_is_allowed(
+    text: str, line: int, path: str, needle: str
+) -> None:
     cfg, issues = validate_text(text, "hsi.yaml")
     assert cfg is None
     hit = [i for i in issues if i.path == path]
@@ -100,7 +120,11 @@ def test_defaults_and_example(tmp_path: Path) -> None:
     assert cfg.storage.root == str(tmp_path / "hsi-data" / "assets")
     assert cfg.engine.work_pool == "hsi-process" and cfg.sources == {}
     ex = load_config(ROOT / "hsi.example.yaml")
-    assert [p.product for p in ex.sources["aviris-ng"].products] == ["index:NDVI", "tree-mortality", "oil-spill"]
+    assert [p.product for p in ex.sources["aviris-ng"].products] == [
+        "index:NDVI",
+        "tree-mortality",
+        "oil-spill",
+    ]
     # programmatic construction runs the same semantic checks
     with pytest.raises(ValueError, match="unknown product"):
         PipelineConfig.model_validate({"sources": {"aviris-ng": {"products": [{"product": "nope"}]}}})
@@ -163,10 +187,16 @@ def test_generated_deployments_triggers_and_template_labels() -> None:
     spec = generate(load_config(ROOT / "hsi.example.yaml"))
     assert deployment_names(spec) == ["activate/new-scene", "activate/activate", "index/index", "product/run-product", "on-demand/on-demand",
                                       "products/aviris-ng", "products/aviris-classic"]  # fmt: skip
-    assert automation_names(spec) == ["hsi-new-scene", "hsi-products-aviris-ng", "hsi-products-aviris-classic"]
+    assert automation_names(spec) == [
+        "hsi-new-scene",
+        "hsi-products-aviris-ng",
+        "hsi-products-aviris-classic",
+    ]
     new, *_, ng, _classic = spec["deployments"]
     (t,) = new["triggers"]
-    assert t["expect"] == ["hsi.raw.available"] and t["match"] == {"hsi.source": ["aviris-ng", "aviris-classic"]}
+    assert t["expect"] == ["hsi.raw.available"] and t["match"] == {
+        "hsi.source": ["aviris-ng", "aviris-classic"]
+    }
     assert t["parameters"]["uri"] == "{{ event.payload.uri }}"
     assert t["parameters"]["trigger"]["event_id"] == "{{ event.id | string }}"
     assert t["parameters"]["trigger"]["automation_id"] == "{{ automation.id | string }}"
