@@ -8,6 +8,10 @@ and a process worker polling every second (PREFECT_WORKER_QUERY_SECONDS=1), the 
 stack's SeaweedFS and STAC API (``hsi stack up``). Each synthetic ENVI scene's header is put first,
 then its data object (whose notification emits); t0 = just before the data put.
 
+Runs twice, each with a fresh moto and Prefect server: with warm starts (the pool's runs fork from
+``flow-starter``, deployments/local/warm.py, as in ``hsi stack up``) and, as the baseline, with
+Prefect's default process start; prints both and the warm/cold ratio of the medians.
+
 Prints per scene and median / p95 of: t0 -> activate run created (bridge + event + automation),
 t0 -> activate run start (the activation flow starts: the issue's latency, target <= 5 s), t0 ->
 hsi.product.published. The activate runs are the ones the trigger created (flow ``activate``,
@@ -24,6 +28,7 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -59,16 +64,12 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))]
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenes", type=int, default=10)
-    ap.add_argument("--interval", type=float, default=2.0, help="seconds between scene arrivals")
-    ap.add_argument("--size", type=int, default=48, help="scene width (height = 1.25 x)")
-    args = ap.parse_args()
-    info = status(Layout.default(ROOT / ".stack"))
-    if not info["up"]:
-        print("the local stack is not running: `hsi stack up` first", file=sys.stderr)
-        return 2
+Row = tuple[str, float, float, float]
+LABELS = (("put -> activate run created", 1), ("put -> activate run start", 2), ("put -> product published", 3))
+
+
+def measure(args: argparse.Namespace, info: dict[str, Any], *, warm: bool) -> list[Row]:
+    """One pass over ``args.scenes`` scenes with a fresh moto + Prefect server + worker."""
     tmp = Path(tempfile.mkdtemp(prefix="hsi-latency-"))
     port = free_port()
     moto_log = (tmp / "moto.log").open("wb")
@@ -79,7 +80,7 @@ def main() -> int:
     try:
         wait_for(lambda: httpx.get(f"{moto}/moto-api/", timeout=2).status_code == 200, what="moto")
         prefect.start_server()
-        prefect.start_worker()
+        prefect.start_worker(warm=warm)
         run_id = ng_scene_id()[-6:]
         bucket = f"latency-{run_id}"
         s3, sqs, queue = landing_bucket(moto, bucket)
@@ -114,28 +115,53 @@ def main() -> int:
                     if r["parameters"].get("uri") in uris}  # fmt: skip
         missing = sorted(set(t0) - set(act_runs))
         if missing:
-            print(f"no activate run found for: {', '.join(missing)}", file=sys.stderr)
-            return 1
+            raise RuntimeError(f"no activate run found for: {', '.join(missing)}")
         rows = []
         for sid, _ in scenes:
             r = act_runs[sid]
             created, start = _ts(r["created"]), _ts(r["start_time"])
             assert created is not None and start is not None, r
             rows.append((sid, created - t0[sid], start - t0[sid], done[sid] - t0[sid]))
-        print(f"{'scene':<22}{'run created':>13}{'activate start':>16}{'product published':>19}")
-        for sid, a, b, c in rows:
-            print(f"{sid:<22}{a:>12.2f}s{b:>15.2f}s{c:>18.2f}s")
-        for label, col in (("put -> activate run created", 1), ("put -> activate run start", 2),
-                           ("put -> product published", 3)):  # fmt: skip
-            xs = [r[col] for r in rows]
-            print(
-                f"{label:<28} median {statistics.median(xs):6.2f} s   p95 {_pct(xs, 0.95):6.2f} s   (n={len(xs)})"
-            )
-        return 0
+        return rows
     finally:
         prefect.stop()
         _stop(moto_proc)
         moto_log.close()
+
+
+def report(title: str, rows: list[Row]) -> dict[str, float]:
+    print(f"\n{title}")
+    print(f"{'scene':<22}{'run created':>13}{'activate start':>16}{'product published':>19}")
+    for sid, a, b, c in rows:
+        print(f"{sid:<22}{a:>12.2f}s{b:>15.2f}s{c:>18.2f}s")
+    medians = {}
+    for label, col in LABELS:
+        xs = [r[col] for r in rows]
+        medians[label] = statistics.median(xs)
+        print(f"{label:<28} median {medians[label]:6.2f} s   p95 {_pct(xs, 0.95):6.2f} s   (n={len(xs)})")
+    return medians
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scenes", type=int, default=10)
+    ap.add_argument("--interval", type=float, default=2.0, help="seconds between scene arrivals")
+    ap.add_argument("--size", type=int, default=48, help="scene width (height = 1.25 x)")
+    ap.add_argument("--no-baseline", action="store_true",
+                    help="skip the baseline pass (Prefect's default cold process start)")  # fmt: skip
+    args = ap.parse_args()
+    info = status(Layout.default(ROOT / ".stack"))
+    if not info["up"]:
+        print("the local stack is not running: `hsi stack up` first", file=sys.stderr)
+        return 2
+    warm = report("warm starts (flow-starter, as `hsi stack up` runs the pool)", measure(args, info, warm=True))
+    if args.no_baseline:
+        return 0
+    cold = report("baseline: Prefect's default process start (cold)", measure(args, info, warm=False))
+    print("\nwarm / cold (medians)")
+    for label, _ in LABELS[1:]:
+        print(f"{label:<28} {warm[label]:6.2f} s / {cold[label]:6.2f} s = {warm[label] / cold[label]:.2f}")
+    return 0
 
 
 if __name__ == "__main__":
