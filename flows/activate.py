@@ -87,11 +87,17 @@ def activate_scene(
         src = raw["properties"]["hsi:source"]
         sc = cfg.sources.get(src)
         if sc is not None and not sc.activate:
-            log.info("%s: indexed; not activated (sources.%s.activate is false)", item_id, src)
+            reason = f"sources.{src}.activate is false"
+            log.info("%s: indexed; not activated (%s)", item_id, reason)
+            emit(stage_outcome_event(
+                "activate", "skipped", reason=reason, payload={"catalog_href": services(cfg).catalog.href},
+                resource=EventResource(collection=raw["collection"], item_id=item_id, source=src,
+                                       scene_id=raw["properties"].get("hsi:scene_id", "")),
+            ))  # fmt: skip
             return {
                 **out,
                 "status": "indexed",
-                "reason": f"sources.{src}.activate is false",
+                "reason": reason,
                 "item_id": item_id,
             }
     else:

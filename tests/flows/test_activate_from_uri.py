@@ -92,7 +92,12 @@ def test_uri_with_more_than_one_scene_is_refused_naming_it(tmp_path: Path, confi
     assert list(_catalog(config_file).catalog.search()) == []
 
 
-def test_activate_false_for_the_source_leaves_only_the_raw_item(tmp_path: Path, config_file: Path) -> None:
+def test_activate_false_for_the_source_leaves_only_the_raw_item(tmp_path: Path, config_file: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    import flows.activate
+
+    emitted: list[dict] = []
+    monkeypatch.setattr(flows.activate, "emit", emitted.append)
     cfg = yaml.safe_load(config_file.read_text())
     cfg["sources"] = {"aviris-ng": {"activate": False}}
     config_file.write_text(yaml.safe_dump(cfg))
@@ -107,3 +112,8 @@ def test_activate_false_for_the_source_leaves_only_the_raw_item(tmp_path: Path, 
     assert [i.id for i in svc.catalog.search(collections=["aviris-ng-raw"])] == [item_id]
     assert svc.catalog.get_item("aviris-ng-l2", item_id) is None
     assert list(svc.catalog.search(collections=["aviris-ng-l2"])) == []
+    # the module says why it did not process the event: hsi.activate.skipped on the raw item
+    (ev,) = emitted
+    assert ev["event"] == "hsi.activate.skipped"
+    assert ev["resource"]["prefect.resource.id"] == f"stac.item.aviris-ng-raw.{item_id}"
+    assert ev["payload"]["reason"] == "sources.aviris-ng.activate is false"
