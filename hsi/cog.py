@@ -55,6 +55,7 @@ from hsi.scene import (
     TAG_IMAGERY_WAVELENGTH_UM,
     TAG_WAVELENGTH,
     SceneMetadata,
+    nearest_good_band,
 )
 
 __all__ = [
@@ -346,17 +347,6 @@ def write_cog(
         )
 
 
-def _nearest_band(meta_bands: Any, target_nm: float) -> int:
-    best, best_d = 1, float("inf")
-    for b in meta_bands:
-        if b.center_wavelength is None or not b.good:
-            continue
-        d = abs(b.center_wavelength - target_nm)
-        if d < best_d:
-            best, best_d = b.index, d
-    return best
-
-
 def write_quicklook(
     cog_path: str | Path,
     rgb_cog_path: str | Path,
@@ -377,7 +367,7 @@ def write_quicklook(
     rgb_cog_path, png_path = Path(rgb_cog_path), Path(png_path)
     with rasterio.open(cog_path) as src:
         bands = bands_from_dataset(src)
-        idx = tuple(_nearest_band(bands, nm) for nm in rgb_nm)
+        idx = tuple(found[0].index if (found := nearest_good_band(bands, nm)) else 1 for nm in rgb_nm)
         scale = max(src.width, src.height) / png_size
         ow, oh = max(1, round(src.width / max(scale, 1))), max(1, round(src.height / max(scale, 1)))
         small = src.read(list(idx), out_shape=(3, oh, ow), masked=True, resampling=Resampling.nearest)

@@ -8,7 +8,8 @@ lazy, windowed reader over it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +39,21 @@ class BandInfo:
         if self.center_wavelength is None:
             return self.name
         return f"{self.name} {self.center_wavelength:.2f} nm"
+
+
+def nearest_good_band(bands: Sequence[BandInfo], wavelength: float) -> tuple[BandInfo, float] | None:
+    """The good band (with a finite centre) nearest ``wavelength`` and its distance in nm; ties go
+    to the earlier band in ``bands``. ``None`` when no band qualifies. Products (band selection)
+    and the RGB quicklook both choose bands this way."""
+    best: tuple[BandInfo, float] | None = None
+    for b in bands:
+        wl = b.center_wavelength
+        if not b.good or wl is None or not math.isfinite(wl):
+            continue
+        d = abs(wl - wavelength)
+        if best is None or d < best[1]:
+            best = (b, d)
+    return best
 
 
 @dataclass(frozen=True)

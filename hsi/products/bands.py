@@ -22,7 +22,7 @@ import numpy as np
 
 from hsi.errors import BandSelectionError
 from hsi.products.base import AllGoodBands, BandRange, BandRequest, Product, SelectedBand
-from hsi.scene import BandInfo
+from hsi.scene import BandInfo, nearest_good_band
 
 __all__ = ["select_bands", "nearest_good_band", "wavelength_map"]
 
@@ -35,16 +35,6 @@ def _arrays(bands: Sequence[BandInfo]) -> tuple[np.ndarray, np.ndarray, np.ndarr
                   dtype=np.float64)
     good = np.array([b.good for b in bands], dtype=bool) & np.isfinite(wl)
     return idx, wl, good
-
-
-def nearest_good_band(bands: Sequence[BandInfo], wavelength: float) -> tuple[BandInfo, float] | None:
-    """The good band nearest ``wavelength`` and its distance (nm), or None if there is none."""
-    idx, wl, good = _arrays(bands)
-    if not good.any():
-        return None
-    dist = np.where(good, np.abs(wl - wavelength), np.inf)
-    i = int(np.argmin(dist))  # first minimum = lowest position on ties
-    return bands[i], float(dist[i])
 
 
 def _request(product: Product, req: BandRequest, bands: Sequence[BandInfo], scene_id: str) -> SelectedBand:

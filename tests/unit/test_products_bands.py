@@ -74,3 +74,16 @@ def test_params_are_validated_with_product_name() -> None:
     with pytest.raises(ProductError, match="ndvi_vegetation must be <= ndvi_healthy"):
         p.parse_params({"ndvi_vegetation": 0.9})
     assert p.parse_params(None).ndvi_healthy == 0.7
+
+
+def test_nearest_good_band_rules_shared_by_products_and_quicklook() -> None:
+    from hsi.scene import BandInfo, nearest_good_band
+
+    bands = [BandInfo(1, 500.0, 10.0), BandInfo(2, 520.0, 10.0, good=False), BandInfo(3, None, None),
+             BandInfo(4, float("nan"), None), BandInfo(5, 540.0, 10.0), BandInfo(6, 530.0, 10.0)]  # fmt: skip
+    # bad, missing and NaN centres never win; the nearest good band does
+    assert nearest_good_band(bands, 519.0) == (bands[5], 11.0)
+    # ties go to the earlier band in the table (AVIRIS-Classic lists overlapping spectrometers)
+    assert nearest_good_band([BandInfo(7, 610.0, 1.0), BandInfo(3, 590.0, 1.0)], 600.0)[0].index == 7
+    assert nearest_good_band([BandInfo(1, None, None), BandInfo(2, 500.0, 1.0, good=False)], 500.0) is None
+    assert nearest_good_band([], 500.0) is None
