@@ -46,6 +46,7 @@ from typing import Any
 #: modules imported once by the server (the flow entrypoints' modules and what they import)
 DEFAULT_PRELOAD = ("flows.activate", "flows.index", "flows.product", "flows.on_demand")
 _HDR = struct.Struct("!I")
+STOP_GRACE_S = 10.0  # on SIGTERM: how long running flow runs get to stop before SIGKILL
 _MAX_REQUEST = 16 << 20  # environment + argv; a real one is a few kB
 
 
@@ -165,6 +166,7 @@ class Server:
         self.pool = pool
         self.children: dict[int, socket.socket | None] = {}  # run pid -> its client (None: gone)
         self.stopping = False
+        self.kill_at = 0.0  # when stopping: runs still alive at this time get SIGKILL
 
     def _import(self) -> None:
         import importlib
@@ -217,7 +219,15 @@ class Server:
         print(f"hsi warm start: serving on {self.path} (pid {os.getpid()})", file=sys.stderr, flush=True)
         try:
             while not (self.stopping and not self.children):
-                for key, _ in sel.select(timeout=None):
+                if self.stopping and listener.fileno() >= 0:  # new runs start cold from now on
+                    sel.unregister(listener)
+                    listener.close()
+                    self.path.unlink(missing_ok=True)
+                if self.stopping and time.monotonic() >= self.kill_at:
+                    for pid in list(self.children):
+                        with contextlib.suppress(ProcessLookupError):
+                            os.killpg(pid, signal.SIGKILL)
+                for key, _ in sel.select(timeout=1.0 if self.stopping else None):
                     if key.data == "accept" and not self.stopping:
                         self._accept(listener, sel, closing=(listener, wake_r, wake_w))
                     elif key.data == "signal":
@@ -234,7 +244,8 @@ class Server:
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         if signum in (signal.SIGTERM, signal.SIGINT) and not self.stopping:
-            self.stopping = True
+            self.stopping = True  # runs get SIGTERM now (Prefect marks them) and SIGKILL after the grace period
+            self.kill_at = time.monotonic() + STOP_GRACE_S
             for pid in list(self.children):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGTERM)

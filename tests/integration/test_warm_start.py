@@ -214,10 +214,21 @@ def test_bad_requests_do_not_hurt_the_server(warm: dict[str, Any]) -> None:
 
 
 def test_runs_start_cold_without_the_starter(warm: dict[str, Any]) -> None:
-    """Last: stop the starter; the pool still points at it, and runs still complete (cold start)."""
+    """Last: stop the starter while a run is in flight (it is stopped with it, no orphan); the pool
+    still points at the starter, and runs still complete (cold start)."""
     prefect: PrivatePrefect = warm["prefect"]
-    prefect.starter.send_signal(signal.SIGTERM)
-    assert prefect.starter.wait(timeout=30) == 0
+    run_id, out = _manual_run(warm, "in-flight")
+    client = _client(warm, run_id)
+    try:
+        wait_for(lambda: out.exists(), timeout=120, what="in-flight run started")
+        in_flight = json.loads(out.read_text())["pid"]
+        prefect.starter.send_signal(signal.SIGTERM)
+        assert prefect.starter.wait(timeout=60) == 0
+        assert not _alive(in_flight)
+        client.wait(timeout=30)
+    finally:
+        if client.poll() is None:
+            client.kill()
     assert not prefect.starter_socket.exists()
     run_id, out = _run(warm, "cold")
     assert _final(warm, run_id)["type"] == "COMPLETED"
