@@ -50,42 +50,26 @@ STOP_GRACE_S = 10.0  # on SIGTERM: how long running flow runs get to stop before
 _MAX_REQUEST = 16 << 20  # environment + argv; a real one is a few kB
 
 
-def pool_command(socket_path: str | Path, python: str | None = None) -> str:
+def pool_command(socket_path: str | Path) -> str:
     """The work-pool job ``command`` that starts a flow run through the server at ``socket_path``."""
     import shlex
 
-    return shlex.join([python or sys.executable, str(Path(__file__).resolve()), "run", "--socket",
-                       str(socket_path)])  # fmt: skip
+    return shlex.join([sys.executable, str(Path(__file__).resolve()), "run", "--socket", str(socket_path)])
 
 
-def pool_template(command: str) -> dict[str, Any]:
-    """Prefect's process base job template with ``command`` as the default job command."""
+def ensure_pool(api_url: str, pool: str, command: str, *, timeout: float = 30.0) -> None:
+    """Create or update the process work pool ``pool`` so its runs start with ``command``."""
+    import httpx
     from prefect.workers.process import ProcessWorker
 
     tpl = ProcessWorker.get_default_base_job_template()
     tpl["variables"]["properties"]["command"]["default"] = command
-    return tpl
-
-
-def ensure_pool(api_url: str, pool: str, command: str | None, *, timeout: float = 30.0) -> None:
-    """Create or update the process work pool ``pool`` so its runs start with ``command``
-    (``None``: Prefect's default launcher)."""
-    import httpx
-
-    if command is None:
-        from prefect.workers.process import ProcessWorker
-
-        tpl = ProcessWorker.get_default_base_job_template()
-    else:
-        tpl = pool_template(command)
     with httpx.Client(base_url=api_url.rstrip("/"), timeout=timeout) as c:
         r = c.post("/work_pools/", json={"name": pool, "type": "process", "base_job_template": tpl})
         if r.status_code == 409:
             r = c.patch(f"/work_pools/{pool}", json={"base_job_template": tpl})
         if r.status_code >= 400:
-            raise RuntimeError(
-                f"cannot set up work pool {pool!r} at {api_url}: HTTP {r.status_code} {r.text[:300]}"
-            )
+            raise RuntimeError(f"cannot set up work pool {pool!r} at {api_url}: HTTP {r.status_code} {r.text[:300]}")
 
 
 # --------------------------------------------------------------------------------------------- client
@@ -167,6 +151,7 @@ class Server:
         self.children: dict[int, socket.socket | None] = {}  # run pid -> its client (None: gone)
         self.stopping = False
         self.kill_at = 0.0  # when stopping: runs still alive at this time get SIGKILL
+        self.own_fds: list[int] = []  # the server's listener, wake-up pipe and selector: closed in each run
 
     def _import(self) -> None:
         import importlib
@@ -214,6 +199,7 @@ class Server:
         for s in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
             signal.signal(s, self._on_signal)
         sel = selectors.DefaultSelector()
+        self.own_fds = [listener.fileno(), wake_r, wake_w, sel.fileno()]  # type: ignore[attr-defined]
         sel.register(listener, selectors.EVENT_READ, "accept")
         sel.register(wake_r, selectors.EVENT_READ, "signal")
         print(f"hsi warm start: serving on {self.path} (pid {os.getpid()})", file=sys.stderr, flush=True)
@@ -229,7 +215,7 @@ class Server:
                             os.killpg(pid, signal.SIGKILL)
                 for key, _ in sel.select(timeout=1.0 if self.stopping else None):
                     if key.data == "accept" and not self.stopping:
-                        self._accept(listener, sel, closing=(listener, wake_r, wake_w))
+                        self._accept(listener, sel)
                     elif key.data == "signal":
                         with contextlib.suppress(BlockingIOError):
                             os.read(wake_r, 4096)
@@ -250,7 +236,7 @@ class Server:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGTERM)
 
-    def _accept(self, listener: socket.socket, sel: selectors.BaseSelector, closing: tuple[Any, ...]) -> None:
+    def _accept(self, listener: socket.socket, sel: selectors.BaseSelector) -> None:
         conn, _ = listener.accept()
         fds: list[int] = []
         try:
@@ -282,9 +268,8 @@ class Server:
         pid = os.fork()
         if pid == 0:  # the run
             try:
-                open_fds = [conn.fileno(), *(c.fileno() for c in self.children.values() if c is not None),
-                            *(c if isinstance(c, int) else c.fileno() for c in closing)]  # fmt: skip
-                _child(fds, env, cwd, argv, open_fds)
+                peers = [c.fileno() for c in (conn, *self.children.values()) if c is not None]
+                _child(fds, env, cwd, argv, [*peers, *self.own_fds])
             finally:
                 os._exit(70)  # _child never returns; this guards against a bug escaping into the server loop
         for fd in fds:
