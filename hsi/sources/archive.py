@@ -14,7 +14,10 @@ import shutil
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from hsi.errors import UnsupportedSourceError
 
@@ -97,41 +100,43 @@ def extract(archive: Path | str, dest_dir: Path | str) -> Path:
     return dest
 
 
+#: a validated member: (target path inside dest, is a directory, opens its content)
+_Member = tuple[Path, bool, Callable[[], IO[bytes] | None]]
+
+
+def _write_members(members: list[_Member]) -> None:
+    """Write members that were all validated first (nothing is written for a bad archive)."""
+    for target, is_dir, open_src in members:
+        if is_dir:
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        src = open_src()
+        if src is None:  # pragma: no cover - regular files always have a stream
+            continue
+        with src, open(target, "wb") as out:
+            shutil.copyfileobj(src, out, 8 << 20)
+
+
 def _extract_tar(archive: Path, dest: Path) -> None:
     with tarfile.open(archive, "r:*") as tf:
-        members = tf.getmembers()
-        for m in members:  # validate everything before writing anything
+        members: list[_Member] = []
+        for m in tf.getmembers():
             rel = _check_name(archive, m.name)
             if m.issym() or m.islnk():
                 raise UnsupportedSourceError(f"{archive}: member {m.name!r} is a link; refusing to extract")
             if not (m.isfile() or m.isdir()):
                 raise UnsupportedSourceError(f"{archive}: member {m.name!r} is not a regular file; refusing")
-            _inside(dest, rel, archive, m.name)
-        for m in members:
-            target = _inside(dest, _check_name(archive, m.name), archive, m.name)
-            if m.isdir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            src = tf.extractfile(m)
-            if src is None:  # pragma: no cover - regular files always have a stream
-                continue
-            with src, open(target, "wb") as out:
-                shutil.copyfileobj(src, out, 8 << 20)
+            members.append((_inside(dest, rel, archive, m.name), m.isdir(), partial(tf.extractfile, m)))
+        _write_members(members)
 
 
 def _extract_zip(archive: Path, dest: Path) -> None:
     with zipfile.ZipFile(archive) as zf:
-        infos = zf.infolist()
-        for info in infos:
-            _inside(dest, _check_name(archive, info.filename), archive, info.filename)
+        members: list[_Member] = []
+        for info in zf.infolist():
+            target = _inside(dest, _check_name(archive, info.filename), archive, info.filename)
             if (info.external_attr >> 16) & 0o170000 == 0o120000:
                 raise UnsupportedSourceError(f"{archive}: member {info.filename!r} is a link; refusing")
-        for info in infos:
-            target = _inside(dest, _check_name(archive, info.filename), archive, info.filename)
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(target, "wb") as out:
-                shutil.copyfileobj(src, out, 8 << 20)
+            members.append((target, info.is_dir(), partial(zf.open, info)))
+        _write_members(members)
