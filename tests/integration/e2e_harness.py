@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,6 +179,18 @@ class Bridge:
 # ------------------------------------------------------------------------------------- API reads
 
 
+def prefect_api(method: str, url: str, *, retries: int = 6, **kw: Any) -> httpx.Response:
+    """One call to a Prefect server's REST API, retried on 503 as Prefect's own client does: a
+    SQLite-backed server answers 503 ("retry") when the database is busy under concurrent runs."""
+    kw.setdefault("timeout", 10)
+    for attempt in range(retries):
+        r = httpx.request(method, url, **kw)
+        if r.status_code != 503 or attempt == retries - 1:
+            return r
+        time.sleep(0.25 * 2**attempt)  # backoff before a retry (not synchronisation)
+    raise AssertionError("unreachable")
+
+
 def flow_runs(api: str, *, deployment: str | None = None, flow_name: str | None = None) -> list[dict[str, Any]]:
     body: dict[str, Any] = {"limit": 200, "sort": "EXPECTED_START_TIME_ASC"}
     if flow_name:
@@ -186,14 +199,14 @@ def flow_runs(api: str, *, deployment: str | None = None, flow_name: str | None 
         flow, dep = deployment.split("/")
         body["flows"] = {"name": {"any_": [flow]}}
         body["deployments"] = {"name": {"any_": [dep]}}
-    r = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10)
+    r = prefect_api("POST", f"{api}/flow_runs/filter", json=body)
     r.raise_for_status()
     return r.json()
 
 
 def events(api: str, name: str, resource_id: str) -> list[dict[str, Any]]:
     body = {"filter": {"event": {"name": [name]}, "resource": {"id": [resource_id]}}, "limit": 50}
-    r = httpx.post(f"{api}/events/filter", json=body, timeout=10)
+    r = prefect_api("POST", f"{api}/events/filter", json=body)
     r.raise_for_status()
     return r.json()["events"]
 

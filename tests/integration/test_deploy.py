@@ -24,9 +24,9 @@ import yaml
 from hsi.sources.synthetic import synthesize
 
 try:
-    from tests.integration.e2e_harness import ng_scene_id, wait_for
+    from tests.integration.e2e_harness import ng_scene_id, prefect_api, wait_for
 except ImportError:  # pragma: no cover
-    from e2e_harness import ng_scene_id, wait_for  # type: ignore[no-redef]
+    from e2e_harness import ng_scene_id, prefect_api, wait_for  # type: ignore[no-redef]
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,10 +70,10 @@ def applied(stack: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> 
     try:
         assert p.returncode == 0, p.stdout + p.stderr
         for name in EXPECTED:
-            r = httpx.get(f"{api}/deployments/name/{name}", timeout=10)
+            r = prefect_api("GET", f"{api}/deployments/name/{name}")
             assert r.status_code == 200, f"{name}: {r.text}"
             created["deployments"][name] = r.json()
-        autos = httpx.post(f"{api}/automations/filter", json={}, timeout=10).json()
+        autos = prefect_api("POST", f"{api}/automations/filter", json={}).json()
         created["automations"] = {
             a["name"]: a for a in autos if a["name"] in ("hsi-new-scene", "hsi-products-envi")
         }
@@ -124,7 +124,7 @@ def _run(api: str, name: str, params: dict[str, Any]) -> str:
 
 
 def _final(api: str, run_id: str) -> dict[str, Any] | None:
-    r = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()
+    r = prefect_api("GET", f"{api}/flow_runs/{run_id}").json()
     return r if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
 
 

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from hsi.config import load_config
@@ -30,6 +29,7 @@ from tests.integration.e2e_harness import (
     landing_bucket,
     ng_scene_id,
     pipeline_config,
+    prefect_api,
     wait_for,
 )  # fmt: skip
 from tests.integration.moto_server import aws_env, moto_endpoint
@@ -58,7 +58,7 @@ def pipeline(stack: dict[str, Any], moto_endpoint: str, tmp_path_factory: pytest
                                products=[{"product": PRODUCT}], run_id=run_id)  # fmt: skip
         cfg = load_config(path)
         apply(cfg, config_path=path, api_url=prefect.api)
-        autos = {a["name"]: a for a in httpx.post(f"{prefect.api}/automations/filter", json={}).json()}
+        autos = {a["name"]: a for a in prefect_api("POST", f"{prefect.api}/automations/filter", json={}).json()}
         assert {"hsi-new-scene", "hsi-products-aviris-ng"} <= set(autos)
         yield {"prefect": prefect, "api": prefect.api, "s3": s3, "sqs": sqs, "queue": queue, "bucket": bucket,
                "cfg": cfg, "tmp": tmp, "autos": autos, "catalog": Services.from_config(cfg).catalog}  # fmt: skip

@@ -23,10 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.integration.e2e_harness import POOL, ROOT, PrivatePrefect
+from tests.integration.e2e_harness import POOL, ROOT, PrivatePrefect, prefect_api
 from tests.integration.moto_server import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -73,8 +72,8 @@ def warm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     try:
         prefect.start_worker(warm=True)
         api = prefect.api
-        flow_id = httpx.post(f"{api}/flows/", json={"name": "probe"}).json()["id"]
-        dep = httpx.post(f"{api}/deployments/", json={
+        flow_id = prefect_api("POST", f"{api}/flows/", json={"name": "probe"}).json()["id"]
+        dep = prefect_api("POST", f"{api}/deployments/", json={
             "name": "probe", "flow_id": flow_id, "entrypoint": "probe_flow.py:probe", "work_pool_name": POOL,
             "job_variables": {"env": {"HSI_MARK": "from-job-variables"}},
             "pull_steps": [{"prefect.deployments.steps.set_working_directory": {"directory": str(project)}}],
@@ -87,14 +86,14 @@ def warm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 def _run(w: dict[str, Any], tag: str, **params: Any) -> tuple[str, Path]:
     out = w["tmp"] / f"{tag}.json"
-    r = httpx.post(f"{w['api']}/deployments/{w['deployment']}/create_flow_run",
+    r = prefect_api("POST", f"{w['api']}/deployments/{w['deployment']}/create_flow_run",
                    json={"parameters": {"out": str(out), "tag": tag, **params}})  # fmt: skip
     assert r.status_code in (200, 201), r.text
     return r.json()["id"], out
 
 
 def _state(w: dict[str, Any], run_id: str) -> dict[str, Any]:
-    return httpx.get(f"{w['api']}/flow_runs/{run_id}").json()["state"]
+    return prefect_api("GET", f"{w['api']}/flow_runs/{run_id}").json()["state"]
 
 
 def _final(w: dict[str, Any], run_id: str, timeout: float = 120) -> dict[str, Any]:
@@ -103,12 +102,12 @@ def _final(w: dict[str, Any], run_id: str, timeout: float = 120) -> dict[str, An
 
 
 def _logs(w: dict[str, Any], run_id: str) -> list[str]:
-    r = httpx.post(f"{w['api']}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}})
+    r = prefect_api("POST", f"{w['api']}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}})
     return [x["message"] for x in r.json()]
 
 
 def test_pool_starts_runs_through_the_starter(warm: dict[str, Any]) -> None:
-    pool = httpx.get(f"{warm['api']}/work_pools/{POOL}").json()
+    pool = prefect_api("GET", f"{warm['api']}/work_pools/{POOL}").json()
     command = pool["base_job_template"]["variables"]["properties"]["command"]["default"]
     assert str(WARM) in command and str(warm["prefect"].starter_socket) in command
 
@@ -149,7 +148,7 @@ def test_cancellation_stops_the_forked_run(warm: dict[str, Any]) -> None:
         lambda: out.exists() and _state(warm, run_id)["type"] == "RUNNING", timeout=120, what="run running"
     )
     pid = json.loads(out.read_text())["pid"]
-    r = httpx.post(f"{warm['api']}/flow_runs/{run_id}/set_state",
+    r = prefect_api("POST", f"{warm['api']}/flow_runs/{run_id}/set_state",
                    json={"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True})  # fmt: skip
     assert r.status_code in (200, 201), r.text
     state = _final(warm, run_id, timeout=120)
@@ -166,14 +165,14 @@ def _client(warm: dict[str, Any], run_id: str) -> subprocess.Popen[bytes]:
 def _manual_run(warm: dict[str, Any], tag: str) -> tuple[str, Path]:
     """A flow run no worker picks up (its deployment is on a pool without workers)."""
     api = warm["api"]
-    httpx.post(f"{api}/work_pools/", json={"name": "nobody", "type": "process"})
-    flow_id = httpx.post(f"{api}/flows/", json={"name": "probe"}).json()["id"]
-    dep = httpx.post(f"{api}/deployments/", json={
+    prefect_api("POST", f"{api}/work_pools/", json={"name": "nobody", "type": "process"})
+    flow_id = prefect_api("POST", f"{api}/flows/", json={"name": "probe"}).json()["id"]
+    dep = prefect_api("POST", f"{api}/deployments/", json={
         "name": "probe-by-hand", "flow_id": flow_id, "entrypoint": "probe_flow.py:probe", "work_pool_name": "nobody",
         "pull_steps": [{"prefect.deployments.steps.set_working_directory": {"directory": str(warm["project"])}}],
     }).json()  # fmt: skip
     out = warm["tmp"] / f"{tag}.json"
-    r = httpx.post(f"{api}/deployments/{dep['id']}/create_flow_run",
+    r = prefect_api("POST", f"{api}/deployments/{dep['id']}/create_flow_run",
                    json={"parameters": {"out": str(out), "tag": tag, "block": True}})  # fmt: skip
     return r.json()["id"], out
 
