@@ -72,8 +72,15 @@ def main() -> None:
     for i, lines in enumerate(args.lines):
         d = work / f"scene{i}"
         shutil.rmtree(d, ignore_errors=True)
-        hdr = synthesize(d, source="aviris-ng", level="l1b", width=args.width, height=lines,
-                         rotation_deg=args.rotation, seed=100 + i)
+        hdr = synthesize(
+            d,
+            source="aviris-ng",
+            level="l1b",
+            width=args.width,
+            height=lines,
+            rotation_deg=args.rotation,
+            seed=100 + i,
+        )
         data = hdr.with_suffix("")
         size_gb = data.stat().st_size / 1e9
         ours_out, rio_out = d / "ours.tif", d / "rio.tif"
@@ -81,18 +88,48 @@ def main() -> None:
         w_ours, m_ours = _measure([PY, "-c", OURS, str(hdr), str(ours_out)])
         drop_cache(data)
         # the same profile through rio-cogeo's CLI (GDAL reads the ENVI file itself)
-        w_rio, m_rio = _measure([
-            RIO, "cogeo", "create", str(data), str(rio_out), "--cog-profile", "zstd", "--overview-level", "0",
-            "--blocksize", "256", "--co", "INTERLEAVE=BAND", "--co", "PREDICTOR=3", "--co", "ZSTD_LEVEL=9",
-            "--co", "NUM_THREADS=ALL_CPUS", "--co", "BIGTIFF=IF_SAFER", "--config", "GDAL_NUM_THREADS=ALL_CPUS",
-            "--no-in-memory", "--quiet",
-        ])
-        rows.append({
-            "scene": f"{args.width}x{lines}x425 float32", "GB": round(size_gb, 2),
-            "ours_s": round(w_ours, 1), "rio_cogeo_s": round(w_rio, 1), "ratio": round(w_ours / w_rio, 2),
-            "ours_peak_MB": round(m_ours), "rio_peak_MB": round(m_rio),
-            "ours_out_GB": round(ours_out.stat().st_size / 1e9, 2), "rio_out_GB": round(rio_out.stat().st_size / 1e9, 2),
-        })
+        w_rio, m_rio = _measure(
+            [
+                RIO,
+                "cogeo",
+                "create",
+                str(data),
+                str(rio_out),
+                "--cog-profile",
+                "zstd",
+                "--overview-level",
+                "0",
+                "--blocksize",
+                "256",
+                "--co",
+                "INTERLEAVE=BAND",
+                "--co",
+                "PREDICTOR=3",
+                "--co",
+                "ZSTD_LEVEL=9",
+                "--co",
+                "NUM_THREADS=ALL_CPUS",
+                "--co",
+                "BIGTIFF=IF_SAFER",
+                "--config",
+                "GDAL_NUM_THREADS=ALL_CPUS",
+                "--no-in-memory",
+                "--quiet",
+            ]
+        )
+        rows.append(
+            {
+                "scene": f"{args.width}x{lines}x425 float32",
+                "GB": round(size_gb, 2),
+                "ours_s": round(w_ours, 1),
+                "rio_cogeo_s": round(w_rio, 1),
+                "ratio": round(w_ours / w_rio, 2),
+                "ours_peak_MB": round(m_ours),
+                "rio_peak_MB": round(m_rio),
+                "ours_out_GB": round(ours_out.stat().st_size / 1e9, 2),
+                "rio_out_GB": round(rio_out.stat().st_size / 1e9, 2),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
         if not args.keep:
             shutil.rmtree(d, ignore_errors=True)
@@ -102,8 +139,10 @@ def main() -> None:
     for r in rows:
         print("  ".join(f"{r[h]!s:>14}" for h in hdrs))
     if len(rows) > 1:
-        print(f"\npeak RSS, largest / smallest scene: ours {rows[-1]['ours_peak_MB'] / rows[0]['ours_peak_MB']:.2f}x "
-              f"for {rows[-1]['GB'] / rows[0]['GB']:.1f}x the data")
+        print(
+            f"\npeak RSS, largest / smallest scene: ours {rows[-1]['ours_peak_MB'] / rows[0]['ours_peak_MB']:.2f}x "
+            f"for {rows[-1]['GB'] / rows[0]['GB']:.1f}x the data"
+        )
 
 
 if __name__ == "__main__":

@@ -35,12 +35,12 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deployments.generate import apply  # noqa: E402
-from deployments.local.stack import Layout, status  # noqa: E402
 from hsi.config import load_config  # noqa: E402
 from hsi.events import PRODUCT_PUBLISHED  # noqa: E402
 from hsi.sources.synthetic import synthesize  # noqa: E402
 from hsi.stac.product import product_collection, product_item_id  # noqa: E402
+from hsi_pipeline.deployments.generate import apply  # noqa: E402
+from hsi_pipeline.deployments.local.stack import Layout, status  # noqa: E402
 from tests.integration.e2e_harness import (  # noqa: E402
     Bridge,
     PrivatePrefect,
@@ -65,7 +65,11 @@ def _pct(xs: list[float], q: float) -> float:
 
 
 Row = tuple[str, float, float, float]
-LABELS = (("put -> activate run created", 1), ("put -> activate run start", 2), ("put -> product published", 3))
+LABELS = (
+    ("put -> activate run created", 1),
+    ("put -> activate run start", 2),
+    ("put -> product published", 3),
+)
 
 
 def measure(args: argparse.Namespace, info: dict[str, Any], *, warm: bool) -> list[Row]:
@@ -154,7 +158,9 @@ def main() -> int:
     if not info["up"]:
         print("the local stack is not running: `hsi stack up` first", file=sys.stderr)
         return 2
-    warm = report("warm starts (flow-starter, as `hsi stack up` runs the pool)", measure(args, info, warm=True))
+    warm = report(
+        "warm starts (flow-starter, as `hsi stack up` runs the pool)", measure(args, info, warm=True)
+    )
     if args.no_baseline:
         return 0
     cold = report("baseline: Prefect's default process start (cold)", measure(args, info, warm=False))

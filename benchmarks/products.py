@@ -83,14 +83,22 @@ def make_scene(path: Path, size: int) -> Path:
 
     def fill(w):
         rng = np.random.default_rng(w.row_off * 7919 + w.col_off)
-        yy, xx = np.mgrid[0:w.height, 0:w.width]
+        yy, xx = np.mgrid[0 : w.height, 0 : w.width]
         f = (0.5 + 0.5 * np.sin((xx + w.col_off) / 37.0) * np.cos((yy + w.row_off) / 53.0)).astype(np.float32)
         cube = f[None] * veg[:, None, None] + (1 - f[None]) * soil[:, None, None]
         cube += rng.normal(0, 0.002, cube.shape)
         return np.round(cube * 1e4).astype("int16")
 
-    return write_activated_cog(path, band_table(wl, 5.0, good=good, scale=1e-4), width=size, height=size,
-                               fill=fill, dtype="int16", nodata=-9999, block=256)
+    return write_activated_cog(
+        path,
+        band_table(wl, 5.0, good=good, scale=1e-4),
+        width=size,
+        height=size,
+        fill=fill,
+        dtype="int16",
+        nodata=-9999,
+        block=256,
+    )
 
 
 def child(mode: str, src: str, out: str) -> dict[str, object]:
@@ -121,10 +129,14 @@ def child(mode: str, src: str, out: str) -> dict[str, object]:
             extra = {"bands_read": idx if len(idx) < 10 else f"{len(idx)} bands", "windows": nwin}
     wall = time.perf_counter() - t0
     io1 = _io()
-    return {"mode": mode, "wall_s": wall,
-            "rchar": io1.get("rchar", 0) - io0.get("rchar", 0),
-            "read_bytes": io1.get("read_bytes", 0) - io0.get("read_bytes", 0),
-            "maxrss_mb": _peak_rss_mb(), **extra}
+    return {
+        "mode": mode,
+        "wall_s": wall,
+        "rchar": io1.get("rchar", 0) - io0.get("rchar", 0),
+        "read_bytes": io1.get("read_bytes", 0) - io0.get("read_bytes", 0),
+        "maxrss_mb": _peak_rss_mb(),
+        **extra,
+    }
 
 
 def _run_child(mode: str, src: Path, out: Path) -> dict[str, object]:
@@ -163,13 +175,18 @@ def main() -> None:
             if not p.exists():
                 t = time.perf_counter()
                 make_scene(p, s)
-                print(f"built {p.name}: {s}x{s}x{N_BANDS} int16 band-interleaved COG, "
-                      f"{p.stat().st_size / 2**20:.0f} MB in {time.perf_counter() - t:.1f} s", flush=True)
+                print(
+                    f"built {p.name}: {s}x{s}x{N_BANDS} int16 band-interleaved COG, "
+                    f"{p.stat().st_size / 2**20:.0f} MB in {time.perf_counter() - t:.1f} s",
+                    flush=True,
+                )
             scenes.append(p)
     try:
         print(f"\nproduct {PRODUCT} (3 bands) - cold page cache per run, one child process per run")
-        print(f"{'scene':>18} {'run':>7} {'wall s':>8} {'rchar MB':>9} {'disk MB':>9} {'peak RSS MB':>11}"
-              f"  ratios")
+        print(
+            f"{'scene':>18} {'run':>7} {'wall s':>8} {'rchar MB':>9} {'disk MB':>9} {'peak RSS MB':>11}"
+            f"  ratios"
+        )
         for src in scenes:
             with rasterio.open(src) as ds:
                 label = f"{ds.width}x{ds.height}x{ds.count}"
@@ -179,15 +196,21 @@ def main() -> None:
                 ratio = ""
                 if m == "engine":
                     f = runs["full"]
-                    ratio = (f"bytes vs full {r['rchar'] / max(f['rchar'], 1):.4f}, "
-                             f"time vs full {r['wall_s'] / f['wall_s']:.3f}, "
-                             f"time vs bare3 {r['wall_s'] / runs['bare3']['wall_s']:.2f}")
+                    ratio = (
+                        f"bytes vs full {r['rchar'] / max(f['rchar'], 1):.4f}, "
+                        f"time vs full {r['wall_s'] / f['wall_s']:.3f}, "
+                        f"time vs bare3 {r['wall_s'] / runs['bare3']['wall_s']:.2f}"
+                    )
                 elif m == "bare3":
                     ratio = f"bytes vs full {r['rchar'] / max(runs['full']['rchar'], 1):.4f}"
-                print(f"{label:>18} {m:>7} {r['wall_s']:8.2f} {_mb(r['rchar'])} {_mb(r['read_bytes'])} "
-                      f"{float(r['maxrss_mb']):11.1f}  {ratio}")
-            print(f"{'':>18} (interleave={interleave}, engine bands read {runs['engine']['bands_read']}, "
-                  f"windows {runs['engine']['windows']})")
+                print(
+                    f"{label:>18} {m:>7} {r['wall_s']:8.2f} {_mb(r['rchar'])} {_mb(r['read_bytes'])} "
+                    f"{float(r['maxrss_mb']):11.1f}  {ratio}"
+                )
+            print(
+                f"{'':>18} (interleave={interleave}, engine bands read {runs['engine']['bands_read']}, "
+                f"windows {runs['engine']['windows']})"
+            )
     finally:
         if not a.keep and not a.path and a.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -57,8 +57,8 @@ def run(
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import boto3
 
-    from deployments.bridge.consumer import BridgeProcessor, PrefectEvents, SqsConsumer
     from hsi.bridge import RecentIds
+    from hsi_pipeline.deployments.bridge.consumer import BridgeProcessor, PrefectEvents, SqsConsumer
 
     rules, catalog_href, cfg_api = _rules_and_catalog(config)
     api = prefect_api_url or cfg_api

@@ -66,7 +66,9 @@ def show(
 
 @app.command()
 def schema(
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="write to this file instead of stdout")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="write to this file instead of stdout")
+    ] = None,
 ) -> None:
     """The JSON Schema of hsi.yaml (from the pydantic models), for editors and CI."""
     from hsi.config import PipelineConfig

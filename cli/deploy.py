@@ -10,14 +10,19 @@ import typer
 
 def deploy(
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="hsi.yaml (default: $HSI_CONFIG, else the embedded default)")
+        Path | None,
+        typer.Option("--config", "-c", help="hsi.yaml (default: $HSI_CONFIG, else the embedded default)"),
     ] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="write the generated prefect.yaml here")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="write the generated prefect.yaml here")
+    ] = None,
     apply: Annotated[
-        bool, typer.Option("--apply", help="create/update the deployments and their automations on the server")
+        bool,
+        typer.Option("--apply", help="create/update the deployments and their automations on the server"),
     ] = False,
     api_url: Annotated[
-        str | None, typer.Option("--api-url", envvar="PREFECT_API_URL", help="Prefect API (else prefect_api_url)")
+        str | None,
+        typer.Option("--api-url", envvar="PREFECT_API_URL", help="Prefect API (else prefect_api_url)"),
     ] = None,
 ) -> None:
     """Generate the deployments and event triggers the configuration implies.
@@ -27,9 +32,9 @@ def deploy(
     """
     import os
 
-    from cli.config import _load
-    from deployments.generate import apply as apply_spec
-    from deployments.generate import automation_names, deployment_names, generate, render
+    from hsi_pipeline.cli.config import _load
+    from hsi_pipeline.deployments.generate import apply as apply_spec
+    from hsi_pipeline.deployments.generate import automation_names, deployment_names, generate, render
 
     path = config or (Path(os.environ["HSI_CONFIG"]) if os.environ.get("HSI_CONFIG") else None)
     cfg = _load(path)

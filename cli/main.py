@@ -15,12 +15,12 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.bridge import app as bridge_app
-from cli.config import app as config_app
-from cli.deploy import deploy as deploy_command
-from cli.products import app as products_app
-from cli.run import run as run_command
-from cli.stack import app as stack_app
+from hsi_pipeline.cli.bridge import app as bridge_app
+from hsi_pipeline.cli.config import app as config_app
+from hsi_pipeline.cli.deploy import deploy as deploy_command
+from hsi_pipeline.cli.products import app as products_app
+from hsi_pipeline.cli.run import run as run_command
+from hsi_pipeline.cli.stack import app as stack_app
 
 app = typer.Typer(
     name="hsi",
@@ -91,9 +91,18 @@ def synth(
 
     with Progress(transient=True) as bar:
         task = bar.add_task(f"synthesizing {source} {level} {width}x{height}", total=height)
-        path = synthesize(out_dir, source=source, level=level, width=width, height=height, rotation_deg=rotation,
-                          seed=seed, archive=archive, truth=truth,
-                          progress=lambda done, total: bar.update(task, completed=done, total=total))
+        path = synthesize(
+            out_dir,
+            source=source,  # type: ignore[arg-type]  # synthesize checks it
+            level=level,  # type: ignore[arg-type]
+            width=width,
+            height=height,
+            rotation_deg=rotation,
+            seed=seed,
+            archive=archive,
+            truth=truth,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
     typer.echo(str(path))
 
 
@@ -107,7 +116,7 @@ def index(
     cfg = _config_arg(config)
     _load(cfg)
     _quiet_prefect()
-    from flows.index import index_scenes
+    from hsi_pipeline.flows.index import index_scenes
 
     try:
         rows = index_scenes(hrefs=hrefs, source=source, config=cfg)
@@ -127,7 +136,7 @@ def activate(
     cfg = _config_arg(config)
     _load(cfg)
     _quiet_prefect()
-    from flows.activate import activate_scene
+    from hsi_pipeline.flows.activate import activate_scene
 
     failed = 0
     for item_id in item_ids:
@@ -160,8 +169,10 @@ def _parse_params(pairs: list[str]) -> dict[str, Any]:
 def product(
     name: Annotated[str, typer.Argument(help="product name, e.g. index:NDVI, oil-spill, tree-mortality")],
     item_id: Annotated[str, typer.Argument(help="activated item id, e.g. aviris-ng-ang20150420t182050")],
-    param: Annotated[list[str] | None, typer.Option("--param", "-p",
-                                                    help="product parameter key=value (repeatable; JSON values)")] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="product parameter key=value (repeatable; JSON values)"),
+    ] = None,
     force: Annotated[bool, typer.Option(help="recompute even when the product item is up to date")] = False,
     collection: Annotated[str | None, typer.Option(help="activated collection (default: found)")] = None,
     config: ConfigOpt = None,
@@ -171,11 +182,17 @@ def product(
     cfg = _config_arg(config)
     _load(cfg)
     _quiet_prefect()
-    from flows.product import run_product
+    from hsi_pipeline.flows.product import run_product
 
     try:
-        r = run_product(item_id=item_id, product=name, params=params or None, force=force, config=cfg,
-                        collection=collection)
+        r = run_product(
+            item_id=item_id,
+            product=name,
+            params=params or None,
+            force=force,
+            config=cfg,
+            collection=collection,
+        )
     except Exception as e:
         typer.secho(f"failed\t{name}\t{item_id}\t{e}", fg="red", err=True)
         raise typer.Exit(1) from e
@@ -193,7 +210,7 @@ def demo(
     cfg_path = _config_arg(config)
     cfg = _load(cfg_path)
     _quiet_prefect()
-    from flows.demo import demo as demo_flow
+    from hsi_pipeline.flows.demo import demo as demo_flow
 
     try:
         summary = demo_flow(config=cfg_path, width=width, height=height)

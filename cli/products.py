@@ -11,15 +11,17 @@ from hsi.errors import ProductError
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Spectral products: indices, oil-spill, tree-mortality, SAM, PCA ...",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Spectral products: indices, oil-spill, tree-mortality, SAM, PCA ...", no_args_is_help=True
+)
 
 
 @app.command("list")
 def list_cmd(
     family: str = typer.Option("", "--family", "-f", help="only names starting with this (e.g. 'index:')"),
-    builtin_indices: bool = typer.Option(True, "--indices/--no-indices",
-                                         help="include the spyndex index:* family"),
+    builtin_indices: bool = typer.Option(
+        True, "--indices/--no-indices", help="include the spyndex index:* family"
+    ),
 ) -> None:
     """List product names with version and title."""
     from hsi.products.registry import default_registry

@@ -40,7 +40,9 @@ def _products(names: list[str], params_json: str | None) -> list[Any]:
         raise typer.Exit(2)
     unknown = set(params) - set(names)
     if unknown:
-        typer.secho(f"error: --params names products not requested: {', '.join(sorted(unknown))}", fg="red", err=True)
+        typer.secho(
+            f"error: --params names products not requested: {', '.join(sorted(unknown))}", fg="red", err=True
+        )
         raise typer.Exit(2)
     return [{"product": n, "params": params[n]} if n in params else n for n in names]
 
@@ -50,7 +52,7 @@ def _print(result: dict[str, Any]) -> None:
     from rich.table import Table
 
     from hsi.planning import Outcome
-    from tasks.reporting import outcome_rows
+    from hsi_pipeline.tasks.reporting import outcome_rows
 
     console = Console()
     rows = outcome_rows([Outcome.from_dict(o) for o in result["outcomes"]])
@@ -59,30 +61,53 @@ def _print(result: dict[str, Any]) -> None:
         table.add_column(col, overflow="fold")
     style = {"published": "green", "skipped": "cyan", "failed": "red"}
     for r in rows:
-        detail = r["reason"] if r["status"] == "failed" else (r["item"] + (f"  clip: {Path(r['clip']).stem}" if r["clip"] else ""))
-        table.add_row(r["scene"], r["activation"], r["product"], f"[{style[r['status']]}]{r['status']}[/]", detail)
+        detail = (
+            r["reason"]
+            if r["status"] == "failed"
+            else (r["item"] + (f"  clip: {Path(r['clip']).stem}" if r["clip"] else ""))
+        )
+        table.add_row(
+            r["scene"], r["activation"], r["product"], f"[{style[r['status']]}]{r['status']}[/]", detail
+        )
     console.print(table)
     c = result["counts"]
-    console.print(f"{c['published']} published, {c['skipped']} skipped, {c['failed']} failed "
-                  f"({len(result['scenes'])} scene(s); engine {result['engine']}); catalog: {result['catalog']}")
+    console.print(
+        f"{c['published']} published, {c['skipped']} skipped, {c['failed']} failed "
+        f"({len(result['scenes'])} scene(s); engine {result['engine']}); catalog: {result['catalog']}"
+    )
 
 
 def run(
     products: Annotated[list[str], typer.Argument(help="products, e.g. index:NDVI oil-spill tree-mortality")],
-    bbox: Annotated[str | None, typer.Option(help="AOI as W,S,E,N in EPSG:4326 (use --bbox=W,... if W < 0)")] = None,
-    aoi: Annotated[Path | None, typer.Option(help="AOI GeoJSON file (Polygon/MultiPolygon, Feature(Collection))")]
-    = None,
+    bbox: Annotated[
+        str | None, typer.Option(help="AOI as W,S,E,N in EPSG:4326 (use --bbox=W,... if W < 0)")
+    ] = None,
+    aoi: Annotated[
+        Path | None, typer.Option(help="AOI GeoJSON file (Polygon/MultiPolygon, Feature(Collection))")
+    ] = None,
     start: Annotated[str | None, typer.Option(help="first acquisition date (ISO, inclusive)")] = None,
-    end: Annotated[str | None, typer.Option(help="last acquisition date (ISO, inclusive: the whole day)")] = None,
-    source: Annotated[list[str] | None, typer.Option("--source", help="only these sources (repeatable)")] = None,
-    params: Annotated[str | None, typer.Option(help='product parameters: {"oil-spill": {"threshold": 0.2}}')] = None,
-    clip: Annotated[bool, typer.Option(help="also publish AOI-clipped product COGs (hsi-<product>-clips)")] = False,
-    force: Annotated[bool, typer.Option(help="recompute activation and products even when up to date")] = False,
+    end: Annotated[
+        str | None, typer.Option(help="last acquisition date (ISO, inclusive: the whole day)")
+    ] = None,
+    source: Annotated[
+        list[str] | None, typer.Option("--source", help="only these sources (repeatable)")
+    ] = None,
+    params: Annotated[
+        str | None, typer.Option(help='product parameters: {"oil-spill": {"threshold": 0.2}}')
+    ] = None,
+    clip: Annotated[
+        bool, typer.Option(help="also publish AOI-clipped product COGs (hsi-<product>-clips)")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option(help="recompute activation and products even when up to date")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="hsi.yaml (default: $HSI_CONFIG)")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="hsi.yaml (default: $HSI_CONFIG)")
+    ] = None,
 ) -> None:
     """Run products on every scene intersecting an AOI and time range; activate scenes as needed."""
-    from cli.main import _config_arg, _load, _quiet_prefect
+    from hsi_pipeline.cli.main import _config_arg, _load, _quiet_prefect
 
     if (bbox is None) == (aoi is None):
         typer.secho("error: give exactly one of --bbox or --aoi", fg="red", err=True)
@@ -102,10 +127,20 @@ def run(
         raise typer.Exit(2) from e
     _quiet_prefect()
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    from flows.on_demand import OnDemandFailed, on_demand
+    from hsi_pipeline.flows.on_demand import OnDemandFailed, on_demand
 
-    state = on_demand(products=prods, bbox=_bbox(bbox) if bbox else None, aoi=geometry, start=start, end=end,
-                      sources=source or None, clip=clip, force=force, config=cfg, return_state=True)
+    state = on_demand(
+        products=prods,
+        bbox=_bbox(bbox) if bbox else None,
+        aoi=geometry,
+        start=start,
+        end=end,
+        sources=source or None,
+        clip=clip,
+        force=force,
+        config=cfg,
+        return_state=True,
+    )
     res = state.result(raise_on_failure=False)
     if isinstance(res, OnDemandFailed):
         res = res.result

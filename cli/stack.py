@@ -11,12 +11,14 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="Local stack on 127.0.0.1: PostgreSQL+PostGIS, STAC API, SeaweedFS S3, Prefect.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Local stack on 127.0.0.1: PostgreSQL+PostGIS, STAC API, SeaweedFS S3, Prefect.",
+    no_args_is_help=True,
+)
 
 
 def _layout(state_dir: Path | None):  # noqa: ANN202
-    from deployments.local.stack import Layout
+    from hsi_pipeline.deployments.local.stack import Layout
 
     return Layout.default(state_dir)
 
@@ -43,23 +45,27 @@ def _table(info: dict) -> None:
         t.add_row(name, str(c["endpoint"]), str(c["pid"] or "-"), state)
     con = Console()
     con.print(t)
-    con.print(f"S3 bucket [bold]{info['s3_bucket']}[/bold], profile [bold]{info['aws_profile']}[/bold] in "
-              f"{info['shared_credentials_file']}; Prefect UI {info['prefect_ui']}; work pool {info['work_pool']}")
+    con.print(
+        f"S3 bucket [bold]{info['s3_bucket']}[/bold], profile [bold]{info['aws_profile']}[/bold] in "
+        f"{info['shared_credentials_file']}; Prefect UI {info['prefect_ui']}; work pool {info['work_pool']}"
+    )
 
 
 @app.command()
 def up(
     state_dir: StateDir = None,
-    config_out: Annotated[
-        Path, typer.Option("--config-out", help="Where to write the hsi config")
-    ] = Path("hsi.stack.yaml"),
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the services to become healthy")] = 180.0,
+    config_out: Annotated[Path, typer.Option("--config-out", help="Where to write the hsi config")] = Path(
+        "hsi.stack.yaml"
+    ),
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the services to become healthy")
+    ] = 180.0,
     no_worker: Annotated[bool, typer.Option("--no-worker", help="Do not start the Prefect worker")] = False,
     as_json: AsJson = False,
 ) -> None:
     """Start (or confirm) every service; idempotent. Writes hsi.stack.yaml."""
-    from deployments.local.stack import StackError
-    from deployments.local.stack import up as stack_up
+    from hsi_pipeline.deployments.local.stack import StackError
+    from hsi_pipeline.deployments.local.stack import up as stack_up
 
     try:
         info = stack_up(_layout(state_dir), config_out=config_out, timeout=timeout, worker=not no_worker)
@@ -76,8 +82,8 @@ def up(
 @app.command()
 def down(state_dir: StateDir = None) -> None:
     """Stop every process the stack started (data is kept in the state dir)."""
-    from deployments.local.stack import StackError
-    from deployments.local.stack import down as stack_down
+    from hsi_pipeline.deployments.local.stack import StackError
+    from hsi_pipeline.deployments.local.stack import down as stack_down
 
     try:
         stopped = stack_down(_layout(state_dir))
@@ -94,7 +100,7 @@ def status(
     as_json: AsJson = False,
 ) -> None:
     """Endpoints and health of each service (exit code 1 when not all are healthy)."""
-    from deployments.local.stack import status as stack_status
+    from hsi_pipeline.deployments.local.stack import status as stack_status
 
     info = stack_status(_layout(state_dir))
     if as_json:

@@ -23,8 +23,8 @@ from hsi.events import (
     scene_activated_event,
     stage_outcome_event,
 )
-from tasks import activation as t
-from tasks.runtime import emit, get_config, services
+from hsi_pipeline.tasks import activation as t
+from hsi_pipeline.tasks.runtime import emit, get_config, services
 
 
 def _run_name() -> str:

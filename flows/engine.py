@@ -58,7 +58,7 @@ def task_runner_for(cfg: PipelineConfig | EngineConfig) -> TaskRunner[Any]:
 
 def with_engine(flow_obj: F, cfg: PipelineConfig | EngineConfig) -> F:
     """``flow_obj.with_options(task_runner=task_runner_for(cfg))``."""
-    return flow_obj.with_options(task_runner=task_runner_for(cfg))  # type: ignore[attr-defined, no-any-return]
+    return flow_obj.with_options(task_runner=task_runner_for(cfg))  # type: ignore[attr-defined]
 
 
 def describe_engine(cfg: PipelineConfig | EngineConfig) -> str:

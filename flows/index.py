@@ -7,12 +7,14 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from hsi.activation import discover_scenes
-from tasks.activation import index_raw_scene
-from tasks.runtime import get_config
+from hsi_pipeline.tasks.activation import index_raw_scene
+from hsi_pipeline.tasks.runtime import get_config
 
 
 @flow(name="index", validate_parameters=True)
-def index_scenes(hrefs: list[str], source: str | None = None, config: str | None = None) -> list[dict[str, Any]]:
+def index_scenes(
+    hrefs: list[str], source: str | None = None, config: str | None = None
+) -> list[dict[str, Any]]:
     """Index every scene found at ``hrefs`` (a directory is searched for headers and archives).
 
     A scene that cannot be read is reported with its reason and does not stop the others; the
@@ -26,11 +28,15 @@ def index_scenes(hrefs: list[str], source: str | None = None, config: str | None
     for entry, fut in futures:
         try:
             item = fut.result()
-            out.append({"href": entry, "status": "indexed", "collection": item["collection"], "item_id": item["id"]})
+            out.append(
+                {"href": entry, "status": "indexed", "collection": item["collection"], "item_id": item["id"]}
+            )
         except Exception as e:
             log.error("cannot index %s: %s", entry, e)
             failed.append(entry)
             out.append({"href": entry, "status": "failed", "reason": str(e)})
     if failed:
-        raise RuntimeError(f"{len(failed)} of {len(entries)} scenes could not be indexed: {', '.join(failed)}")
+        raise RuntimeError(
+            f"{len(failed)} of {len(entries)} scenes could not be indexed: {', '.join(failed)}"
+        )
     return out

@@ -22,8 +22,8 @@ from prefect import flow, get_run_logger
 from hsi.config import ProductRun
 from hsi.events import EventResource, product_published_event, stage_outcome_event
 from hsi.stac.product import product_collection, product_item_id
-from tasks import products as t
-from tasks.runtime import emit, get_config, services
+from hsi_pipeline.tasks import products as t
+from hsi_pipeline.tasks.runtime import emit, get_config, services
 
 __all__ = ["ProductRunsFailed", "run_product", "run_products"]
 
@@ -61,18 +61,31 @@ def run_product(
     coll, pid = product_collection(product), product_item_id(item_id, product)
     resource = EventResource(collection=coll, item_id=pid, product=product)
     item_href = svc.catalog.item_href(coll, pid)
-    out: dict[str, Any] = {"product": product, "collection": coll, "item_id": pid, "item_href": item_href,
-                           "product_key": "", "asset": ""}
+    out: dict[str, Any] = {
+        "product": product,
+        "collection": coll,
+        "item_id": pid,
+        "item_href": item_href,
+        "product_key": "",
+        "asset": "",
+    }
 
     def payload() -> dict[str, Any]:
         return {"catalog_href": svc.catalog.href, "item_href": item_href, "product_key": out["product_key"]}
 
-    out_dir = svc.work_dir / "products" / f"{pid}-{uuid.uuid4().hex[:8]}"  # private to this run (scratch only)
+    out_dir = (
+        svc.work_dir / "products" / f"{pid}-{uuid.uuid4().hex[:8]}"
+    )  # private to this run (scratch only)
     try:
         activated = t.resolve_activated_item(item_id, collection, cfg)
         props = activated["properties"]
-        resource = EventResource(collection=coll, item_id=pid, product=product,
-                                 source=props.get("hsi:source") or "none", scene_id=props.get("hsi:scene_id") or "")
+        resource = EventResource(
+            collection=coll,
+            item_id=pid,
+            product=product,
+            source=props.get("hsi:source") or "none",
+            scene_id=props.get("hsi:scene_id") or "",
+        )
         plan = t.plan_product(activated, product, params, cfg)
         out["product_key"] = plan.key
         skip = None if force else t.check_product_done(plan, cfg)
@@ -93,10 +106,20 @@ def run_product(
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
     data = uploaded["data"]
-    emit(product_published_event(
-        source=resource.source, scene_id=resource.scene_id, product=product, collection=coll, item_id=pid,
-        catalog_href=svc.catalog.href, product_key=plan.key, item_href=item_href, uri=data.uri,
-        inputs=[plan.scene_item]))
+    emit(
+        product_published_event(
+            source=resource.source,
+            scene_id=resource.scene_id,
+            product=product,
+            collection=coll,
+            item_id=pid,
+            catalog_href=svc.catalog.href,
+            product_key=plan.key,
+            item_href=item_href,
+            uri=data.uri,
+            inputs=[plan.scene_item],
+        )
+    )
     log.info("published %s/%s -> %s", coll, pid, data.uri)
     return {**out, "status": "published", "reason": "", "asset": item["assets"]["data"]["href"]}
 
@@ -120,19 +143,46 @@ def run_products(
     requests = [ProductRun.model_validate(p) for p in products]
     rows: list[dict[str, Any]] = []
     for req in requests:
-        state = run_product(item_id=item_id, product=req.product, params=dict(req.params) or None, force=force,
-                            config=config, collection=collection, trigger=trigger, return_state=True)
+        state = run_product(
+            item_id=item_id,
+            product=req.product,
+            params=dict(req.params) or None,
+            force=force,
+            config=config,
+            collection=collection,
+            trigger=trigger,
+            return_state=True,
+        )
         if state.is_completed():
             rows.append(state.result())
             continue
         exc = state.result(raise_on_failure=False)
-        reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else (state.message or state.name)
-        rows.append({"product": req.product, "status": "failed", "reason": reason,
-                     "collection": product_collection(req.product), "item_id": product_item_id(item_id, req.product),
-                     "item_href": "", "product_key": "", "asset": ""})
+        reason = (
+            f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, BaseException)
+            else (state.message or state.name)
+        )
+        rows.append(
+            {
+                "product": req.product,
+                "status": "failed",
+                "reason": reason,
+                "collection": product_collection(req.product),
+                "item_id": product_item_id(item_id, req.product),
+                "item_href": "",
+                "product_key": "",
+                "asset": "",
+            }
+        )
     for r in rows:
-        log.info("%s\t%s\t%s/%s\t%s", r["status"], r["product"], r["collection"], r["item_id"],
-                 r.get("asset") or r.get("reason", ""))
+        log.info(
+            "%s\t%s\t%s/%s\t%s",
+            r["status"],
+            r["product"],
+            r["collection"],
+            r["item_id"],
+            r.get("asset") or r.get("reason", ""),
+        )
     if any(r["status"] == "failed" for r in rows):
         raise ProductRunsFailed(item_id, rows)
     return rows

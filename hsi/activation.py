@@ -72,7 +72,10 @@ def _local_files(entry: Path, meta: SceneMetadata) -> dict[str, Path]:
 
 def _media_type(key: str, path: str) -> tuple[str, tuple[str, ...]]:
     if key == "archive":
-        return ("application/gzip" if path.endswith(("gz", "tgz")) else "application/zip"), ("data", "archive")
+        return ("application/gzip" if path.endswith(("gz", "tgz")) else "application/zip"), (
+            "data",
+            "archive",
+        )
     if key == "data":
         return "application/octet-stream", ("data",)
     return "text/plain", ("metadata",)
@@ -89,15 +92,25 @@ def index_scene(services: Services, href: str, *, source: str | None = None) -> 
     remote_dir = href.rsplit("/", 1)[0] if "://" in href else None
     assets = {}
     for key, path in files.items():
-        asset_href = f"{remote_dir}/{path.name}" if remote_dir and key != "archive" else (href if key == "archive" else str(path.resolve()))
+        asset_href = (
+            f"{remote_dir}/{path.name}"
+            if remote_dir and key != "archive"
+            else (href if key == "archive" else str(path.resolve()))
+        )
         mt, roles = _media_type(key, path.name)
         assets[key] = AssetRef(
-            href=asset_href, media_type=mt, roles=roles, title=path.name,
-            size=path.stat().st_size, checksum=file_checksum(path),
+            href=asset_href,
+            media_type=mt,
+            roles=roles,
+            title=path.name,
+            size=path.stat().st_size,
+            checksum=file_checksum(path),
         )
     geom = scene_footprint(meta)
     mtime = datetime.fromtimestamp(local.stat().st_mtime, tz=UTC)
-    item = raw_item(meta, assets, geometry=geom, bbox=bbox_of(geom) if geom else None, fallback_datetime=mtime)
+    item = raw_item(
+        meta, assets, geometry=geom, bbox=bbox_of(geom) if geom else None, fallback_datetime=mtime
+    )
     item.properties["hsi:level"] = meta.level
     services.catalog.ensure_collection(collection_for(item.collection_id or ""))  # a STAC API needs it first
     services.catalog.upsert_item(item)
@@ -139,14 +152,19 @@ def _profile_params(profile: CogProfile) -> dict[str, Any]:
 def activation_key(services: Services, raw: pystac.Item, profile: CogProfile) -> tuple[str, InputRef]:
     """The key of activating ``raw`` with ``profile`` and the input reference it is made of."""
     checksums = {
-        k: a.extra_fields.get("file:checksum") or f"size:{a.extra_fields.get('file:size')}" for k, a in raw.assets.items()
+        k: a.extra_fields.get("file:checksum") or f"size:{a.extra_fields.get('file:size')}"
+        for k, a in raw.assets.items()
     }
     cid = raw.collection_id or ""
-    ref = InputRef(collection=cid, id=raw.id, href=services.catalog.item_href(cid, raw.id), checksums=checksums)
+    ref = InputRef(
+        collection=cid, id=raw.id, href=services.catalog.item_href(cid, raw.id), checksums=checksums
+    )
     return derivation_key([ref], ACTIVATION_ALGORITHM, ACTIVATION_VERSION, _profile_params(profile)), ref
 
 
-def check_done(services: Services, collection: str, item_id: str, key: str, *, verify_checksums: bool = False) -> str | None:
+def check_done(
+    services: Services, collection: str, item_id: str, key: str, *, verify_checksums: bool = False
+) -> str | None:
     """Why the existing item can be kept (a skip reason), or None when the work must be (re)done."""
     item = services.catalog.get_item(collection, item_id)
     if item is None:
@@ -161,7 +179,13 @@ def check_done(services: Services, collection: str, item_id: str, key: str, *, v
         store = services.store_for(asset.href)
         info = store.stat(asset.href, checksum=verify_checksums)
         if info is None or info.size != size:
-            log.warning("%s/%s: asset %s missing or incomplete at %s: recomputing", collection, item_id, name, asset.href)
+            log.warning(
+                "%s/%s: asset %s missing or incomplete at %s: recomputing",
+                collection,
+                item_id,
+                name,
+                asset.href,
+            )
             return None
         recorded = asset.extra_fields.get("file:checksum")
         if info.checksum and recorded and info.checksum != recorded:
@@ -180,7 +204,9 @@ def fetch_raw(services: Services, raw: pystac.Item) -> Path:
         return paths["header"]
     if "data" in paths:
         return paths["data"]
-    raise UnsupportedSourceError(f"raw item {raw.collection_id}/{raw.id} has no data, header or archive asset")
+    raise UnsupportedSourceError(
+        f"raw item {raw.collection_id}/{raw.id} has no data, header or archive asset"
+    )
 
 
 @dataclass(frozen=True)
@@ -192,8 +218,13 @@ class Converted:
 
 
 def convert(
-    entry: Path, out_dir: Path, *, source: str | None = None, profile: CogProfile | None = None,
-    work_dir: Path | None = None, progress: Progress | None = None,
+    entry: Path,
+    out_dir: Path,
+    *,
+    source: str | None = None,
+    profile: CogProfile | None = None,
+    work_dir: Path | None = None,
+    progress: Progress | None = None,
 ) -> Converted:
     """Scene on disk -> analysis-ready COG + RGB quicklook COG + PNG thumbnail in ``out_dir``."""
     meta = read_scene(entry, source=source, work_dir=work_dir)
@@ -208,7 +239,9 @@ def convert(
 _CONTENT_TYPES = {".tif": COG_MEDIA_TYPE, ".png": "image/png"}
 
 
-def upload_outputs(services: Services, collection: str, item_id: str, files: Mapping[str, Path]) -> dict[str, ObjectInfo]:
+def upload_outputs(
+    services: Services, collection: str, item_id: str, files: Mapping[str, Path]
+) -> dict[str, ObjectInfo]:
     """Copy outputs to deterministic keys ``<collection>/<item id>/<file name>`` (atomic per object)."""
     out = {}
     for key, path in files.items():
@@ -225,10 +258,17 @@ def public_href(services: Services, uri: str) -> str:
 
 
 def build_activated_item(
-    services: Services, conv: Converted, uploaded: Mapping[str, ObjectInfo], raw: pystac.Item,
-    key_input: InputRef, profile: CogProfile, run: RunInfo,
+    services: Services,
+    conv: Converted,
+    uploaded: Mapping[str, ObjectInfo],
+    raw: pystac.Item,
+    key_input: InputRef,
+    profile: CogProfile,
+    run: RunInfo,
 ) -> pystac.Item:
-    def ref(key: str, mt: str, roles: tuple[str, ...], title: str, extra: dict[str, Any] | None = None) -> AssetRef:
+    def ref(
+        key: str, mt: str, roles: tuple[str, ...], title: str, extra: dict[str, Any] | None = None
+    ) -> AssetRef:
         o = uploaded[key]
         return AssetRef(public_href(services, o.uri), mt, roles, title, o.size, o.checksum, extra or {})
 
@@ -237,15 +277,22 @@ def build_activated_item(
         cube=ref("cube", COG_MEDIA_TYPE, ("data",), "Analysis-ready cube (band-interleaved COG)"),
         cog=conv.cog,
         extra_assets={
-            "rgb": ref("rgb", COG_MEDIA_TYPE, ("visual",), "True-colour RGB (with overviews)",
-                       {"hsi:rgb_bands": list(conv.rgb_bands)}),
+            "rgb": ref(
+                "rgb",
+                COG_MEDIA_TYPE,
+                ("visual",),
+                "True-colour RGB (with overviews)",
+                {"hsi:rgb_bands": list(conv.rgb_bands)},
+            ),
             "thumbnail": ref("thumbnail", "image/png", ("thumbnail", "overview"), "True-colour quicklook"),
         },
         fallback_datetime=raw.datetime,
     )
     prov = Provenance(
-        algorithm=ACTIVATION_ALGORITHM, algorithm_version=ACTIVATION_VERSION,
-        parameters=_profile_params(profile), inputs=[key_input],
+        algorithm=ACTIVATION_ALGORITHM,
+        algorithm_version=ACTIVATION_VERSION,
+        parameters=_profile_params(profile),
+        inputs=[key_input],
         level=conv.meta.level.upper(),
         lineage=f"{conv.meta.source} {conv.meta.quantity} ({conv.meta.layout.interleave.upper()}, "
         f"{conv.meta.layout.dtype}) converted to a band-interleaved COG by hsi-pipeline"
@@ -267,6 +314,8 @@ def discover_scenes(href: str) -> list[str]:
     for f in sorted(p.rglob("*")):
         if not f.is_file():
             continue
-        if is_archive(f) or (f.suffix == ".hdr" and not any(s in f.name for s in ("_glt", "_igm", "_loc", "_obs", "_h2o"))):
+        if is_archive(f) or (
+            f.suffix == ".hdr" and not any(s in f.name for s in ("_glt", "_igm", "_loc", "_obs", "_h2o"))
+        ):
             found.append(str(f))
     return found

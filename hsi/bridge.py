@@ -253,10 +253,14 @@ def rules_from_config(data: Any) -> tuple[SourceRule, ...]:
         base = builtin.get(name)
         patterns = tuple(sc.patterns) if sc.patterns is not None else (base.patterns if base else ())
         if not patterns:
-            log.warning("source %s has no key patterns (sources.%s.patterns): the bridge ignores it", name, name)
+            log.warning(
+                "source %s has no key patterns (sources.%s.patterns): the bridge ignores it", name, name
+            )
             continue
         regex = sc.scene_id_regex or (base.scene_id_regex if base else None)
-        rules.append(SourceRule(source=name, patterns=patterns, **({"scene_id_regex": regex} if regex else {})))
+        rules.append(
+            SourceRule(source=name, patterns=patterns, **({"scene_id_regex": regex} if regex else {}))
+        )
     return tuple(rules)
 
 

@@ -34,8 +34,16 @@ from hsi.stac.items import COG_MEDIA_TYPE, AssetRef
 from hsi.stac.provenance import InputRef, Provenance, RunInfo, apply_provenance, derivation_key
 from hsi.storage import ObjectInfo
 
-__all__ = ["CLIP_ALGORITHM", "CLIP_VERSION", "ClipPlan", "build_clip_item", "clip_collection", "clip_item_id",
-           "plan_clip", "write_clip"]
+__all__ = [
+    "CLIP_ALGORITHM",
+    "CLIP_VERSION",
+    "ClipPlan",
+    "build_clip_item",
+    "clip_collection",
+    "clip_item_id",
+    "plan_clip",
+    "write_clip",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +81,21 @@ def plan_clip(services: Services, product: pystac.Item, aoi: Aoi) -> ClipPlan:
     if data is None:
         raise ValueError(f"product item {cid}/{product.id} has no 'data' asset to clip")
     checksum = data.extra_fields.get("file:checksum") or f"size:{data.extra_fields.get('file:size')}"
-    ref = InputRef(collection=cid, id=product.id, href=services.catalog.item_href(cid, product.id),
-                   checksums={"data": checksum})
-    plan = ClipPlan(collection=clip_collection(cid), item_id=clip_item_id(product.id, aoi), key="",
-                    source_href=data.href, input=ref, aoi_geometry=aoi.geometry, aoi_key=aoi.key)
+    ref = InputRef(
+        collection=cid,
+        id=product.id,
+        href=services.catalog.item_href(cid, product.id),
+        checksums={"data": checksum},
+    )
+    plan = ClipPlan(
+        collection=clip_collection(cid),
+        item_id=clip_item_id(product.id, aoi),
+        key="",
+        source_href=data.href,
+        input=ref,
+        aoi_geometry=aoi.geometry,
+        aoi_key=aoi.key,
+    )
     key = derivation_key([ref], CLIP_ALGORITHM, CLIP_VERSION, plan.parameters())
     return ClipPlan(**{**plan.__dict__, "key": key})
 
@@ -126,11 +145,24 @@ def write_clip(services: Services, plan: ClipPlan, dst: Path) -> dict[str, Any] 
         data = ds.read(window=win)  # only the AOI window is read
         transform = ds.window_transform(win)
         outside = geometry_mask([geom], out_shape=(int(win.height), int(win.width)), transform=transform)
-        nodata = ds.nodata if ds.nodata is not None else (np.nan if np.issubdtype(data.dtype, np.floating) else 0)
+        nodata = (
+            ds.nodata if ds.nodata is not None else (np.nan if np.issubdtype(data.dtype, np.floating) else 0)
+        )
         data[:, outside] = nodata
-        profile = {"driver": "GTiff", "width": int(win.width), "height": int(win.height), "count": ds.count,
-                   "dtype": data.dtype.name, "nodata": nodata, "crs": ds.crs, "transform": transform,
-                   "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "ZSTD"}
+        profile = {
+            "driver": "GTiff",
+            "width": int(win.width),
+            "height": int(win.height),
+            "count": ds.count,
+            "dtype": data.dtype.name,
+            "nodata": nodata,
+            "crs": ds.crs,
+            "transform": transform,
+            "tiled": True,
+            "blockxsize": 256,
+            "blockysize": 256,
+            "compress": "ZSTD",
+        }
         tags = ds.tags()
         band_meta = [(ds.descriptions[i], ds.tags(i + 1)) for i in range(ds.count)]
         crs = ds.crs
@@ -146,41 +178,79 @@ def write_clip(services: Services, plan: ClipPlan, dst: Path) -> dict[str, Any] 
                 out.update_tags(i, **btags)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Non-standard compression schema")
-            cog_translate(str(tmp), str(dst), dict(cog_profiles.get("zstd"), blockxsize=256, blockysize=256),
-                          nodata=nodata, quiet=True, forward_band_tags=True, in_memory=True)
+            cog_translate(
+                str(tmp),
+                str(dst),
+                dict(cog_profiles.get("zstd"), blockxsize=256, blockysize=256),
+                nodata=nodata,
+                quiet=True,
+                forward_band_tags=True,
+                in_memory=True,
+            )
     fp = footprint(transform, int(win.width), int(win.height), crs)
     epsg = crs.to_epsg() if crs else None
-    return {"footprint": fp, "bbox": bbox_of(fp), "proj:code": f"EPSG:{epsg}" if epsg else None,
-            "proj:shape": [int(win.height), int(win.width)], "proj:transform": list(transform)[:6],
-            "window": [int(win.col_off), int(win.row_off), int(win.width), int(win.height)]}
+    return {
+        "footprint": fp,
+        "bbox": bbox_of(fp),
+        "proj:code": f"EPSG:{epsg}" if epsg else None,
+        "proj:shape": [int(win.height), int(win.width)],
+        "proj:transform": list(transform)[:6],
+        "window": [int(win.col_off), int(win.row_off), int(win.width), int(win.height)],
+    }
 
 
-def build_clip_item(services: Services, plan: ClipPlan, product: pystac.Item, written: Mapping[str, Any],
-                    uploaded: ObjectInfo, run: RunInfo) -> pystac.Item:
+def build_clip_item(
+    services: Services,
+    plan: ClipPlan,
+    product: pystac.Item,
+    written: Mapping[str, Any],
+    uploaded: ObjectInfo,
+    run: RunInfo,
+) -> pystac.Item:
     """The clip item with provenance (``derived_from`` the product item)."""
     keep = ("instruments", "hsi:source", "hsi:scene_id", "hsi:product", "hsi:product_version", "hsi:classes")
     props = {k: product.properties[k] for k in keep if k in product.properties}
     props.update({k: written[k] for k in ("proj:code", "proj:shape", "proj:transform") if written.get(k)})
     props["hsi:clip_window"] = written["window"]
-    props["title"] = f"{product.properties.get('hsi:product', product.id)} clip {plan.aoi_key[:8]} of {product.id}"
-    item = pystac.Item(id=plan.item_id, geometry=written["footprint"], bbox=list(written["bbox"]),
-                       datetime=product.datetime, properties=props, collection=plan.collection,
-                       stac_extensions=[e for e in product.stac_extensions if "processing" not in e])
+    props["title"] = (
+        f"{product.properties.get('hsi:product', product.id)} clip {plan.aoi_key[:8]} of {product.id}"
+    )
+    item = pystac.Item(
+        id=plan.item_id,
+        geometry=written["footprint"],
+        bbox=list(written["bbox"]),
+        datetime=product.datetime,
+        properties=props,
+        collection=plan.collection,
+        stac_extensions=[e for e in product.stac_extensions if "processing" not in e],
+    )
     if product.datetime is None:
         item.common_metadata.start_datetime = product.common_metadata.start_datetime
         item.common_metadata.end_datetime = product.common_metadata.end_datetime
-    ref = AssetRef(public_href(services, uploaded.uri), COG_MEDIA_TYPE, ("data",), "AOI clip (COG)",
-                   uploaded.size, uploaded.checksum)
+    ref = AssetRef(
+        public_href(services, uploaded.uri),
+        COG_MEDIA_TYPE,
+        ("data",),
+        "AOI clip (COG)",
+        uploaded.size,
+        uploaded.checksum,
+    )
     asset = ref.to_asset()
     src = product.assets["data"].extra_fields.get("bands")
     if src:
         asset.extra_fields["bands"] = [{k: v for k, v in b.items() if k != "statistics"} for b in src]
     asset.extra_fields["raster:spatial_resolution"] = abs(float(written["proj:transform"][0]))
     item.add_asset("data", asset)
-    prov = Provenance(algorithm=CLIP_ALGORITHM, algorithm_version=CLIP_VERSION, parameters=plan.parameters(),
-                      inputs=[plan.input], level=str(product.properties.get("processing:level", "L3")),
-                      lineage=f"AOI {plan.aoi_key[:8]} window of {plan.input.collection}/{plan.input.id} "
-                              f"(windowed read; pixels outside the AOI set to nodata)", run=run)
+    prov = Provenance(
+        algorithm=CLIP_ALGORITHM,
+        algorithm_version=CLIP_VERSION,
+        parameters=plan.parameters(),
+        inputs=[plan.input],
+        level=str(product.properties.get("processing:level", "L3")),
+        lineage=f"AOI {plan.aoi_key[:8]} window of {plan.input.collection}/{plan.input.id} "
+        f"(windowed read; pixels outside the AOI set to nodata)",
+        run=run,
+    )
     item = apply_provenance(item, prov)
     if item.properties["hsi:product_key"] != plan.key:
         raise RuntimeError(f"{plan.collection}/{plan.item_id}: key mismatch between plan and provenance")

@@ -73,7 +73,6 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]  # (done, total)
 
 
-
 @dataclass(frozen=True)
 class CogProfile:
     """Creation profile of the analysis-ready cube."""
@@ -199,7 +198,9 @@ class CogSink:
         b = self.profile.blocksize
         step = max(b, (max_cols // b) * b)
         w, h = self.meta["width"], self.meta["height"]
-        return [((r, min(r + b, h)), (c, min(c + step, w))) for r in range(0, h, b) for c in range(0, w, step)]
+        return [
+            ((r, min(r + b, h)), (c, min(c + step, w))) for r in range(0, h, b) for c in range(0, w, step)
+        ]
 
     def write(self, array: np.ndarray, rows: tuple[int, int], cols: tuple[int, int]) -> None:
         self._ds.write(array, window=Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0]))
@@ -296,7 +297,9 @@ def write_cog(
     src_t = Affine(*meta.transform) if meta.transform else Affine.identity()
     if meta.is_rotated:
         dst_t, width, height = _north_up(meta)
-        log.info("%s: rotated grid -> north-up %dx%d (nearest, fill %s)", meta.scene_id, width, height, nodata)
+        log.info(
+            "%s: rotated grid -> north-up %dx%d (nearest, fill %s)", meta.scene_id, width, height, nodata
+        )
     else:
         dst_t, width, height = src_t, meta.layout.width, meta.layout.height
     crs = CRS.from_wkt(meta.crs_wkt) if meta.crs_wkt else None
@@ -397,7 +400,11 @@ def write_quicklook(
             m.close()
         png_path.with_name(png_path.name + ".aux.xml").unlink(missing_ok=True)
 
-        tmp = Path(tempfile.mkdtemp(prefix="hsi-rgb-", dir=rgb_cog_path.parent if rgb_cog_path.parent.exists() else None))
+        tmp = Path(
+            tempfile.mkdtemp(
+                prefix="hsi-rgb-", dir=rgb_cog_path.parent if rgb_cog_path.parent.exists() else None
+            )
+        )
         try:
             staging = tmp / "rgb.tif"
             meta = {
@@ -417,13 +424,22 @@ def write_quicklook(
                 for _, w in dst.block_windows(1):
                     block, _valid = stretch(src.read(list(idx), window=w, masked=True).astype("float64"))
                     dst.write(block, window=w)
-                dst.descriptions = tuple(f"{c} {bands[i - 1].description()}" for c, i in zip("RGB", idx, strict=True))
+                dst.descriptions = tuple(
+                    f"{c} {bands[i - 1].description()}" for c, i in zip("RGB", idx, strict=True)
+                )
             rgb_cog_path.parent.mkdir(parents=True, exist_ok=True)
             cog_translate(
                 str(staging),
                 str(rgb_cog_path),
-                {"driver": "GTiff", "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "DEFLATE",
-                 "interleave": "pixel", "photometric": "RGB"},
+                {
+                    "driver": "GTiff",
+                    "tiled": True,
+                    "blockxsize": 256,
+                    "blockysize": 256,
+                    "compress": "DEFLATE",
+                    "interleave": "pixel",
+                    "photometric": "RGB",
+                },
                 nodata=0,
                 overview_resampling="average",
                 in_memory=False,

@@ -45,7 +45,9 @@ class Cube:
     def __enter__(self) -> Cube:
         return self
 
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def _pread(self, count: int, offset: int) -> np.ndarray:

@@ -234,8 +234,12 @@ def scene_activated_event(
     return build_event(
         SCENE_ACTIVATED,
         resource,
-        EventPayload(catalog_href=catalog_href, item_href=item_href, product_key=product_key, uri=uri, size=size),
-        event_id=deterministic_event_id(SCENE_ACTIVATED, resource.resource_id, f"{product_key}:{checksum or uri}"),
+        EventPayload(
+            catalog_href=catalog_href, item_href=item_href, product_key=product_key, uri=uri, size=size
+        ),
+        event_id=deterministic_event_id(
+            SCENE_ACTIVATED, resource.resource_id, f"{product_key}:{checksum or uri}"
+        ),
         occurred=occurred,
         related=related,
     )

@@ -13,7 +13,9 @@ from hsi.scene import SceneMetadata
 __all__ = ["bbox_of", "footprint", "scene_footprint"]
 
 
-def footprint(transform: Affine, width: int, height: int, crs: CRS | None, densify: int = 8) -> dict[str, Any]:
+def footprint(
+    transform: Affine, width: int, height: int, crs: CRS | None, densify: int = 8
+) -> dict[str, Any]:
     """The true outline of a (possibly rotated) pixel grid as a GeoJSON polygon in EPSG:4326.
 
     Edges are densified so the polygon stays accurate after reprojection. Without a CRS the
@@ -47,4 +49,6 @@ def scene_footprint(meta: SceneMetadata) -> dict[str, Any] | None:
     """Footprint of a scene from its header georeferencing (None when it has none)."""
     if meta.transform is None or meta.crs_wkt is None:
         return None
-    return footprint(Affine(*meta.transform), meta.layout.width, meta.layout.height, CRS.from_wkt(meta.crs_wkt))
+    return footprint(
+        Affine(*meta.transform), meta.layout.width, meta.layout.height, CRS.from_wkt(meta.crs_wkt)
+    )

@@ -111,15 +111,19 @@ def _geometry_of(doc: Mapping[str, Any], where: str) -> dict[str, Any]:
         polys = [p for f in doc.get("features", []) for p in _polygons(_geometry_of(f, where))]
         if not polys:
             raise InvalidInputError(f"{where}: the FeatureCollection has no polygon features")
-        return {"type": "Polygon", "coordinates": polys[0]} if len(polys) == 1 else {
-            "type": "MultiPolygon", "coordinates": polys}
+        return (
+            {"type": "Polygon", "coordinates": polys[0]}
+            if len(polys) == 1
+            else {"type": "MultiPolygon", "coordinates": polys}
+        )
     if t in ("Polygon", "MultiPolygon"):
         polys = _polygons(doc)
         if not polys or any(not rings or len(rings[0]) < 4 for rings in polys):
             raise InvalidInputError(f"{where}: polygon rings need at least 4 positions")
         return {"type": t, "coordinates": doc["coordinates"]}
-    raise InvalidInputError(f"{where}: expected a GeoJSON Polygon, MultiPolygon, Feature or FeatureCollection, "
-                            f"got type {t!r}")
+    raise InvalidInputError(
+        f"{where}: expected a GeoJSON Polygon, MultiPolygon, Feature or FeatureCollection, got type {t!r}"
+    )
 
 
 def aoi_from(bbox: Sequence[float] | None = None, geometry: Mapping[str, Any] | None = None) -> Aoi:
@@ -176,13 +180,19 @@ def _on_segment(p: Sequence[float], q: Sequence[float], r: Sequence[float]) -> b
     return min(p[0], q[0]) <= r[0] <= max(p[0], q[0]) and min(p[1], q[1]) <= r[1] <= max(p[1], q[1])
 
 
-def _seg_intersect(p1: Sequence[float], p2: Sequence[float], q1: Sequence[float], q2: Sequence[float]) -> bool:
+def _seg_intersect(
+    p1: Sequence[float], p2: Sequence[float], q1: Sequence[float], q2: Sequence[float]
+) -> bool:
     d1, d2 = _orient(q1, q2, p1), _orient(q1, q2, p2)
     d3, d4 = _orient(p1, p2, q1), _orient(p1, p2, q2)
     if ((d1 > 0) != (d2 > 0)) and ((d3 > 0) != (d4 > 0)) and 0 not in (d1, d2, d3, d4):
         return True
-    return ((d1 == 0 and _on_segment(q1, q2, p1)) or (d2 == 0 and _on_segment(q1, q2, p2))
-            or (d3 == 0 and _on_segment(p1, p2, q1)) or (d4 == 0 and _on_segment(p1, p2, q2)))
+    return (
+        (d1 == 0 and _on_segment(q1, q2, p1))
+        or (d2 == 0 and _on_segment(q1, q2, p2))
+        or (d3 == 0 and _on_segment(p1, p2, q1))
+        or (d4 == 0 and _on_segment(p1, p2, q2))
+    )
 
 
 def _in_ring(pt: Sequence[float], ring: Sequence[Sequence[float]]) -> bool:
@@ -224,7 +234,9 @@ def _parse_time(value: str | date | datetime | None, *, end: bool, name: str) ->
     return d if d.tzinfo else d.replace(tzinfo=UTC)
 
 
-def time_range(start: str | date | datetime | None = None, end: str | date | datetime | None = None) -> DatetimeRange:
+def time_range(
+    start: str | date | datetime | None = None, end: str | date | datetime | None = None
+) -> DatetimeRange:
     """``(start, end)`` in UTC; a date-only ``end`` includes that whole day; either may be open."""
     lo, hi = _parse_time(start, end=False, name="start"), _parse_time(end, end=True, name="end")
     if lo is not None and hi is not None and lo > hi:
@@ -269,29 +281,43 @@ def product_requests(products: Sequence[str | Mapping[str, Any]]) -> list[Produc
         elif isinstance(p, Mapping) and isinstance(p.get("product"), str):
             extra = set(p) - {"product", "params"}
             if extra:
-                raise InvalidInputError(f"product request {dict(p)}: unknown key(s) {', '.join(sorted(extra))}")
+                raise InvalidInputError(
+                    f"product request {dict(p)}: unknown key(s) {', '.join(sorted(extra))}"
+                )
             req = ProductRequest(p["product"], dict(p.get("params") or {}))
         else:
-            raise InvalidInputError(f"product request {p!r}: expected a name or {{'product': name, 'params': {{}}}}")
+            raise InvalidInputError(
+                f"product request {p!r}: expected a name or {{'product': name, 'params': {{}}}}"
+            )
         get_product(req.product).parse_params(dict(req.params))
         out.append(req)
     return out
 
 
 # ---------------------------------------------------------------------------------------- plan
-def find_scenes(catalog: Catalog, aoi: Aoi, trange: DatetimeRange | None = None,
-                sources: Sequence[str] | None = None) -> list[pystac.Item]:
+def find_scenes(
+    catalog: Catalog, aoi: Aoi, trange: DatetimeRange | None = None, sources: Sequence[str] | None = None
+) -> list[pystac.Item]:
     """Raw items intersecting the AOI (bbox search, then the true footprint) within the time range."""
-    found = catalog.search(collections=raw_collections(sources), bbox=aoi.bbox,
-                           datetime_range=trange if trange and any(trange) else None)
+    found = catalog.search(
+        collections=raw_collections(sources),
+        bbox=aoi.bbox,
+        datetime_range=trange if trange and any(trange) else None,
+    )
     out = []
     for item in found:
         geom = item.geometry
-        if geom and geom.get("type") in ("Polygon", "MultiPolygon") and not geometries_intersect(aoi.geometry, geom):
+        if (
+            geom
+            and geom.get("type") in ("Polygon", "MultiPolygon")
+            and not geometries_intersect(aoi.geometry, geom)
+        ):
             log.debug("%s: bbox intersects the AOI but the footprint does not", item.id)
             continue
         out.append(item)
-    return sorted(out, key=lambda i: (i.datetime or datetime.min.replace(tzinfo=UTC), i.collection_id or "", i.id))
+    return sorted(
+        out, key=lambda i: (i.datetime or datetime.min.replace(tzinfo=UTC), i.collection_id or "", i.id)
+    )
 
 
 @dataclass(frozen=True)
@@ -327,13 +353,21 @@ class Plan:
 
     def table(self) -> list[dict[str, Any]]:
         """One row per scene: id, date, activation state, what runs."""
-        return [{"scene": f"{s.raw_collection}/{s.item_id}", "datetime": s.datetime or "",
-                 "activated": s.activation, "activate": "yes" if s.activate else "no",
-                 "products": ", ".join(s.products)} for s in self.scenes]
+        return [
+            {
+                "scene": f"{s.raw_collection}/{s.item_id}",
+                "datetime": s.datetime or "",
+                "activated": s.activation,
+                "activate": "yes" if s.activate else "no",
+                "products": ", ".join(s.products),
+            }
+            for s in self.scenes
+        ]
 
 
-def activation_state(services: Services, raw: pystac.Item,
-                     profile: CogProfile | None = None) -> tuple[ActivationState, str]:
+def activation_state(
+    services: Services, raw: pystac.Item, profile: CogProfile | None = None
+) -> tuple[ActivationState, str]:
     """Whether the scene's activated item is up to date, missing or stale, and why."""
     coll = act.activated_collection(raw)
     key, _ = act.activation_key(services, raw, profile or CogProfile())
@@ -361,14 +395,28 @@ def plan_request(
     scenes = []
     for raw in find_scenes(services.catalog, aoi, trange, sources):
         state, why = activation_state(services, raw, profile)
-        scenes.append(ScenePlan(
-            raw_collection=raw.collection_id or "", item_id=raw.id, source=raw.properties.get("hsi:source", ""),
-            datetime=raw.datetime.isoformat() if raw.datetime else None,
-            bbox=tuple(raw.bbox) if raw.bbox else None, activated_collection=act.activated_collection(raw),
-            activation=state, activation_reason=why, activate=force or state != "up-to-date",
-            products=tuple(r.product for r in reqs)))
-    return Plan(aoi=aoi, time_range=trange, sources=tuple(sources or ()), products=tuple(reqs),
-                scenes=tuple(scenes), force=force)
+        scenes.append(
+            ScenePlan(
+                raw_collection=raw.collection_id or "",
+                item_id=raw.id,
+                source=raw.properties.get("hsi:source", ""),
+                datetime=raw.datetime.isoformat() if raw.datetime else None,
+                bbox=tuple(raw.bbox) if raw.bbox else None,
+                activated_collection=act.activated_collection(raw),
+                activation=state,
+                activation_reason=why,
+                activate=force or state != "up-to-date",
+                products=tuple(r.product for r in reqs),
+            )
+        )
+    return Plan(
+        aoi=aoi,
+        time_range=trange,
+        sources=tuple(sources or ()),
+        products=tuple(reqs),
+        scenes=tuple(scenes),
+        force=force,
+    )
 
 
 # ------------------------------------------------------------------------------------- outcome

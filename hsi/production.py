@@ -75,8 +75,9 @@ def find_activated_item(services: Services, item_id: str, collection: str | None
         candidates = []
         with contextlib.suppress(ItemNotFoundError):
             candidates.append(_activated_collection(find_raw_item(services, item_id)))
-        candidates += [f"{s}-{lvl}" for s in list_sources() for lvl in ACTIVATED_LEVELS
-                       if f"{s}-{lvl}" not in candidates]
+        candidates += [
+            f"{s}-{lvl}" for s in list_sources() for lvl in ACTIVATED_LEVELS if f"{s}-{lvl}" not in candidates
+        ]
     for cid in candidates:
         item = services.catalog.get_item(cid, item_id)
         if item is not None:
@@ -114,8 +115,9 @@ class ProductPlan:
         return self.input.collection, self.input.id
 
 
-def plan_product(services: Services, activated: pystac.Item, product: str,
-                 params: Mapping[str, Any] | None = None) -> ProductPlan:
+def plan_product(
+    services: Services, activated: pystac.Item, product: str, params: Mapping[str, Any] | None = None
+) -> ProductPlan:
     """Validate ``params``, select the bands from the cube header and compute the product key.
 
     Raises ProductError (unknown product, bad parameters), BandSelectionError (the scene cannot
@@ -125,23 +127,36 @@ def plan_product(services: Services, activated: pystac.Item, product: str,
     p = prod.parse_params(params)
     cube = activated.assets.get(CUBE_ASSET)
     if cube is None:
-        raise InvalidInputError(f"activated item {activated.collection_id}/{activated.id} has no "
-                                f"'{CUBE_ASSET}' asset (assets: {', '.join(activated.assets) or 'none'})")
+        raise InvalidInputError(
+            f"activated item {activated.collection_id}/{activated.id} has no "
+            f"'{CUBE_ASSET}' asset (assets: {', '.join(activated.assets) or 'none'})"
+        )
     path, env = source_env(services, cube.href)
     with env, rasterio.open(path) as ds:
         bands = bands_from_dataset(ds)
     selected = select_bands(prod, bands, activated.id, p)
     checksum = cube.extra_fields.get("file:checksum") or f"size:{cube.extra_fields.get('file:size')}"
     cid = activated.collection_id or ""
-    ref = InputRef(collection=cid, id=activated.id, href=services.catalog.item_href(cid, activated.id),
-                   checksums={CUBE_ASSET: checksum})
+    ref = InputRef(
+        collection=cid,
+        id=activated.id,
+        href=services.catalog.item_href(cid, activated.id),
+        checksums={CUBE_ASSET: checksum},
+    )
     params_json = p.model_dump(mode="json")
     key = derivation_key([ref], prod.name, prod.version, params_json)
     return ProductPlan(
-        product=prod.name, version=prod.version, title=prod.title, params=params_json, input=ref,
-        cube_href=cube.href, collection=product_collection(prod.name),
-        item_id=product_item_id(activated.id, prod.name), key=key,
-        bands_used=[s.as_dict() for s in selected])
+        product=prod.name,
+        version=prod.version,
+        title=prod.title,
+        params=params_json,
+        input=ref,
+        cube_href=cube.href,
+        collection=product_collection(prod.name),
+        item_id=product_item_id(activated.id, prod.name),
+        key=key,
+        bands_used=[s.as_dict() for s in selected],
+    )
 
 
 def check_done(services: Services, plan: ProductPlan, *, verify_checksums: bool = False) -> str | None:
@@ -161,26 +176,42 @@ class Computed:
 def _proj_fields(cog: Path) -> dict[str, Any]:
     with rasterio.open(cog) as ds:
         epsg = ds.crs.to_epsg() if ds.crs else None
-        out: dict[str, Any] = {"proj:code": f"EPSG:{epsg}" if epsg else None,
-                               "proj:shape": [ds.height, ds.width], "proj:transform": list(ds.transform)[:6]}
+        out: dict[str, Any] = {
+            "proj:code": f"EPSG:{epsg}" if epsg else None,
+            "proj:shape": [ds.height, ds.width],
+            "proj:transform": list(ds.transform)[:6],
+        }
         if ds.crs and not epsg:
             out["proj:wkt2"] = ds.crs.to_wkt()
     return out
 
 
-def compute(services: Services, plan: ProductPlan, out_dir: Path, *,
-            progress: Any = None, window_size: int = 512) -> Computed:
+def compute(
+    services: Services, plan: ProductPlan, out_dir: Path, *, progress: Any = None, window_size: int = 512
+) -> Computed:
     """Run the product over the cube (read in place) into ``out_dir``: COG + preview PNG."""
     prod = get_product(plan.product)
     out_dir.mkdir(parents=True, exist_ok=True)
     cog, png = out_dir / f"{plan.item_id}.tif", out_dir / f"{plan.item_id}_preview.png"
     path, env = source_env(services, plan.cube_href)
-    result = run_product(prod, path, str(cog), plan.params, rasterio_env=env, scene_id=plan.input.id,
-                         progress=progress, window_size=window_size)
+    result = run_product(
+        prod,
+        path,
+        str(cog),
+        plan.params,
+        rasterio_env=env,
+        scene_id=plan.input.id,
+        progress=progress,
+        window_size=window_size,
+    )
     write_preview(cog, png)
     spec = prod.output_spec(prod.parse_params(plan.params))
-    return Computed(files={"data": cog, "thumbnail": png}, result=result, proj=_proj_fields(cog),
-                    classes=dict(spec.classes) if spec.classes else None)
+    return Computed(
+        files={"data": cog, "thumbnail": png},
+        result=result,
+        proj=_proj_fields(cog),
+        classes=dict(spec.classes) if spec.classes else None,
+    )
 
 
 def upload_outputs(services: Services, plan: ProductPlan, files: Mapping[str, Path]) -> dict[str, ObjectInfo]:
@@ -192,25 +223,54 @@ def upload_outputs(services: Services, plan: ProductPlan, files: Mapping[str, Pa
 def _lineage(plan: ProductPlan) -> str:
     used = ", ".join(f"b{b['index']} {b['wavelength']:.1f} nm" for b in plan.bands_used[:12])
     more = f" (+{len(plan.bands_used) - 12} more)" if len(plan.bands_used) > 12 else ""
-    return (f"{plan.title} ('{plan.product}' {plan.version}) computed by hsi-pipeline in windows over the "
-            f"analysis-ready cube of {plan.input.collection}/{plan.input.id}, reading only bands "
-            f"{used}{more}; written as a COG with overviews")
+    return (
+        f"{plan.title} ('{plan.product}' {plan.version}) computed by hsi-pipeline in windows over the "
+        f"analysis-ready cube of {plan.input.collection}/{plan.input.id}, reading only bands "
+        f"{used}{more}; written as a COG with overviews"
+    )
 
 
-def build_product_item(services: Services, plan: ProductPlan, computed: Computed,
-                       uploaded: Mapping[str, ObjectInfo], activated: pystac.Item, run: RunInfo) -> pystac.Item:
+def build_product_item(
+    services: Services,
+    plan: ProductPlan,
+    computed: Computed,
+    uploaded: Mapping[str, ObjectInfo],
+    activated: pystac.Item,
+    run: RunInfo,
+) -> pystac.Item:
     """The product item with provenance (``derived_from`` the activated item, flow run, key)."""
     d, t = uploaded["data"], uploaded.get("thumbnail")
-    thumb = (AssetRef(public_href(services, t.uri), "image/png", ("thumbnail", "overview"),
-                      f"{plan.product} preview (colour map + legend)", t.size, t.checksum) if t else None)
+    thumb = (
+        AssetRef(
+            public_href(services, t.uri),
+            "image/png",
+            ("thumbnail", "overview"),
+            f"{plan.product} preview (colour map + legend)",
+            t.size,
+            t.checksum,
+        )
+        if t
+        else None
+    )
     item = product_item(
-        activated=activated, product=plan.product, result=computed.result,
+        activated=activated,
+        product=plan.product,
+        result=computed.result,
         data=data_asset_ref(public_href(services, d.uri), d.size, d.checksum, f"{plan.title} (COG)"),
-        thumbnail=thumb, proj=computed.proj, classes=computed.classes,
-        title=f"{plan.product} of {activated.id}")
+        thumbnail=thumb,
+        proj=computed.proj,
+        classes=computed.classes,
+        title=f"{plan.product} of {activated.id}",
+    )
     prov = Provenance(
-        algorithm=plan.product, algorithm_version=plan.version, parameters=plan.params, inputs=[plan.input],
-        level=PRODUCT_LEVEL, lineage=_lineage(plan), run=run)
+        algorithm=plan.product,
+        algorithm_version=plan.version,
+        parameters=plan.params,
+        inputs=[plan.input],
+        level=PRODUCT_LEVEL,
+        lineage=_lineage(plan),
+        run=run,
+    )
     item = apply_provenance(item, prov)
     if item.properties["hsi:product_key"] != plan.key:  # same recipe as the plan, by construction
         raise RuntimeError(f"{plan.collection}/{plan.item_id}: key mismatch between plan and provenance")

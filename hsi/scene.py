@@ -120,7 +120,9 @@ class SceneMetadata:
 
     @property
     def is_rotated(self) -> bool:
-        return self.transform is not None and (abs(self.transform[1]) > 1e-12 or abs(self.transform[3]) > 1e-12)
+        return self.transform is not None and (
+            abs(self.transform[1]) > 1e-12 or abs(self.transform[3]) > 1e-12
+        )
 
 
 # --- How band metadata is stored inside every COG the pipeline writes (self-describing files) ---

@@ -13,6 +13,5 @@ fi
 cleanup() { if [ "$started" = 1 ]; then .venv/bin/hsi stack down || true; fi; }
 trap cleanup EXIT
 
-.venv/bin/ruff check hsi tasks flows cli deployments tests benchmarks
-.venv/bin/mypy
+bash scripts/lint.sh
 .venv/bin/python -m pytest "$@"

@@ -17,27 +17,44 @@ from hsi import activation as act
 from hsi.cog import CogProfile
 from hsi.stac.provenance import InputRef
 from hsi.storage import ObjectInfo
-from tasks.runtime import progress_logger, retry_if_transient, run_info, services
+from hsi_pipeline.tasks.runtime import progress_logger, retry_if_transient, run_info, services
 
 
-@task(name="index-raw-scene", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
-      retry_condition_fn=retry_if_transient)
+@task(
+    name="index-raw-scene",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_if_transient,
+)
 def index_raw_scene(href: str, source: str | None = None, config: Any = None) -> dict[str, Any]:
     item = act.index_scene(services(config), href, source=source)
     get_run_logger().info("indexed %s/%s from %s", item.collection_id, item.id, href)
     return item.to_dict(include_self_link=False, transform_hrefs=False)
 
 
-@task(name="resolve-raw-item", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
-      retry_condition_fn=retry_if_transient)
+@task(
+    name="resolve-raw-item",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_if_transient,
+)
 def resolve_raw_item(item_id: str, collection: str | None = None, config: Any = None) -> dict[str, Any]:
     raw = act.find_raw_item(services(config), item_id, collection)
     return raw.to_dict(include_self_link=False, transform_hrefs=False)
 
 
-@task(name="check-activated", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
-      retry_condition_fn=retry_if_transient)
-def check_activated(raw: dict[str, Any], profile: CogProfile, config: Any = None) -> tuple[str, InputRef, str | None]:
+@task(
+    name="check-activated",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_if_transient,
+)
+def check_activated(
+    raw: dict[str, Any], profile: CogProfile, config: Any = None
+) -> tuple[str, InputRef, str | None]:
     """(key, input reference, skip reason or None)."""
     svc = services(config)
     item = pystac.Item.from_dict(raw)
@@ -45,38 +62,77 @@ def check_activated(raw: dict[str, Any], profile: CogProfile, config: Any = None
     return key, ref, act.check_done(svc, act.activated_collection(item), item.id, key)
 
 
-@task(name="fetch-raw", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=10,
-      retry_condition_fn=retry_if_transient)
+@task(
+    name="fetch-raw",
+    cache_policy=NO_CACHE,
+    retries=3,
+    retry_delay_seconds=10,
+    retry_condition_fn=retry_if_transient,
+)
 def fetch_raw(raw: dict[str, Any], config: Any = None) -> Path:
     return act.fetch_raw(services(config), pystac.Item.from_dict(raw))
 
 
 @task(name="convert-to-cog", cache_policy=NO_CACHE)
-def convert(entry: Path, item_id: str, source: str | None, profile: CogProfile, out_dir: Path,
-            config: Any = None) -> act.Converted:
+def convert(
+    entry: Path, item_id: str, source: str | None, profile: CogProfile, out_dir: Path, config: Any = None
+) -> act.Converted:
     svc = services(config)
     log = get_run_logger()
-    conv = act.convert(entry, out_dir, source=source, profile=profile,
-                       work_dir=svc.work_dir / "extract", progress=progress_logger(log, f"writing {item_id}"))
-    log.info("%s: COG %dx%dx%d %s (%s-interleaved)", item_id, conv.cog.width, conv.cog.height, conv.cog.count,
-             conv.cog.dtype, conv.cog.interleave.lower())
+    conv = act.convert(
+        entry,
+        out_dir,
+        source=source,
+        profile=profile,
+        work_dir=svc.work_dir / "extract",
+        progress=progress_logger(log, f"writing {item_id}"),
+    )
+    log.info(
+        "%s: COG %dx%dx%d %s (%s-interleaved)",
+        item_id,
+        conv.cog.width,
+        conv.cog.height,
+        conv.cog.count,
+        conv.cog.dtype,
+        conv.cog.interleave.lower(),
+    )
     return conv
 
 
-@task(name="upload-assets", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=10,
-      retry_condition_fn=retry_if_transient)
-def upload(collection: str, item_id: str, files: dict[str, Path], config: Any = None) -> dict[str, ObjectInfo]:
+@task(
+    name="upload-assets",
+    cache_policy=NO_CACHE,
+    retries=3,
+    retry_delay_seconds=10,
+    retry_condition_fn=retry_if_transient,
+)
+def upload(
+    collection: str, item_id: str, files: dict[str, Path], config: Any = None
+) -> dict[str, ObjectInfo]:
     return act.upload_outputs(services(config), collection, item_id, files)
 
 
-@task(name="register-item", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=5,
-      retry_condition_fn=retry_if_transient)
-def register_activated(conv: act.Converted, uploaded: dict[str, ObjectInfo], raw: dict[str, Any], key_input: InputRef,
-                       profile: CogProfile, trigger: dict[str, Any] | None = None, config: Any = None) -> dict[str, Any]:
+@task(
+    name="register-item",
+    cache_policy=NO_CACHE,
+    retries=3,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_if_transient,
+)
+def register_activated(
+    conv: act.Converted,
+    uploaded: dict[str, ObjectInfo],
+    raw: dict[str, Any],
+    key_input: InputRef,
+    profile: CogProfile,
+    trigger: dict[str, Any] | None = None,
+    config: Any = None,
+) -> dict[str, Any]:
     """Build the activated item with provenance and upsert it: the commit point."""
     svc = services(config)
-    item = act.build_activated_item(svc, conv, uploaded, pystac.Item.from_dict(raw), key_input, profile,
-                                    run_info(trigger))
+    item = act.build_activated_item(
+        svc, conv, uploaded, pystac.Item.from_dict(raw), key_input, profile, run_info(trigger)
+    )
     from hsi.stac.items import collection_for
 
     svc.catalog.ensure_collection(collection_for(item.collection_id or ""))  # a STAC API needs it first

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from prefect.artifacts import (
@@ -40,29 +40,57 @@ def _link(href: str, text: str | None = None) -> str:
 
 def outcome_rows(outcomes: Iterable[Outcome]) -> list[dict[str, Any]]:
     """Rows of the outcome table artifact (also what ``hsi run`` prints)."""
-    return [{"scene": o.scene, "activation": o.activation, "product": o.product, "status": o.status,
-             "reason": o.reason, "item": f"{o.collection}/{o.item_id}" if o.item_id else "",
-             "item_href": o.item_href, "asset": o.asset, "clip": o.clip_href} for o in outcomes]
+    return [
+        {
+            "scene": o.scene,
+            "activation": o.activation,
+            "product": o.product,
+            "status": o.status,
+            "reason": o.reason,
+            "item": f"{o.collection}/{o.item_id}" if o.item_id else "",
+            "item_href": o.item_href,
+            "asset": o.asset,
+            "clip": o.clip_href,
+        }
+        for o in outcomes
+    ]
 
 
-def outcome_markdown(outcomes: Sequence[Outcome], *, title: str, context: Mapping[str, Any] | None = None,
-                     scene_quicklooks: Mapping[str, str] | None = None) -> str:
+def outcome_markdown(
+    outcomes: Sequence[Outcome],
+    *,
+    title: str,
+    context: Mapping[str, Any] | None = None,
+    scene_quicklooks: Mapping[str, str] | None = None,
+) -> str:
     """A markdown summary: counts, context (AOI, time, engine), failures first, then quicklooks."""
     counts, overall = summarize(outcomes), overall_status(outcomes)
-    lines = [f"# {title}", "",
-             f"**{overall.upper()}**: {counts['published']} published, {counts['skipped']} skipped, "
-             f"{counts['failed']} failed (of {counts['total']})", ""]
+    lines = [
+        f"# {title}",
+        "",
+        f"**{overall.upper()}**: {counts['published']} published, {counts['skipped']} skipped, "
+        f"{counts['failed']} failed (of {counts['total']})",
+        "",
+    ]
     for k, v in (context or {}).items():
         lines.append(f"- **{k}**: {v}")
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         lines += ["", "## Failures", ""]
         lines += [f"- ❌ `{o.scene}` / `{o.product}`: {o.reason}" for o in failed]
-    lines += ["", "## Scenes and products", "", "| | scene | product | item | reason |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Scenes and products",
+        "",
+        "| | scene | product | item | reason |",
+        "|---|---|---|---|---|",
+    ]
     for o in outcomes:
         reason = o.reason.replace("|", "\\|").replace("\n", " ")[:200]
-        lines.append(f"| {_ICON.get(o.status, '')} {o.status} | `{o.scene}` | `{o.product}` | "
-                     f"{_link(o.item_href, o.item_id)} | {reason} |")
+        lines.append(
+            f"| {_ICON.get(o.status, '')} {o.status} | `{o.scene}` | `{o.product}` | "
+            f"{_link(o.item_href, o.item_id)} | {reason} |"
+        )
     thumbs = [(o, o.thumbnail) for o in outcomes if o.thumbnail]
     if thumbs or scene_quicklooks:
         lines += ["", "## Quicklooks", ""]
@@ -82,26 +110,38 @@ def _image(alt: str, href: str) -> str:
 def publish_table(rows: list[dict[str, Any]], key: str, description: str) -> UUID | None:
     """A table artifact; never fails the run (an unreachable API only logs a warning)."""
     try:
-        return create_table_artifact(table=rows, key=key, description=description)
+        return cast(UUID, create_table_artifact(table=rows, key=key, description=description))
     except Exception as e:  # reporting must not turn a good run into a failed one
         log.warning("could not publish table artifact %s: %s", key, e)
         return None
 
 
-def publish_outcomes(outcomes: Sequence[Outcome], *, key: str = "on-demand", title: str = "On-demand run",
-                     context: Mapping[str, Any] | None = None,
-                     scene_quicklooks: Mapping[str, str] | None = None) -> dict[str, str | None]:
+def publish_outcomes(
+    outcomes: Sequence[Outcome],
+    *,
+    key: str = "on-demand",
+    title: str = "On-demand run",
+    context: Mapping[str, Any] | None = None,
+    scene_quicklooks: Mapping[str, str] | None = None,
+) -> dict[str, str | None]:
     """Table artifact ``<key>-outcomes`` and markdown artifact ``<key>-summary``; returns their ids."""
     counts = summarize(outcomes)
-    desc = (f"{title}: {counts['published']} published, {counts['skipped']} skipped, "
-            f"{counts['failed']} failed")
-    table = publish_table(outcome_rows(outcomes) or [{"scene": "", "status": "no scenes matched"}],
-                          f"{key}-outcomes", desc)
+    desc = f"{title}: {counts['published']} published, {counts['skipped']} skipped, {counts['failed']} failed"
+    table = publish_table(
+        outcome_rows(outcomes) or [{"scene": "", "status": "no scenes matched"}], f"{key}-outcomes", desc
+    )
     md_id: UUID | None = None
     try:
-        md_id = create_markdown_artifact(
-            markdown=outcome_markdown(outcomes, title=title, context=context, scene_quicklooks=scene_quicklooks),
-            key=f"{key}-summary", description=desc)
+        md_id = cast(
+            UUID,
+            create_markdown_artifact(
+                markdown=outcome_markdown(
+                    outcomes, title=title, context=context, scene_quicklooks=scene_quicklooks
+                ),
+                key=f"{key}-summary",
+                description=desc,
+            ),
+        )
     except Exception as e:
         log.warning("could not publish markdown artifact %s-summary: %s", key, e)
     return {"table": str(table) if table else None, "markdown": str(md_id) if md_id else None}
@@ -114,7 +154,10 @@ class Progress:
         self.total, self.done = max(total, 0), 0
         self.id: UUID | None = None
         try:
-            self.id = create_progress_artifact(progress=0.0 if total else 100.0, key=key, description=description)
+            self.id = cast(
+                UUID,
+                create_progress_artifact(progress=0.0 if total else 100.0, key=key, description=description),
+            )
         except Exception as e:
             log.warning("could not create progress artifact %s: %s", key, e)
 

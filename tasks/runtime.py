@@ -39,7 +39,8 @@ def _services(cfg_json: str) -> Services:
 
         from hsi.storage.s3 import S3Store
 
-        session = AwsCredentials.load(cfg.storage.credentials_block).get_boto3_session()
+        creds = AwsCredentials.load(cfg.storage.credentials_block, _sync=True)  # type: ignore[call-arg]
+        session = creds.get_boto3_session()  # type: ignore[union-attr]
         store = S3Store.from_config(cfg.storage, session=session)
     return Services.from_config(cfg, store=store)
 
@@ -65,8 +66,11 @@ def run_info(trigger: Mapping[str, Any] | None = None) -> RunInfo:
             fr = client.read_flow_run(uuid.UUID(fr_id))
             work_pool = fr.work_pool_name
             if fr.created_by is not None:
-                created_by = {"type": fr.created_by.type, "id": str(fr.created_by.id) if fr.created_by.id else None,
-                              "name": fr.created_by.display_value}
+                created_by = {
+                    "type": fr.created_by.type,
+                    "id": str(fr.created_by.id) if fr.created_by.id else None,
+                    "name": fr.created_by.display_value,
+                }
     except Exception as e:  # provenance must not fail the work; say what is missing
         logging.getLogger(__name__).warning("could not read flow run %s from the API: %s", fr_id, e)
     trig = dict(trigger) if trigger else {}

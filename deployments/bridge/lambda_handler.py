@@ -19,8 +19,8 @@ import logging
 import os
 from typing import Any
 
-from deployments.bridge.consumer import REASON_ATTRIBUTE, BridgeProcessor, Message, PrefectEvents
 from hsi.bridge import RecentIds, rules_from_config
+from hsi_pipeline.deployments.bridge.consumer import REASON_ATTRIBUTE, BridgeProcessor, Message, PrefectEvents
 
 log = logging.getLogger("hsi.bridge")
 

@@ -5,7 +5,7 @@ with hsi defaults. Rendering sets the *defaults* of its variables (image, cpu, m
 roles, network, env), so every deployment on the pool inherits them and may still override any
 of them in ``job_variables``::
 
-    python -m deployments.ecs.render --config hsi.yaml --out hsi-ecs-template.json
+    python -m hsi_pipeline.deployments.ecs.render --config hsi.yaml --out hsi-ecs-template.json
     prefect work-pool create hsi-ecs --type ecs --base-job-template hsi-ecs-template.json
     # later changes: prefect work-pool update hsi-ecs --base-job-template hsi-ecs-template.json
 """
@@ -40,20 +40,29 @@ def _network(ecs: EcsConfig) -> tuple[str | None, dict[str, Any]]:
     if not (ecs.subnets or ecs.security_groups):
         return vpc_id, {}
     if not ecs.subnets:
-        raise ConfigError("engine.ecs.security_groups: also set engine.ecs.subnets (awsvpc network configuration)")
+        raise ConfigError(
+            "engine.ecs.security_groups: also set engine.ecs.subnets (awsvpc network configuration)"
+        )
     if not vpc_id:
-        raise ConfigError("engine.ecs.subnets: also set engine.ecs.vpc_id (the prefect-aws ECS worker checks the "
-                          "subnets belong to it)")
+        raise ConfigError(
+            "engine.ecs.subnets: also set engine.ecs.vpc_id (the prefect-aws ECS worker checks the "
+            "subnets belong to it)"
+        )
     public = "ENABLED" if getattr(ecs, "assign_public_ip", False) else "DISABLED"
-    return vpc_id, {"subnets": list(ecs.subnets), "securityGroups": list(ecs.security_groups),
-                    "assignPublicIp": public}
+    return vpc_id, {
+        "subnets": list(ecs.subnets),
+        "securityGroups": list(ecs.security_groups),
+        "assignPublicIp": public,
+    }
 
 
 def render_template(ecs: EcsConfig | PipelineConfig, base: dict[str, Any] | None = None) -> dict[str, Any]:
     """The base job template with variable defaults taken from ``ecs`` (``engine.ecs``)."""
     if isinstance(ecs, PipelineConfig):
         if ecs.engine.ecs is None:
-            raise ConfigError("engine.ecs: the configuration has no ECS section (image, cluster, roles, network)")
+            raise ConfigError(
+                "engine.ecs: the configuration has no ECS section (image, cluster, roles, network)"
+            )
         ecs = ecs.engine.ecs
     doc = copy.deepcopy(base) if base is not None else load_template()
     props: dict[str, Any] = doc["variables"]["properties"]
@@ -82,7 +91,9 @@ def render_template(ecs: EcsConfig | PipelineConfig, base: dict[str, Any] | None
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m deployments.ecs.render", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m hsi_pipeline.deployments.ecs.render", description=__doc__.splitlines()[0]
+    )
     ap.add_argument("--config", "-c", help="hsi.yaml with an engine.ecs section (default: $HSI_CONFIG)")
     ap.add_argument("--out", "-o", help="output file (default: stdout)")
     ap.add_argument("--template", default=str(TEMPLATE_PATH), help="base template to fill")

@@ -190,8 +190,14 @@ def _log_tail(path: Path | None, n: int = 15) -> str:
     return "\n".join(lines[-n:])
 
 
-def wait_for(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.25,
-             log_hint: Path | None = None, alive: Callable[[], bool] | None = None) -> float:
+def wait_for(
+    what: str,
+    check: Callable[[], bool],
+    timeout: float,
+    interval: float = 0.25,
+    log_hint: Path | None = None,
+    alive: Callable[[], bool] | None = None,
+) -> float:
     """Poll ``check`` until it is true; returns the seconds waited. Raises StackError at the deadline,
     or at once when ``alive`` says the process being waited for has exited."""
     t0 = time.monotonic()
@@ -203,16 +209,25 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float, interval: flo
         except Exception:  # noqa: BLE001 - a failing probe means "not ready yet"
             pass
         if alive is not None and not alive():
-            raise StackError(f"{what} exited during start-up; last lines of {log_hint}:\n{_log_tail(log_hint)}")
+            raise StackError(
+                f"{what} exited during start-up; last lines of {log_hint}:\n{_log_tail(log_hint)}"
+            )
         if time.monotonic() >= deadline:
             hint = f"; see {log_hint}" if log_hint else ""
             raise StackError(f"{what} not ready after {timeout:.0f} s{hint}")
         time.sleep(interval)
 
 
-def _run(argv: list[str], *, env: dict[str, str] | None = None, user: str | None = None,
-         input: str | None = None, check: bool = True, cwd: Path | None = None,
-         timeout: float | None = 600) -> subprocess.CompletedProcess[str]:
+def _run(
+    argv: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    user: str | None = None,
+    input: str | None = None,
+    check: bool = True,
+    cwd: Path | None = None,
+    timeout: float | None = 600,
+) -> subprocess.CompletedProcess[str]:
     if user and _is_root():
         argv = ["runuser", "-u", user, "--", *argv]
     p = subprocess.run(argv, env=env, input=input, capture_output=True, text=True, cwd=cwd, timeout=timeout)
@@ -223,9 +238,12 @@ def _run(argv: list[str], *, env: dict[str, str] | None = None, user: str | None
 
 
 def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PREFECT_PROFILE"}
-           and not k.startswith(("PG", "POSTGRES_", "AWS_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PREFECT_PROFILE"}
+        and not k.startswith(("PG", "POSTGRES_", "AWS_"))
+    }
     env.update(extra or {})
     return env
 
@@ -291,10 +309,20 @@ class Proc:
         self.layout.logs.mkdir(parents=True, exist_ok=True)
         with open(self.logfile, "ab") as log:
             log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} start {argv[0]}\n".encode())
-            p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 env=env, cwd=cwd, start_new_session=True, close_fds=True)
+            p = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+                close_fds=True,
+            )
         # pid == pgid (new session): down signals the whole group, so children go too
-        self.pidfile.write_text(json.dumps({"pid": p.pid, "start": _proc_start_time(p.pid), "argv": argv[:3]}))
+        self.pidfile.write_text(
+            json.dumps({"pid": p.pid, "start": _proc_start_time(p.pid), "argv": argv[:3]})
+        )
         return p.pid
 
     def stop(self, *, double_term: bool = False, timeout: float = 20.0) -> bool:
@@ -331,5 +359,3 @@ class Proc:
             wait_for(f"{self.name} exit after SIGKILL", gone, 10.0, 0.1)
         self.pidfile.unlink(missing_ok=True)
         return True
-
-

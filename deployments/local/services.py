@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from deployments.local.common import (
+from hsi_pipeline.deployments.local.common import (
     AWS_PROFILE,
     BUCKET,
     HOST,
@@ -62,11 +62,19 @@ def _write_credentials(layout: Layout, sec: dict[str, str]) -> None:
     )
     _write_private(
         layout.s3_config,
-        json.dumps({"identities": [{
-            "name": "hsi",
-            "credentials": [{"accessKey": sec["s3_access_key"], "secretKey": sec["s3_secret_key"]}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-        }]}),
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "hsi",
+                        "credentials": [
+                            {"accessKey": sec["s3_access_key"], "secretKey": sec["s3_secret_key"]}
+                        ],
+                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                    }
+                ]
+            }
+        ),
     )
 
 
@@ -104,7 +112,9 @@ def ensure_stack_venv(layout: Layout) -> None:
     uv = Path(sys.executable).parent / "uv"
     uv_s = str(uv) if uv.exists() else shutil.which("uv")
     if uv_s:
-        _run([uv_s, "pip", "install", "--python", py, "-r", str(REQUIREMENTS)], env=_clean_env(), timeout=1200)
+        _run(
+            [uv_s, "pip", "install", "--python", py, "-r", str(REQUIREMENTS)], env=_clean_env(), timeout=1200
+        )
     else:
         _run([py, "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)], env=_clean_env(), timeout=1200)
     marker.write_text(want)
@@ -126,15 +136,36 @@ def _pg_user() -> str | None:
 
 
 def _pg_ready(layout: Layout) -> bool:
-    p = subprocess.run([str(PG_BIN / "pg_isready"), "-q", "-h", HOST, "-p", str(layout.ports["postgres"])],
-                       capture_output=True)
+    p = subprocess.run(
+        [str(PG_BIN / "pg_isready"), "-q", "-h", HOST, "-p", str(layout.ports["postgres"])],
+        capture_output=True,
+    )
     return p.returncode == 0
 
 
 def _psql(layout: Layout, sql: str, db: str = "postgres") -> str:
-    p = _run([str(PG_BIN / "psql"), "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", "-h", str(layout.pgsock),
-              "-p", str(layout.ports["postgres"]), "-U", "postgres", "-d", db, "-f", "-"],
-             input=sql, env=_clean_env())
+    p = _run(
+        [
+            str(PG_BIN / "psql"),
+            "-X",
+            "-q",
+            "-tA",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            str(layout.pgsock),
+            "-p",
+            str(layout.ports["postgres"]),
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-f",
+            "-",
+        ],
+        input=sql,
+        env=_clean_env(),
+    )
     return p.stdout.strip()
 
 
@@ -150,12 +181,28 @@ def up_postgres(layout: Layout, sec: dict[str, str]) -> str:
                 os.chown(p, pw.pw_uid, pw.pw_gid)
         os.chmod(layout.pg, 0o700)
         _log(f"initdb {layout.pgdata}")
-        _run([str(PG_BIN / "initdb"), "-D", str(layout.pgdata), "-U", "postgres", "-E", "UTF8",
-              "--locale=C", "--auth-local=trust", "--auth-host=scram-sha-256"], user=user, env=_clean_env())
+        _run(
+            [
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(layout.pgdata),
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+            ],
+            user=user,
+            env=_clean_env(),
+        )
         with open(layout.pgdata / "postgresql.conf", "a") as f:
-            f.write(f"\n# hsi stack\nlisten_addresses = '{HOST}'\nport = {port}\n"
-                    f"unix_socket_directories = '{layout.pgsock}'\nmax_connections = 200\n"
-                    "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n")
+            f.write(
+                f"\n# hsi stack\nlisten_addresses = '{HOST}'\nport = {port}\n"
+                f"unix_socket_directories = '{layout.pgsock}'\nmax_connections = 200\n"
+                "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+            )
     if _pg_ready(layout):
         state = "running"
     else:
@@ -163,22 +210,38 @@ def up_postgres(layout: Layout, sec: dict[str, str]) -> str:
             raise StackError(f"port {port} is in use by another process (set HSI_STACK_PORT_POSTGRES)")
         layout.logs.mkdir(parents=True, exist_ok=True)
         # pg_ctl -w polls the server itself until it accepts connections
-        _run([str(PG_BIN / "pg_ctl"), "-D", str(layout.pgdata), "-l", str(layout.pg / "postgres.log"),
-              "-w", "-t", "60", "start"], user=user, env=_clean_env())
+        _run(
+            [
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(layout.pgdata),
+                "-l",
+                str(layout.pg / "postgres.log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            user=user,
+            env=_clean_env(),
+        )
         wait_for("postgres", lambda: _pg_ready(layout), 60, log_hint=layout.pg / "postgres.log")
         state = "started"
     marker = layout.pg / ".pgstac-migrated"
     want = _requirements_hash()
     if not (marker.exists() and marker.read_text() == want):
         pw_sql = sec["pg_password"].replace("'", "''")
-        _psql(layout, f"""
+        _psql(
+            layout,
+            f"""
 DO $$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{PG_USER}') THEN
     CREATE ROLE {PG_USER} LOGIN SUPERUSER PASSWORD '{pw_sql}';
   ELSE
     ALTER ROLE {PG_USER} LOGIN SUPERUSER PASSWORD '{pw_sql}';
   END IF;
-END $$;""")
+END $$;""",
+        )
         if _psql(layout, f"SELECT 1 FROM pg_database WHERE datname = '{PG_DB}'") != "1":
             _psql(layout, f"CREATE DATABASE {PG_DB} OWNER {PG_USER}")
         _log("pypgstac migrate")
@@ -191,10 +254,18 @@ def _pg_env(layout: Layout, sec: dict[str, str]) -> dict[str, str]:
     port = str(layout.ports["postgres"])
     return {
         # pypgstac and stac-fastapi-pgstac >= 5 (PostgresSettings)
-        "PGHOST": HOST, "PGPORT": port, "PGUSER": PG_USER, "PGPASSWORD": sec["pg_password"], "PGDATABASE": PG_DB,
+        "PGHOST": HOST,
+        "PGPORT": port,
+        "PGUSER": PG_USER,
+        "PGPASSWORD": sec["pg_password"],
+        "PGDATABASE": PG_DB,
         # older stac-fastapi-pgstac names, harmless for 7.x
-        "POSTGRES_HOST_READER": HOST, "POSTGRES_HOST_WRITER": HOST, "POSTGRES_PORT": port,
-        "POSTGRES_USER": PG_USER, "POSTGRES_PASS": sec["pg_password"], "POSTGRES_DBNAME": PG_DB,
+        "POSTGRES_HOST_READER": HOST,
+        "POSTGRES_HOST_WRITER": HOST,
+        "POSTGRES_PORT": port,
+        "POSTGRES_USER": PG_USER,
+        "POSTGRES_PASS": sec["pg_password"],
+        "POSTGRES_DBNAME": PG_DB,
     }
 
 
@@ -202,12 +273,16 @@ def stop_postgres(layout: Layout) -> bool:
     if not (layout.pgdata / "PG_VERSION").exists():
         return False
     user = _pg_user()
-    st = _run([str(PG_BIN / "pg_ctl"), "-D", str(layout.pgdata), "status"], user=user, check=False,
-              env=_clean_env())
+    st = _run(
+        [str(PG_BIN / "pg_ctl"), "-D", str(layout.pgdata), "status"], user=user, check=False, env=_clean_env()
+    )
     if st.returncode != 0:
         return False
-    _run([str(PG_BIN / "pg_ctl"), "-D", str(layout.pgdata), "-m", "fast", "-w", "-t", "60", "stop"],
-         user=user, env=_clean_env())
+    _run(
+        [str(PG_BIN / "pg_ctl"), "-D", str(layout.pgdata), "-m", "fast", "-w", "-t", "60", "stop"],
+        user=user,
+        env=_clean_env(),
+    )
     return True
 
 
@@ -225,11 +300,31 @@ def up_stac(layout: Layout, sec: dict[str, str]) -> str:
             raise StackError(f"port {port} is in use by another process (set HSI_STACK_PORT_STAC)")
         cwd = layout.root / "stac"  # empty cwd: no stray .env is read by pydantic-settings
         cwd.mkdir(parents=True, exist_ok=True)
-        env = _clean_env({**_pg_env(layout, sec), "ENABLE_TRANSACTIONS_EXTENSIONS": "TRUE",
-                          "DB_MIN_CONN_SIZE": "1", "DB_MAX_CONN_SIZE": "10", "APP_HOST": HOST,
-                          "APP_PORT": str(port)})
-        proc.start([str(layout.venv / "bin" / "uvicorn"), "stac_fastapi.pgstac.app:create_app", "--factory",
-                    "--host", HOST, "--port", str(port), "--log-level", "warning"], env, cwd)
+        env = _clean_env(
+            {
+                **_pg_env(layout, sec),
+                "ENABLE_TRANSACTIONS_EXTENSIONS": "TRUE",
+                "DB_MIN_CONN_SIZE": "1",
+                "DB_MAX_CONN_SIZE": "10",
+                "APP_HOST": HOST,
+                "APP_PORT": str(port),
+            }
+        )
+        proc.start(
+            [
+                str(layout.venv / "bin" / "uvicorn"),
+                "stac_fastapi.pgstac.app:create_app",
+                "--factory",
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            env,
+            cwd,
+        )
     return "started"
 
 
@@ -237,10 +332,16 @@ def _s3_client(layout: Layout, sec: dict[str, str]) -> Any:
     import boto3
     from botocore.config import Config
 
-    return boto3.client("s3", endpoint_url=layout.s3_endpoint, region_name=REGION,
-                        aws_access_key_id=sec["s3_access_key"], aws_secret_access_key=sec["s3_secret_key"],
-                        config=Config(s3={"addressing_style": "path"}, connect_timeout=2, read_timeout=5,
-                                      retries={"max_attempts": 1}))
+    return boto3.client(
+        "s3",
+        endpoint_url=layout.s3_endpoint,
+        region_name=REGION,
+        aws_access_key_id=sec["s3_access_key"],
+        aws_secret_access_key=sec["s3_secret_key"],
+        config=Config(
+            s3={"addressing_style": "path"}, connect_timeout=2, read_timeout=5, retries={"max_attempts": 1}
+        ),
+    )
 
 
 def _s3_ok(layout: Layout, sec: dict[str, str]) -> bool:
@@ -256,15 +357,29 @@ def up_seaweedfs(layout: Layout, sec: dict[str, str]) -> str:
     for name in ("s3", "weed_master", "weed_volume", "weed_filer", "weed_admin"):
         for port in (p[name], p[name] + 10000):  # http and gRPC (+10000)
             if _port_open(port):
-                raise StackError(f"port {port} (SeaweedFS {name}{' gRPC' if port != p[name] else ''}) is in use "
-                                 f"by another process (set HSI_STACK_PORT_{name.upper()})")
+                raise StackError(
+                    f"port {port} (SeaweedFS {name}{' gRPC' if port != p[name] else ''}) is in use "
+                    f"by another process (set HSI_STACK_PORT_{name.upper()})"
+                )
     layout.weed_dir.mkdir(parents=True, exist_ok=True)
     argv = [
-        str(layout.venv / "bin" / "weed"), "mini", f"-dir={layout.weed_dir}", f"-ip={HOST}", f"-ip.bind={HOST}",
-        f"-s3.port={p['s3']}", f"-master.port={p['weed_master']}", f"-volume.port={p['weed_volume']}",
-        f"-filer.port={p['weed_filer']}", f"-admin.port={p['weed_admin']}", "-admin.ui=false",
-        "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={layout.s3_config}",
-        f"-bucket={BUCKET}", "-master.telemetry=false",
+        str(layout.venv / "bin" / "weed"),
+        "mini",
+        f"-dir={layout.weed_dir}",
+        f"-ip={HOST}",
+        f"-ip.bind={HOST}",
+        f"-s3.port={p['s3']}",
+        f"-master.port={p['weed_master']}",
+        f"-volume.port={p['weed_volume']}",
+        f"-filer.port={p['weed_filer']}",
+        f"-admin.port={p['weed_admin']}",
+        "-admin.ui=false",
+        "-webdav=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-s3.config={layout.s3_config}",
+        f"-bucket={BUCKET}",
+        "-master.telemetry=false",
     ]
     proc.start(argv, _clean_env(), layout.weed_dir)
     return "started"
@@ -311,8 +426,11 @@ def up_prefect(layout: Layout) -> str:
     if _port_open(port):
         raise StackError(f"port {port} is in use by another process (set HSI_STACK_PORT_PREFECT)")
     layout.prefect_home.mkdir(parents=True, exist_ok=True)
-    proc.start([_prefect_bin(), "server", "start", "--host", HOST, "--port", str(port)],
-               _clean_env(_prefect_env(layout)), layout.prefect_home)
+    proc.start(
+        [_prefect_bin(), "server", "start", "--host", HOST, "--port", str(port)],
+        _clean_env(_prefect_env(layout)),
+        layout.prefect_home,
+    )
     return "started"
 
 
@@ -356,10 +474,27 @@ def up_worker(layout: Layout, cwd: Path) -> str:
     proc = Proc(layout, "prefect-worker")
     if proc.pid():
         return "running"
-    env = _clean_env({**_prefect_env(layout), "PREFECT_WORKER_QUERY_SECONDS": "1",
-                      "PREFECT_RUNNER_POLL_FREQUENCY": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "2"})
-    proc.start([_prefect_bin(), "worker", "start", "--pool", WORK_POOL, "--type", "process",
-                "--name", "hsi-local-worker"], env, cwd)
+    env = _clean_env(
+        {
+            **_prefect_env(layout),
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+            "PREFECT_WORKER_PREFETCH_SECONDS": "2",
+        }
+    )
+    proc.start(
+        [
+            _prefect_bin(),
+            "worker",
+            "start",
+            "--pool",
+            WORK_POOL,
+            "--type",
+            "process",
+            "--name",
+            "hsi-local-worker",
+        ],
+        env,
+        cwd,
+    )
     return "started"
-
-

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from deployments.local.common import (
+from hsi_pipeline.deployments.local.common import (
     AWS_PROFILE,
     BUCKET,
     HOST,
@@ -42,7 +42,7 @@ from deployments.local.common import (
     _alive,
     wait_for,
 )
-from deployments.local.services import (
+from hsi_pipeline.deployments.local.services import (
     _ensure_bucket,
     _pg_ready,
     _prefect_ok,
@@ -95,8 +95,11 @@ def status(layout: Layout | None = None) -> dict[str, Any]:
     layout = layout or Layout.default()
     out = endpoints(layout)
     comps: dict[str, dict[str, Any]] = {}
-    comps["postgres"] = {"pid": _pg_pid(layout), "healthy": _pg_ready(layout) if PG_BIN.exists() else False,
-                         "endpoint": f"{HOST}:{layout.ports['postgres']}"}
+    comps["postgres"] = {
+        "pid": _pg_pid(layout),
+        "healthy": _pg_ready(layout) if PG_BIN.exists() else False,
+        "endpoint": f"{HOST}:{layout.ports['postgres']}",
+    }
     sec = json.loads(layout.secrets_file.read_text()) if layout.secrets_file.exists() else None
     s3_ok = False
     if sec:
@@ -148,13 +151,26 @@ def write_config(layout: Layout, path: Path) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("# written by `hsi stack up`: the local stack (no secrets here)\n"
-                    + yaml.safe_dump(stack_config(layout), sort_keys=False))
+    path.write_text(
+        "# written by `hsi stack up`: the local stack (no secrets here)\n"
+        + yaml.safe_dump(stack_config(layout), sort_keys=False)
+    )
     return path
 
 
-def up(layout: Layout | None = None, *, config_out: Path | None = Path("hsi.stack.yaml"),
-       timeout: float = 180.0, worker: bool = True) -> dict[str, Any]:
+def _done(fn: Callable[..., None], *args: Any) -> str:
+    """Run an action that returns nothing; ``"ok"`` for the timing table."""
+    fn(*args)
+    return "ok"
+
+
+def up(
+    layout: Layout | None = None,
+    *,
+    config_out: Path | None = Path("hsi.stack.yaml"),
+    timeout: float = 180.0,
+    worker: bool = True,
+) -> dict[str, Any]:
     """Bring the stack up (idempotent). Returns ``status()`` plus what was started and timings."""
     layout = layout or Layout.default()
     t0 = time.monotonic()
@@ -175,8 +191,8 @@ def up(layout: Layout | None = None, *, config_out: Path | None = Path("hsi.stac
 
     # the Prefect server needs nothing from us and is the slowest to start: start it first
     timed("prefect-server", lambda: up_prefect(layout))
-    timed("install-postgis", lambda: (ensure_postgis(), "ok")[1])
-    timed("install-stac-venv", lambda: (ensure_stack_venv(layout), "ok")[1])
+    timed("install-postgis", lambda: _done(ensure_postgis))
+    timed("install-stac-venv", lambda: _done(ensure_stack_venv, layout))
     timed("seaweedfs", lambda: up_seaweedfs(layout, sec))
     timed("postgres", lambda: up_postgres(layout, sec))
     timed("stac-api", lambda: up_stac(layout, sec))
@@ -187,11 +203,15 @@ def up(layout: Layout | None = None, *, config_out: Path | None = Path("hsi.stac
 
     def waiting(what: str, name: str, check: Callable[[], bool], interval: float = 0.25) -> None:
         proc = Proc(layout, name)
-        timings[f"wait-{name}"] = round(wait_for(what, check, left(), interval, log_hint=proc.logfile,
-                                                 alive=lambda: proc.pid() is not None), 2)
+        timings[f"wait-{name}"] = round(
+            wait_for(
+                what, check, left(), interval, log_hint=proc.logfile, alive=lambda: proc.pid() is not None
+            ),
+            2,
+        )
 
     waiting("STAC API", "stac-api", lambda: _stac_ok(layout))
-    waiting("SeaweedFS S3", "seaweedfs", lambda: (_ensure_bucket(layout, sec), True)[1])
+    waiting("SeaweedFS S3", "seaweedfs", lambda: _done(_ensure_bucket, layout, sec) == "ok")
     waiting("Prefect server", "prefect-server", lambda: _prefect_ok(layout))
     if worker:
         timed("flow-starter", lambda: up_flow_starter(layout, cwd))
@@ -199,7 +219,9 @@ def up(layout: Layout | None = None, *, config_out: Path | None = Path("hsi.stac
         started_at = time.time()
         timed("prefect-worker", lambda: up_worker(layout, cwd))
         since = started_at if actions["prefect-worker"] == "started" else None
-        waiting(f"Prefect worker (pool {WORK_POOL})", "prefect-worker", lambda: _worker_online(layout, since), 0.5)
+        waiting(
+            f"Prefect worker (pool {WORK_POOL})", "prefect-worker", lambda: _worker_online(layout, since), 0.5
+        )
     info = status(layout)
     info["actions"] = actions
     info["timings"] = timings

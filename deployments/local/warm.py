@@ -44,7 +44,12 @@ from pathlib import Path
 from typing import Any
 
 #: modules imported once by the server (the flow entrypoints' modules and what they import)
-DEFAULT_PRELOAD = ("flows.activate", "flows.index", "flows.product", "flows.on_demand")
+DEFAULT_PRELOAD = (
+    "hsi_pipeline.flows.activate",
+    "hsi_pipeline.flows.index",
+    "hsi_pipeline.flows.product",
+    "hsi_pipeline.flows.on_demand",
+)
 _HDR = struct.Struct("!I")
 STOP_GRACE_S = 10.0  # on SIGTERM: how long running flow runs get to stop before SIGKILL
 _MAX_REQUEST = 16 << 20  # environment + argv; a real one is a few kB
@@ -69,7 +74,9 @@ def ensure_pool(api_url: str, pool: str, command: str, *, timeout: float = 30.0)
         if r.status_code == 409:
             r = c.patch(f"/work_pools/{pool}", json={"base_job_template": tpl})
         if r.status_code >= 400:
-            raise RuntimeError(f"cannot set up work pool {pool!r} at {api_url}: HTTP {r.status_code} {r.text[:300]}")
+            raise RuntimeError(
+                f"cannot set up work pool {pool!r} at {api_url}: HTTP {r.status_code} {r.text[:300]}"
+            )
 
 
 # --------------------------------------------------------------------------------------------- client
@@ -108,7 +115,7 @@ def run_client(socket_path: str, argv: Sequence[str] = ()) -> int:
     first = _recv_line(sock, buf)
     if not first or not first.startswith("pid "):
         sock.close()
-        return _fallback(f"server {socket_path} refused the run ({first or 'connection closed'})")
+        return _fallback(f"server {socket_path} refused the run ({first or 'connection closed'})", argv)
     pid = int(first.split()[1])
 
     def forward(signum: int, _frame: Any) -> None:
@@ -199,7 +206,7 @@ class Server:
         for s in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
             signal.signal(s, self._on_signal)
         sel = selectors.DefaultSelector()
-        self.own_fds = [listener.fileno(), wake_r, wake_w, sel.fileno()]  # type: ignore[attr-defined]
+        self.own_fds = [listener.fileno(), wake_r, wake_w, sel.fileno()]
         sel.register(listener, selectors.EVENT_READ, "accept")
         sel.register(wake_r, selectors.EVENT_READ, "signal")
         print(f"hsi warm start: serving on {self.path} (pid {os.getpid()})", file=sys.stderr, flush=True)
@@ -230,7 +237,9 @@ class Server:
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         if signum in (signal.SIGTERM, signal.SIGINT) and not self.stopping:
-            self.stopping = True  # runs get SIGTERM now (Prefect marks them) and SIGKILL after the grace period
+            self.stopping = (
+                True  # runs get SIGTERM now (Prefect marks them) and SIGKILL after the grace period
+            )
             self.kill_at = time.monotonic() + STOP_GRACE_S
             for pid in list(self.children):
                 with contextlib.suppress(ProcessLookupError):

@@ -114,7 +114,9 @@ class StacApiCatalog:
             raise CatalogError(url, "a STAC API URL must start with http:// or https://")
         u = urlsplit(url)
         if u.username or u.password:
-            raise CatalogError(f"{u.scheme}://{u.hostname}", "credentials in the URL are not allowed; use auth")
+            raise CatalogError(
+                f"{u.scheme}://{u.hostname}", "credentials in the URL are not allowed; use auth"
+            )
         self._url = url.rstrip("/")
         self._timeout = float(timeout_s)
         self._retries = max(0, int(retries))
@@ -123,7 +125,9 @@ class StacApiCatalog:
             auth = CatalogAuth.model_validate(auth)
         self._auth_value, self._secrets = _auth_header(self._url, auth)
         self._session = session or requests.Session()
-        self._session.mount(_origin(self._url), _AuthAdapter(_origin(self._url), self._auth_value, max_retries=0))
+        self._session.mount(
+            _origin(self._url), _AuthAdapter(_origin(self._url), self._auth_value, max_retries=0)
+        )
         self._session.headers.setdefault("Accept", "application/json")
         self._client: Client | None = None
 
@@ -161,8 +165,9 @@ class StacApiCatalog:
         try:
             return cls.from_dict(data, preserve_dict=False)
         except Exception as e:
-            raise CatalogError(url, f"response is not a valid STAC {what}: {type(e).__name__}: {e}",
-                               resp.status_code) from e
+            raise CatalogError(
+                url, f"response is not a valid STAC {what}: {type(e).__name__}: {e}", resp.status_code
+            ) from e
 
     def ensure_collection(self, collection: pystac.Collection) -> None:
         url = self.collection_href(collection.id)
@@ -194,13 +199,16 @@ class StacApiCatalog:
             except CatalogUnavailableError:
                 # pgstac answers 500 (not 404) to an item POST into a missing collection: say so clearly
                 if self._status("GET", self.collection_href(cid)) == 404:
-                    raise CatalogError(items_url, f"collection {cid} does not exist (ensure_collection first)",
-                                       404) from None
+                    raise CatalogError(
+                        items_url, f"collection {cid} does not exist (ensure_collection first)", 404
+                    ) from None
                 raise
             if resp.status_code in (200, 201):
                 return
             if resp.status_code == 404:
-                raise CatalogError(items_url, f"collection {cid} does not exist (ensure_collection first)", 404)
+                raise CatalogError(
+                    items_url, f"collection {cid} does not exist (ensure_collection first)", 404
+                )
             if resp.status_code != 409:
                 self._raise_for(resp, items_url, f"create item {cid}/{item.id}")
             resp = self._request("PUT", item_url, body)
@@ -208,7 +216,9 @@ class StacApiCatalog:
                 return
             if resp.status_code != 404:
                 self._raise_for(resp, item_url, f"replace item {cid}/{item.id}")
-        raise CatalogError(item_url, "item kept appearing and disappearing during upsert (concurrent deletes?)")
+        raise CatalogError(
+            item_url, "item kept appearing and disappearing during upsert (concurrent deletes?)"
+        )
 
     def delete_item(self, collection_id: str, item_id: str) -> bool:
         url = self.item_href(collection_id, item_id)
@@ -253,7 +263,9 @@ class StacApiCatalog:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CatalogError(url, "malformed JSON in the search response") from e
         except (pystac.STACError, KeyError, TypeError) as e:
-            raise CatalogError(url, f"unexpected search response: {type(e).__name__}: {self._scrub(str(e))}") from e
+            raise CatalogError(
+                url, f"unexpected search response: {type(e).__name__}: {self._scrub(str(e))}"
+            ) from e
 
     # ------------------------------------------------------------------ internals
 
@@ -265,9 +277,17 @@ class StacApiCatalog:
         from pystac_client.stac_api_io import StacApiIO
         from urllib3.util.retry import Retry
 
-        retry = Retry(total=self._retries, connect=self._retries, read=self._retries, status=self._retries,
-                      backoff_factor=self._backoff, status_forcelist=(500, 502, 503, 504),
-                      allowed_methods=None, raise_on_status=False, respect_retry_after_header=False)
+        retry = Retry(
+            total=self._retries,
+            connect=self._retries,
+            read=self._retries,
+            status=self._retries,
+            backoff_factor=self._backoff,
+            status_forcelist=(500, 502, 503, 504),
+            allowed_methods=None,
+            raise_on_status=False,
+            respect_retry_after_header=False,
+        )
         stac_io = StacApiIO(timeout=self._timeout, max_retries=retry)
         origin = _origin(self._url)
         stac_io.session.mount(origin, _AuthAdapter(origin, self._auth_value, max_retries=retry))
@@ -297,8 +317,15 @@ class StacApiCatalog:
         for attempt in range(attempts):
             if attempt:
                 delay = min(_MAX_BACKOFF_S, self._backoff * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
-                log.warning("%s %s failed (%s); retry %d/%d in %.2f s", method, url, last, attempt,
-                            self._retries, delay)
+                log.warning(
+                    "%s %s failed (%s); retry %d/%d in %.2f s",
+                    method,
+                    url,
+                    last,
+                    attempt,
+                    self._retries,
+                    delay,
+                )
                 time.sleep(delay)  # backoff between retries (not synchronisation)
             try:
                 resp = self._session.request(method, url, json=body, timeout=self._timeout)
@@ -334,7 +361,9 @@ class StacApiCatalog:
                 detail = str(data.get("description") or data.get("detail") or data.get("code") or "")
         except ValueError:
             detail = resp.text[:200]
-        raise CatalogError(url, f"{what} refused" + (f": {self._scrub(detail)[:300]}" if detail else ""), code)
+        raise CatalogError(
+            url, f"{what} refused" + (f": {self._scrub(detail)[:300]}" if detail else ""), code
+        )
 
     def _json(self, resp: requests.Response, url: str) -> dict[str, Any]:
         try:
@@ -342,8 +371,11 @@ class StacApiCatalog:
         except ValueError as e:  # requests' JSONDecodeError is a ValueError
             raise CatalogError(url, "malformed JSON in the response", resp.status_code) from e
         if not isinstance(data, dict):
-            raise CatalogError(url, f"malformed JSON in the response: expected an object, got "
-                                    f"{type(data).__name__}", resp.status_code)
+            raise CatalogError(
+                url,
+                f"malformed JSON in the response: expected an object, got {type(data).__name__}",
+                resp.status_code,
+            )
         return data
 
     def _scrub(self, text: str) -> str:

@@ -99,7 +99,9 @@ class StaticCatalog:
 
     def _ensure_root(self) -> None:
         if self._read_json(self.href) is None:
-            cat = pystac.Catalog(id="hsi-pipeline", description="hsi-pipeline static catalog", title=self.title)
+            cat = pystac.Catalog(
+                id="hsi-pipeline", description="hsi-pipeline static catalog", title=self.title
+            )
             doc = cat.to_dict(include_self_link=False, transform_hrefs=False)
             doc["links"] = [{"rel": "root", "href": "./catalog.json", "type": "application/json"}]
             self._write_json(self.href, doc)
@@ -122,7 +124,9 @@ class StaticCatalog:
             links = root.setdefault("links", [])
             href = f"./{collection.id}/collection.json"
             if not any(lk.get("rel") == "child" and lk.get("href") == href for lk in links):
-                links.append({"rel": "child", "href": href, "type": "application/json", "title": collection.id})
+                links.append(
+                    {"rel": "child", "href": href, "type": "application/json", "title": collection.id}
+                )
                 self._write_json(self.href, root)
 
     def get_item(self, collection_id: str, item_id: str) -> pystac.Item | None:
@@ -139,7 +143,9 @@ class StaticCatalog:
         if self._read_json(self._collection_uri(cid)) is None:
             self.ensure_collection(collection_for(cid))
         doc = item.to_dict(include_self_link=False, transform_hrefs=False)
-        keep = [lk for lk in doc.get("links", []) if lk.get("rel") not in ("root", "parent", "collection", "self")]
+        keep = [
+            lk for lk in doc.get("links", []) if lk.get("rel") not in ("root", "parent", "collection", "self")
+        ]
         doc["links"] = [
             {"rel": "root", "href": "../../catalog.json", "type": "application/json"},
             {"rel": "parent", "href": "../collection.json", "type": "application/json"},
@@ -157,7 +163,9 @@ class StaticCatalog:
             if col is None:
                 return
             href = f"./{item_id}/{item_id}.json"
-            links = [lk for lk in col.get("links", []) if not (lk.get("rel") == "item" and lk.get("href") == href)]
+            links = [
+                lk for lk in col.get("links", []) if not (lk.get("rel") == "item" and lk.get("href") == href)
+            ]
             if add:
                 links.append({"rel": "item", "href": href, "type": "application/geo+json"})
             if links != col.get("links"):

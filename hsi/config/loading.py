@@ -70,7 +70,9 @@ def check_config(data: Any) -> list[ConfigIssue]:
 
             close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.5)
             hint = f"; did you mean: {', '.join(close)}" if close else ""
-            issues.append(ConfigIssue(("sources", name), f"unknown source {name!r}{hint} (known: {', '.join(known)})"))
+            issues.append(
+                ConfigIssue(("sources", name), f"unknown source {name!r}{hint} (known: {', '.join(known)})")
+            )
         prods = src.get("products") if isinstance(src, dict) else None
         if not isinstance(prods, list):
             continue
@@ -160,7 +162,9 @@ def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
 
 def _pydantic_message(err: Any) -> str:
     msg = str(err["msg"]).removeprefix("Value error, ")
-    if err["type"] not in ("missing", "extra_forbidden", "value_error") and not isinstance(err.get("input"), (dict, list)):
+    if err["type"] not in ("missing", "extra_forbidden", "value_error") and not isinstance(
+        err.get("input"), (dict, list)
+    ):
         msg += f" (got {err.get('input')!r})"
     return msg
 
@@ -201,7 +205,9 @@ def validate_text(text: str, file: str = "<config>") -> tuple[PipelineConfig | N
         return None, [ConfigIssue((), f"not valid YAML: {getattr(e, 'problem', None) or e}", file=file,
                                   line=mark.line + 1 if mark else None)]  # fmt: skip
     if not isinstance(data, dict):
-        return None, [ConfigIssue((), f"top level must be a mapping, got {type(data).__name__}", file=file, line=1)]
+        return None, [
+            ConfigIssue((), f"top level must be a mapping, got {type(data).__name__}", file=file, line=1)
+        ]
     issues = _duplicate_keys(root)
     cfg = None
     try:

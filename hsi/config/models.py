@@ -84,8 +84,10 @@ def _check_location(v: str, *, http: bool, what: str) -> str:
 
 def _check_env_name(v: str | None) -> str | None:
     if v is not None and not _ENV_NAME.match(v):
-        raise ValueError(f"{v[:4]}... is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*); the value "
-                         f"itself must stay in the environment ({_SECRET_HINT})")
+        raise ValueError(
+            f"{v[:4]}... is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*); the value "
+            f"itself must stay in the environment ({_SECRET_HINT})"
+        )
     return v
 
 
@@ -114,7 +116,9 @@ class S3Access(_Model):
 class StorageConfig(S3Access):
     """Where assets (COGs, quicklooks, raw files) are written."""
 
-    root: str = Field(default=f"./{DEFAULT_DATA_DIR}/assets", description="Local directory or s3://bucket/prefix")
+    root: str = Field(
+        default=f"./{DEFAULT_DATA_DIR}/assets", description="Local directory or s3://bucket/prefix"
+    )
     public_base_url: str | None = Field(
         default=None, description="https base URL used for asset hrefs instead of s3:// URIs"
     )
@@ -158,8 +162,10 @@ class CatalogAuth(_Model):
 class CatalogConfig(_Model):
     """Where items are registered: a static catalog (path or s3:// prefix) or a STAC API URL."""
 
-    url: str = Field(default=f"./{DEFAULT_DATA_DIR}/catalog",
-                     description="static catalog directory, s3://bucket/prefix, or STAC API http(s) URL")
+    url: str = Field(
+        default=f"./{DEFAULT_DATA_DIR}/catalog",
+        description="static catalog directory, s3://bucket/prefix, or STAC API http(s) URL",
+    )
     auth: CatalogAuth | None = None
     timeout_s: float = Field(default=30.0, gt=0)
     retries: int = Field(default=3, ge=0)
@@ -174,14 +180,20 @@ class ProductRun(_Model):
     """One product to run on every activated scene of a source."""
 
     product: str = Field(description="product name, e.g. index:NDVI, oil-spill, tree-mortality")
-    params: dict[str, Any] = Field(default_factory=dict, description="product parameters (validated by the product)")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="product parameters (validated by the product)"
+    )
 
 
 class SourceConfig(_Model):
     """Per source: which object keys are its scenes (bridge) and which products follow activation."""
 
-    patterns: list[str] | None = Field(default=None, description="glob patterns of raw object keys; None = defaults")
-    scene_id_regex: str | None = Field(default=None, description="regex on the file name; group 'scene' = scene id")
+    patterns: list[str] | None = Field(
+        default=None, description="glob patterns of raw object keys; None = defaults"
+    )
+    scene_id_regex: str | None = Field(
+        default=None, description="regex on the file name; group 'scene' = scene id"
+    )
     products: list[ProductRun] = Field(default_factory=list)
     activate: bool = Field(default=True, description="activate new scenes of this source automatically")
 
@@ -207,8 +219,12 @@ class EcsConfig(_Model):
     task_role_arn: str | None = None
     subnets: list[str] = Field(default_factory=list)
     security_groups: list[str] = Field(default_factory=list)
-    vpc_id: str | None = Field(default=None, description="VPC of the subnets (prefect-aws needs it with subnets)")
-    assign_public_ip: bool = Field(default=False, description="public IP for tasks (public subnets without NAT)")
+    vpc_id: str | None = Field(
+        default=None, description="VPC of the subnets (prefect-aws needs it with subnets)"
+    )
+    assign_public_ip: bool = Field(
+        default=False, description="public IP for tasks (public subnets without NAT)"
+    )
     env: dict[str, str] = Field(default_factory=dict, description="plain env vars (secrets: use ECS secrets)")
 
     @field_validator("env")
@@ -238,7 +254,9 @@ class PipelineConfig(_Model):
     inputs: list[InputConfig] = Field(default_factory=list, description="S3 access for raw objects by prefix")
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
     engine: EngineConfig = EngineConfig()
-    work_dir: str = Field(default=f"./{DEFAULT_DATA_DIR}/work", description="scratch space for extraction/COG temp")
+    work_dir: str = Field(
+        default=f"./{DEFAULT_DATA_DIR}/work", description="scratch space for extraction/COG temp"
+    )
     prefect_api_url: str | None = Field(default=None, description="Prefect API used by deployments/events")
     extra: dict[str, Any] = Field(default_factory=dict)
 
@@ -262,7 +280,9 @@ class PipelineConfig(_Model):
         best: InputConfig | None = None
         for inp in self.inputs:
             p = inp.prefix.rstrip("/")
-            if (uri == p or uri.startswith(p + "/")) and (best is None or len(p) > len(best.prefix.rstrip("/"))):
+            if (uri == p or uri.startswith(p + "/")) and (
+                best is None or len(p) > len(best.prefix.rstrip("/"))
+            ):
                 best = inp
         return best or self.storage
 
@@ -281,5 +301,3 @@ class PipelineConfig(_Model):
                 "work_dir": fix(self.work_dir),
             }
         )
-
-

@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 
 def _arrays(bands: Sequence[BandInfo]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     idx = np.array([b.index for b in bands], dtype=np.int64)
-    wl = np.array([np.nan if b.center_wavelength is None else b.center_wavelength for b in bands],
-                  dtype=np.float64)
+    wl = np.array(
+        [np.nan if b.center_wavelength is None else b.center_wavelength for b in bands], dtype=np.float64
+    )
     good = np.array([b.good for b in bands], dtype=bool) & np.isfinite(wl)
     return idx, wl, good
 
@@ -43,42 +44,55 @@ def _request(product: Product, req: BandRequest, bands: Sequence[BandInfo], scen
         b = found[0]
         return SelectedBand(req.name, b.index, float(b.center_wavelength or 0.0), req.wavelength)
     _, wl, good = _arrays(bands)
-    bad_near = np.isfinite(wl) & ~good & (np.abs(np.nan_to_num(wl, nan=1e12) - req.wavelength) <= req.tolerance)
+    bad_near = (
+        np.isfinite(wl) & ~good & (np.abs(np.nan_to_num(wl, nan=1e12) - req.wavelength) <= req.tolerance)
+    )
     if bad_near.any():
         why = "only bad bands (GOOD_BAND=0) lie within the tolerance"
     elif found is None:
         why = "the scene has no good band with a wavelength"
     else:
-        why = (f"nearest good band is b{found[0].index:03d} at {found[0].center_wavelength:.1f} nm "
-               f"({found[1]:.1f} nm away)")
+        why = (
+            f"nearest good band is b{found[0].index:03d} at {found[0].center_wavelength:.1f} nm "
+            f"({found[1]:.1f} nm away)"
+        )
     wl_ok = wl[good]
     cover = f"{wl_ok.min():.0f}-{wl_ok.max():.0f} nm" if wl_ok.size else "none"
     raise BandSelectionError(
         f"product '{product.name}' needs input '{req.name}' at {req.wavelength:g} nm "
         f"(± {req.tolerance:g} nm) but scene '{scene_id}' cannot supply it: {why}; "
-        f"good-band coverage {cover}")
+        f"good-band coverage {cover}"
+    )
 
 
-def _many(product: Product, spec: BandRange | AllGoodBands, bands: Sequence[BandInfo],
-          scene_id: str) -> list[SelectedBand]:
+def _many(
+    product: Product, spec: BandRange | AllGoodBands, bands: Sequence[BandInfo], scene_id: str
+) -> list[SelectedBand]:
     idx, wl, good = _arrays(bands)
     sel = good.copy()
     if isinstance(spec, BandRange):
         sel &= (wl >= spec.lo) & (wl <= spec.hi)
     order = np.lexsort((idx[sel], wl[sel]))
-    chosen = [SelectedBand(spec.name, int(i), float(w)) for i, w in zip(idx[sel][order], wl[sel][order],
-                                                                        strict=True)]
+    chosen = [
+        SelectedBand(spec.name, int(i), float(w))
+        for i, w in zip(idx[sel][order], wl[sel][order], strict=True)
+    ]
     if len(chosen) < spec.min_bands:
-        what = (f"at least {spec.min_bands} good band(s) in {spec.lo:g}-{spec.hi:g} nm"
-                if isinstance(spec, BandRange) else f"at least {spec.min_bands} good bands")
+        what = (
+            f"at least {spec.min_bands} good band(s) in {spec.lo:g}-{spec.hi:g} nm"
+            if isinstance(spec, BandRange)
+            else f"at least {spec.min_bands} good bands"
+        )
         raise BandSelectionError(
             f"product '{product.name}' needs input '{spec.name}': {what}, but scene '{scene_id}' "
-            f"has {len(chosen)}")
+            f"has {len(chosen)}"
+        )
     return chosen
 
 
-def select_bands(product: Product, bands: Sequence[BandInfo], scene_id: str,
-                 params: object = None) -> list[SelectedBand]:
+def select_bands(
+    product: Product, bands: Sequence[BandInfo], scene_id: str, params: object = None
+) -> list[SelectedBand]:
     """Select the scene bands for every input of ``product`` (in input order).
 
     ``params`` (validated) matters only for products whose inputs depend on parameters.
@@ -91,13 +105,18 @@ def select_bands(product: Product, bands: Sequence[BandInfo], scene_id: str,
             out.extend(_many(product, spec, bands, scene_id))
     if product.check_selection is not None:
         product.check_selection(out, scene_id)
-    log.debug("product %s on %s: selected %s", product.name, scene_id,
-              [(s.input, s.index, s.wavelength) for s in out])
+    log.debug(
+        "product %s on %s: selected %s",
+        product.name,
+        scene_id,
+        [(s.input, s.index, s.wavelength) for s in out],
+    )
     return out
 
 
-def wavelength_map(product: Product, selected: Sequence[SelectedBand],
-                   params: object = None) -> dict[str, object]:
+def wavelength_map(
+    product: Product, selected: Sequence[SelectedBand], params: object = None
+) -> dict[str, object]:
     """Input name -> actual centre (float) for single bands, or ndarray of centres for stacks."""
     out: dict[str, object] = {}
     for spec in product.input_specs(params):

@@ -110,8 +110,12 @@ class SelectedBand:
     requested: float | None = None  # requested wavelength (nm) for BandRequest inputs
 
     def as_dict(self) -> dict[str, Any]:
-        return {"input": self.input, "index": self.index, "wavelength": self.wavelength,
-                "requested": self.requested}
+        return {
+            "input": self.input,
+            "index": self.index,
+            "wavelength": self.wavelength,
+            "requested": self.requested,
+        }
 
 
 @dataclass(frozen=True)
@@ -196,15 +200,18 @@ class Product:
         try:
             return self.params_model.model_validate(dict(data))
         except ValidationError as exc:
-            msgs = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<params>'}: {e['msg']}"
-                             for e in exc.errors())
+            msgs = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '<params>'}: {e['msg']}" for e in exc.errors()
+            )
             raise ProductError(f"product '{self.name}': invalid parameters: {msgs}") from exc
 
     def output_spec(self, params: Any) -> OutputSpec:
         return self.output_for(params) if self.output_for is not None else self.output
 
     def input_specs(self, params: Any = None) -> tuple[InputSpec, ...]:
-        return self.inputs_for(params) if (self.inputs_for is not None and params is not None) else self.inputs
+        return (
+            self.inputs_for(params) if (self.inputs_for is not None and params is not None) else self.inputs
+        )
 
     def with_name(self, name: str) -> Product:
         return replace(self, name=name)

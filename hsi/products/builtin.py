@@ -18,7 +18,12 @@ def register(registry: ProductRegistry) -> None:
     """Register the built-in products and the ``index:<spyndex name>`` family."""
     for p in narrow_band_products():
         registry.register(p)
-    for p in (oil_spill_product(), tree_mortality_product(), sam_product(), pca_product(),
-              continuum_depth_product()):
+    for p in (
+        oil_spill_product(),
+        tree_mortality_product(),
+        sam_product(),
+        pca_product(),
+        continuum_depth_product(),
+    ):
         registry.register(p)
     registry.add_resolver("index:", spyndex_product, spyndex_index_names)

@@ -74,9 +74,14 @@ class ProductResult:
             f"{prefix}:product_version": self.version,
             f"{prefix}:parameters": self.params,
             f"{prefix}:bands_used": [
-                {"input": b["input"], "index": b["index"], "wavelength_nm": round(float(b["wavelength"]), 4),
-                 "requested_nm": None if b.get("requested") is None else float(b["requested"])}
-                for b in self.selected_bands],
+                {
+                    "input": b["input"],
+                    "index": b["index"],
+                    "wavelength_nm": round(float(b["wavelength"]), 4),
+                    "requested_nm": None if b.get("requested") is None else float(b["requested"]),
+                }
+                for b in self.selected_bands
+            ],
         }
         if self.class_fractions is not None:
             props[f"{prefix}:class_counts"] = self.class_counts
@@ -119,10 +124,17 @@ class _Stats:
             c = int(self.count[i])
             mean = self.s1[i] / c if c else None
             var = max(self.s2[i] / c - mean * mean, 0.0) if c and mean is not None else None
-            stats.append({"band": b.name, "valid": c, "nodata": int(self.nodata[i]),
-                          "min": float(self.lo[i]) if c else None, "max": float(self.hi[i]) if c else None,
-                          "mean": float(mean) if mean is not None else None,
-                          "std": float(math.sqrt(var)) if var is not None else None})
+            stats.append(
+                {
+                    "band": b.name,
+                    "valid": c,
+                    "nodata": int(self.nodata[i]),
+                    "min": float(self.lo[i]) if c else None,
+                    "max": float(self.hi[i]) if c else None,
+                    "mean": float(mean) if mean is not None else None,
+                    "std": float(math.sqrt(var)) if var is not None else None,
+                }
+            )
         if self.spec.classes is None:
             return stats, None, None
         names = dict(self.spec.classes)
@@ -148,8 +160,15 @@ def iter_windows(width: int, height: int, block: tuple[int, int], window_size: i
 class _Reader:
     """Reads the selected bands of a window as physical float32 with NaN for nodata."""
 
-    def __init__(self, ds: Any, product: Product, params: Params, selected: Sequence[SelectedBand],
-                 bands: Sequence[BandInfo], windows: list[Window]) -> None:
+    def __init__(
+        self,
+        ds: Any,
+        product: Product,
+        params: Params,
+        selected: Sequence[SelectedBand],
+        bands: Sequence[BandInfo],
+        windows: list[Window],
+    ) -> None:
         self.ds = ds
         self.windows = windows
         self.unique = sorted({s.index for s in selected})
@@ -181,8 +200,9 @@ class _Reader:
             yield self.read(w)
 
 
-def _finish(out: np.ndarray, chunk: Mapping[str, np.ndarray], spec: OutputSpec,
-            name: str) -> tuple[np.ndarray, np.ndarray]:
+def _finish(
+    out: np.ndarray, chunk: Mapping[str, np.ndarray], spec: OutputSpec, name: str
+) -> tuple[np.ndarray, np.ndarray]:
     """(output cast to spec.dtype with nodata, invalid mask (n_out, h, w))."""
     out = np.asarray(out)
     if out.ndim == 2:
@@ -197,18 +217,30 @@ def _finish(out: np.ndarray, chunk: Mapping[str, np.ndarray], spec: OutputSpec,
     return res, invalid
 
 
-def _prepare(product: Product, bands: Sequence[BandInfo], scene_id: str,
-             params: Mapping[str, Any] | Params | None) -> tuple[Params, list[SelectedBand], ComputeContext]:
+def _prepare(
+    product: Product, bands: Sequence[BandInfo], scene_id: str, params: Mapping[str, Any] | Params | None
+) -> tuple[Params, list[SelectedBand], ComputeContext]:
     p = product.parse_params(params)
     selected = select_bands(product, bands, scene_id, p)
-    ctx = ComputeContext(product=product.name, scene_id=scene_id, selected=tuple(selected),
-                         wavelengths=wavelength_map(product, selected, p), output=product.output_spec(p))
+    ctx = ComputeContext(
+        product=product.name,
+        scene_id=scene_id,
+        selected=tuple(selected),
+        wavelengths=wavelength_map(product, selected, p),
+        output=product.output_spec(p),
+    )
     return p, selected, ctx
 
 
-def compute_array(product: Product, cube: np.ndarray, bands: Sequence[BandInfo],
-                  params: Mapping[str, Any] | Params | None = None, *, scene_id: str = "array",
-                  nodata: float | None = None) -> np.ndarray:
+def compute_array(
+    product: Product,
+    cube: np.ndarray,
+    bands: Sequence[BandInfo],
+    params: Mapping[str, Any] | Params | None = None,
+    *,
+    scene_id: str = "array",
+    nodata: float | None = None,
+) -> np.ndarray:
     """Run ``product`` on an in-memory raw cube (N, h, w) in one chunk (tests, notebooks).
 
     Same selection, scaling, nodata handling and output conversion as :func:`run_product`.
@@ -236,11 +268,19 @@ def _overview_levels(width: int, height: int, block: int) -> int:
     return max(levels, 1) if min(width, height) >= 2 else 0
 
 
-def run_product(product: Product, src_path: str, dst_path: str,
-                params: Mapping[str, Any] | Params | None = None, *, window_size: int = 512,
-                progress: Callable[[int, int], None] | None = None,
-                gdal_env: Mapping[str, Any] | None = None, scene_id: str | None = None,
-                max_chunk_mb: float = 256.0, rasterio_env: Any = None) -> ProductResult:
+def run_product(
+    product: Product,
+    src_path: str,
+    dst_path: str,
+    params: Mapping[str, Any] | Params | None = None,
+    *,
+    window_size: int = 512,
+    progress: Callable[[int, int], None] | None = None,
+    gdal_env: Mapping[str, Any] | None = None,
+    scene_id: str | None = None,
+    max_chunk_mb: float = 256.0,
+    rasterio_env: Any = None,
+) -> ProductResult:
     """Compute ``product`` over the activated COG ``src_path`` into the COG ``dst_path`` (local).
 
     ``src_path`` is anything GDAL opens (local path, ``/vsis3/...``); ``rasterio_env`` (a
@@ -260,29 +300,51 @@ def run_product(product: Product, src_path: str, dst_path: str,
             wsize //= 2
         windows = list(iter_windows(ds.width, ds.height, (bh, bw), wsize))
         reader = _Reader(ds, product, p, selected, bands, windows)
-        log.info("product %s on %s: %d bands of %d, %d windows of <= %d px", product.name, sid, n_in,
-                 ds.count, len(windows), wsize)
+        log.info(
+            "product %s on %s: %d bands of %d, %d windows of <= %d px",
+            product.name,
+            sid,
+            n_in,
+            ds.count,
+            len(windows),
+            wsize,
+        )
         if product.fit is not None:
             ctx.state = product.fit(reader, p, ctx)
         stats = _Stats(spec)
         dst = Path(dst_path)
         dst.parent.mkdir(parents=True, exist_ok=True)
         block = 512 if min(ds.width, ds.height) >= 512 else 256
-        tags = {f"{TAG_PREFIX}PRODUCT": product.name, f"{TAG_PREFIX}PRODUCT_VERSION": product.version,
-                f"{TAG_PREFIX}PARAMS": json.dumps(p.model_dump(mode="json"), sort_keys=True),
-                f"{TAG_PREFIX}SCENE_ID": sid, f"{TAG_PREFIX}COLORMAP": spec.colormap}
+        tags = {
+            f"{TAG_PREFIX}PRODUCT": product.name,
+            f"{TAG_PREFIX}PRODUCT_VERSION": product.version,
+            f"{TAG_PREFIX}PARAMS": json.dumps(p.model_dump(mode="json"), sort_keys=True),
+            f"{TAG_PREFIX}SCENE_ID": sid,
+            f"{TAG_PREFIX}COLORMAP": spec.colormap,
+        }
         if spec.classes is not None:
             tags[f"{TAG_PREFIX}CLASSES"] = json.dumps({str(k): v for k, v in spec.classes.items()})
             tags[f"{TAG_PREFIX}CLASS_BAND"] = str((spec.class_band or 0) + 1)
             if spec.class_colors:
-                tags[f"{TAG_PREFIX}CLASS_COLORS"] = json.dumps({str(k): list(v) for k, v in spec.class_colors.items()})
+                tags[f"{TAG_PREFIX}CLASS_COLORS"] = json.dumps(
+                    {str(k): list(v) for k, v in spec.class_colors.items()}
+                )
         resampling = "nearest" if spec.classes is not None else "average"
         sink = CogSink(
-            dst, width=ds.width, height=ds.height, count=spec.count, dtype=spec.dtype, crs=ds.crs,
-            transform=ds.transform, nodata=spec.nodata,
+            dst,
+            width=ds.width,
+            height=ds.height,
+            count=spec.count,
+            dtype=spec.dtype,
+            crs=ds.crs,
+            transform=ds.transform,
+            nodata=spec.nodata,
             profile=CogProfile(blocksize=block, overview_level=_overview_levels(ds.width, ds.height, block)),
             descriptions=[f"{b.name}: {b.description}" for b in spec.bands],
-            band_tags=[{"NAME": b.name} for b in spec.bands], tags=tags, overview_resampling=resampling)
+            band_tags=[{"NAME": b.name} for b in spec.bands],
+            tags=tags,
+            overview_resampling=resampling,
+        )
         with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS", GDAL_CACHEMAX=128), sink:
             for k, w in enumerate(windows, start=1):
                 chunk = reader.read(w)
@@ -299,9 +361,22 @@ def run_product(product: Product, src_path: str, dst_path: str,
         if ctx.state is not None and hasattr(ctx.state, "summary"):
             fit_summary = ctx.state.summary(spec.count)
         return ProductResult(
-            product=product.name, version=product.version, params=p.model_dump(mode="json"), scene_id=sid,
-            source=src_path, output_path=str(dst), selected_bands=[s.as_dict() for s in selected],
+            product=product.name,
+            version=product.version,
+            params=p.model_dump(mode="json"),
+            scene_id=sid,
+            source=src_path,
+            output_path=str(dst),
+            selected_bands=[s.as_dict() for s in selected],
             output_bands=[{"name": b.name, "description": b.description} for b in spec.bands],
-            dtype=spec.dtype, nodata=spec.nodata, width=ds.width, height=ds.height, stats=st,
-            class_counts=counts, class_fractions=fractions, fit_summary=fit_summary,
-            bands_read=reader.unique, windows=len(windows))
+            dtype=spec.dtype,
+            nodata=spec.nodata,
+            width=ds.width,
+            height=ds.height,
+            stats=st,
+            class_counts=counts,
+            class_fractions=fractions,
+            fit_summary=fit_summary,
+            bands_read=reader.unique,
+            windows=len(windows),
+        )

@@ -81,7 +81,7 @@ def _usable(name: str) -> bool:
             if _band_window(sym) is None:
                 return False
         elif sym.startswith("lambda"):
-            if _band_window(sym[len("lambda"):]) is None:
+            if _band_window(sym[len("lambda") :]) is None:
                 return False
         elif sym in sx.constants:
             if sx.constants[sym].default is None:
@@ -137,7 +137,7 @@ def _build_spyndex_product(name: str) -> Product:
         values: dict[str, Any] = {k: bands[k] for k in bands}
         values.update(params.model_dump())
         for lam in lambdas:
-            sym = lam[len("lambda"):]
+            sym = lam[len("lambda") :]
             if sym in ctx.wavelengths:
                 values[lam] = float(ctx.wavelengths[sym])
             else:
@@ -203,13 +203,25 @@ def _rgri(b: Mapping[str, np.ndarray], p: Any, ctx: ComputeContext) -> np.ndarra
     return (b["red"].mean(axis=0) / b["green"].mean(axis=0))[None]
 
 
-def _nb(name: str, title: str, wls: tuple[float, ...], fn: Any, formula: str, ref: str,
-        inputs: tuple[Any, ...] | None = None) -> Product:
+def _nb(
+    name: str,
+    title: str,
+    wls: tuple[float, ...],
+    fn: Any,
+    formula: str,
+    ref: str,
+    inputs: tuple[Any, ...] | None = None,
+) -> Product:
     return Product(
-        name=f"index:{name}", version="1.0.0", title=title,
+        name=f"index:{name}",
+        version="1.0.0",
+        title=title,
         inputs=inputs if inputs is not None else tuple(_req(f"R{w:g}", w) for w in wls),
         output=OutputSpec(bands=(OutputBand(name, f"{title}: {formula}"),)),
-        compute=fn, params_model=NoParams, reference=ref, kind="index",
+        compute=fn,
+        params_model=NoParams,
+        reference=ref,
+        kind="index",
         extra={"formula": formula},
     )
 
@@ -217,20 +229,61 @@ def _nb(name: str, title: str, wls: tuple[float, ...], fn: Any, formula: str, re
 def narrow_band_products() -> list[Product]:
     """Narrow-band hyperspectral indices (see module docstring for formulas and references)."""
     return [
-        _nb("NDWI_GAO", "Normalized Difference Water Index (Gao 1996)", (860, 1240), _ndwi_gao,
-            "(R860-R1240)/(R860+R1240)", "Gao 1996, Remote Sens. Environ. 58:257-266"),
-        _nb("PRI", "Photochemical Reflectance Index", (531, 570), _pri,
-            "(R531-R570)/(R531+R570)", "Gamon, Peñuelas & Field 1992, Remote Sens. Environ. 41:35-44"),
-        _nb("REIP", "Red-Edge Inflection Point (linear 4-point), nm", (670, 700, 740, 780), _reip,
+        _nb(
+            "NDWI_GAO",
+            "Normalized Difference Water Index (Gao 1996)",
+            (860, 1240),
+            _ndwi_gao,
+            "(R860-R1240)/(R860+R1240)",
+            "Gao 1996, Remote Sens. Environ. 58:257-266",
+        ),
+        _nb(
+            "PRI",
+            "Photochemical Reflectance Index",
+            (531, 570),
+            _pri,
+            "(R531-R570)/(R531+R570)",
+            "Gamon, Peñuelas & Field 1992, Remote Sens. Environ. 41:35-44",
+        ),
+        _nb(
+            "REIP",
+            "Red-Edge Inflection Point (linear 4-point), nm",
+            (670, 700, 740, 780),
+            _reip,
             "λ700+(λ740-λ700)*((R670+R780)/2-R700)/(R740-R700)",
-            "Guyot & Baret 1988, Proc. 4th Int. Coll. Spectral Signatures, ESA SP-287"),
-        _nb("CAI", "Cellulose Absorption Index", (2000, 2100, 2200), _cai,
-            "0.5*(R2000+R2200)-R2100", "Nagler et al. 2000, Remote Sens. Environ. 71:207-215"),
-        _nb("WBI", "Water Band Index", (900, 970), _wbi, "R900/R970",
-            "Peñuelas et al. 1997, Int. J. Remote Sens. 18:2869-2875"),
-        _nb("PSRI_NB", "Plant Senescence Reflectance Index (narrow-band)", (500, 680, 750), _psri,
-            "(R680-R500)/R750", "Merzlyak et al. 1999, Physiol. Plant. 106:135-141"),
-        _nb("RGRI_NB", "Red/Green Ratio Index (narrow-band window means)", (), _rgri,
-            "mean(R600..699)/mean(R500..599)", "Gamon & Surfus 1999, New Phytol. 143:105-117",
-            inputs=(BandRange("red", 600.0, 699.999), BandRange("green", 500.0, 599.999))),
+            "Guyot & Baret 1988, Proc. 4th Int. Coll. Spectral Signatures, ESA SP-287",
+        ),
+        _nb(
+            "CAI",
+            "Cellulose Absorption Index",
+            (2000, 2100, 2200),
+            _cai,
+            "0.5*(R2000+R2200)-R2100",
+            "Nagler et al. 2000, Remote Sens. Environ. 71:207-215",
+        ),
+        _nb(
+            "WBI",
+            "Water Band Index",
+            (900, 970),
+            _wbi,
+            "R900/R970",
+            "Peñuelas et al. 1997, Int. J. Remote Sens. 18:2869-2875",
+        ),
+        _nb(
+            "PSRI_NB",
+            "Plant Senescence Reflectance Index (narrow-band)",
+            (500, 680, 750),
+            _psri,
+            "(R680-R500)/R750",
+            "Merzlyak et al. 1999, Physiol. Plant. 106:135-141",
+        ),
+        _nb(
+            "RGRI_NB",
+            "Red/Green Ratio Index (narrow-band window means)",
+            (),
+            _rgri,
+            "mean(R600..699)/mean(R500..599)",
+            "Gamon & Surfus 1999, New Phytol. 143:105-117",
+            inputs=(BandRange("red", 600.0, 699.999), BandRange("green", 500.0, 599.999)),
+        ),
     ]

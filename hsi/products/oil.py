@@ -59,22 +59,34 @@ FEATURES = {  # name: (left shoulder, right shoulder, feature window lo, hi)
 class OilSpillParams(Params):
     hi_threshold: float = Field(0.0, description="oil where HI > this (reflectance units)")
     depth_1730_threshold: float = Field(
-        0.1, ge=0.0, description="and 1.73 µm band depth >= this (thick oil 0.1-0.5; lignin/cellulose < 0.1)")
+        0.1, ge=0.0, description="and 1.73 µm band depth >= this (thick oil 0.1-0.5; lignin/cellulose < 0.1)"
+    )
     min_continuum: float = Field(
-        0.02, ge=0.0, description="and the 1.73 µm continuum (mean of its shoulders) >= this reflectance: "
-        "dark open water has no usable SWIR signal, its band depths are noise")
+        0.02,
+        ge=0.0,
+        description="and the 1.73 µm continuum (mean of its shoulders) >= this reflectance: "
+        "dark open water has no usable SWIR signal, its band depths are noise",
+    )
     depth_2300_threshold: float | None = Field(
-        None, ge=0.0, description="and 2.3 µm band depth >= this (unused when null)")
+        None, ge=0.0, description="and 2.3 µm band depth >= this (unused when null)"
+    )
 
 
-def hydrocarbon_index(ra: np.ndarray, rb: np.ndarray, rc: np.ndarray,
-                      la: float, lb: float, lc: float) -> np.ndarray:
+def hydrocarbon_index(
+    ra: np.ndarray, rb: np.ndarray, rc: np.ndarray, la: float, lb: float, lc: float
+) -> np.ndarray:
     """Kühn et al. (2004) HI with the given band centres (nm)."""
     return (lb - la) * (rc - ra) / (lc - la) + ra - rb
 
 
-def linear_continuum_depth(left: np.ndarray, right: np.ndarray, feature: np.ndarray,
-                           l_left: float, l_right: float, l_feature: np.ndarray) -> np.ndarray:
+def linear_continuum_depth(
+    left: np.ndarray,
+    right: np.ndarray,
+    feature: np.ndarray,
+    l_left: float,
+    l_right: float,
+    l_feature: np.ndarray,
+) -> np.ndarray:
     """max_i (1 − R_i / Rc_i), Rc linear between the shoulders; ``feature`` is (n, h, w)."""
     t = ((np.asarray(l_feature, dtype=np.float64) - l_left) / (l_right - l_left)).astype(np.float32)
     t = t.reshape((-1,) + (1,) * (feature.ndim - 1))
@@ -88,10 +100,15 @@ def _compute(b: Mapping[str, np.ndarray], p: OilSpillParams, ctx: ComputeContext
         hi = hydrocarbon_index(b["A"], b["B"], b["C"], float(w["A"]), float(w["B"]), float(w["C"]))
         depths = {}
         for f in FEATURES:
-            depths[f] = linear_continuum_depth(b[f"L{f}"], b[f"R{f}"], b[f"F{f}"],
-                                               float(w[f"L{f}"]), float(w[f"R{f}"]), w[f"F{f}"])
+            depths[f] = linear_continuum_depth(
+                b[f"L{f}"], b[f"R{f}"], b[f"F{f}"], float(w[f"L{f}"]), float(w[f"R{f}"]), w[f"F{f}"]
+            )
         continuum = 0.5 * (b["L1730"] + b["R1730"])
-        mask = (hi > p.hi_threshold) & (depths["1730"] >= p.depth_1730_threshold) & (continuum >= p.min_continuum)
+        mask = (
+            (hi > p.hi_threshold)
+            & (depths["1730"] >= p.depth_1730_threshold)
+            & (continuum >= p.min_continuum)
+        )
         if p.depth_2300_threshold is not None:
             mask &= depths["2300"] >= p.depth_2300_threshold
     out = np.stack([hi, depths["1730"], depths["2300"], mask.astype(np.float32)]).astype(np.float32)
@@ -104,27 +121,40 @@ def _check(selected: Sequence[SelectedBand], scene_id: str) -> None:
         raise BandSelectionError(
             f"product 'oil-spill' needs three distinct bands near 1705/1729/1741 nm for the "
             f"Hydrocarbon Index, but scene '{scene_id}' resolves them to "
-            f"{by['A']:.1f}/{by['B']:.1f}/{by['C']:.1f} nm (spectral sampling too coarse)")
+            f"{by['A']:.1f}/{by['B']:.1f}/{by['C']:.1f} nm (spectral sampling too coarse)"
+        )
 
 
 def oil_spill_product() -> Product:
-    inputs: list[Any] = [BandRequest(n, wl, HI_TOLERANCE_NM) for n, wl in zip("ABC", HI_WAVELENGTHS,
-                                                                               strict=True)]
+    inputs: list[Any] = [
+        BandRequest(n, wl, HI_TOLERANCE_NM) for n, wl in zip("ABC", HI_WAVELENGTHS, strict=True)
+    ]
     for f, (ls, rs, lo, hi) in FEATURES.items():
-        inputs += [BandRequest(f"L{f}", ls, SHOULDER_TOLERANCE_NM),
-                   BandRequest(f"R{f}", rs, SHOULDER_TOLERANCE_NM),
-                   BandRange(f"F{f}", lo, hi)]
+        inputs += [
+            BandRequest(f"L{f}", ls, SHOULDER_TOLERANCE_NM),
+            BandRequest(f"R{f}", rs, SHOULDER_TOLERANCE_NM),
+            BandRange(f"F{f}", lo, hi),
+        ]
     return Product(
-        name="oil-spill", version="1.1.0", title="Oil spill: Hydrocarbon Index, C-H band depths, mask",
+        name="oil-spill",
+        version="1.1.0",
+        title="Oil spill: Hydrocarbon Index, C-H band depths, mask",
         inputs=tuple(inputs),
         output=OutputSpec(
-            bands=(OutputBand("HI", "Hydrocarbon Index (Kühn et al. 2004), 1705/1729/1741 nm"),
-                   OutputBand("depth_1730", "continuum-removed band depth 1.73 µm (1660-1780 nm continuum)"),
-                   OutputBand("depth_2300", "continuum-removed band depth 2.3 µm (2230-2400 nm continuum)"),
-                   OutputBand("oil_mask", "1 = oil (HI and depth thresholds), 0 = no oil")),
-            classes={0: "no oil", 1: "oil"}, class_band=3, colormap="inferno",
-            class_colors={0: (30, 60, 120), 1: (250, 80, 20)}),
-        compute=_compute, params_model=OilSpillParams, check_selection=_check,
+            bands=(
+                OutputBand("HI", "Hydrocarbon Index (Kühn et al. 2004), 1705/1729/1741 nm"),
+                OutputBand("depth_1730", "continuum-removed band depth 1.73 µm (1660-1780 nm continuum)"),
+                OutputBand("depth_2300", "continuum-removed band depth 2.3 µm (2230-2400 nm continuum)"),
+                OutputBand("oil_mask", "1 = oil (HI and depth thresholds), 0 = no oil"),
+            ),
+            classes={0: "no oil", 1: "oil"},
+            class_band=3,
+            colormap="inferno",
+            class_colors={0: (30, 60, 120), 1: (250, 80, 20)},
+        ),
+        compute=_compute,
+        params_model=OilSpillParams,
+        check_selection=_check,
         reference="Kühn, Oppermann & Hörig 2004, IJRS 25(12); Clark et al. 2010, USGS OFR 2010-1167",
         kind="classifier",
     )

@@ -28,8 +28,18 @@ _RAMPS: dict[str, list[tuple[int, int, int]]] = {
     "magma": [(0, 0, 4), (81, 18, 124), (183, 55, 121), (252, 137, 97), (252, 253, 191)],
     "gray": [(0, 0, 0), (255, 255, 255)],
 }
-CATEGORICAL = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-               (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+CATEGORICAL = [
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+]
 NODATA_RGB = (0, 0, 0)
 
 
@@ -50,14 +60,22 @@ def _font() -> Any:
         return ImageFont.load_default()
 
 
-def write_preview(product_cog: str | Path, png_path: str | Path, *, band: int | None = None,
-                  max_size: int = 512, colormap: str | None = None) -> Path:
+def write_preview(
+    product_cog: str | Path,
+    png_path: str | Path,
+    *,
+    band: int | None = None,
+    max_size: int = 512,
+    colormap: str | None = None,
+) -> Path:
     """Write a PNG (map + legend below, <= ``max_size`` px on the long side) of one band."""
     from PIL import Image, ImageDraw
 
     with rasterio.open(product_cog) as ds:
         tags = ds.tags()
-        classes = {int(k): v for k, v in json.loads(tags["HSI_CLASSES"]).items()} if "HSI_CLASSES" in tags else None
+        classes = (
+            {int(k): v for k, v in json.loads(tags["HSI_CLASSES"]).items()} if "HSI_CLASSES" in tags else None
+        )
         class_band = int(tags.get("HSI_CLASS_BAND", "1"))
         bidx = band or (class_band if classes else 1)
         is_class = classes is not None and bidx == class_band

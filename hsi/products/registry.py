@@ -20,8 +20,14 @@ from collections.abc import Callable, Iterable
 from hsi.errors import ProductError
 from hsi.products.base import Product
 
-__all__ = ["ENTRY_POINT_GROUP", "ProductRegistry", "default_registry", "get_product", "list_products",
-           "reset_default_registry"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "ProductRegistry",
+    "default_registry",
+    "get_product",
+    "list_products",
+    "reset_default_registry",
+]
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +50,9 @@ class ProductRegistry:
     # --- registration -------------------------------------------------------------------
     def register(self, product: Product, *, replace: bool = False) -> Product:
         if product.name in self._products and not replace:
-            raise ProductError(f"product '{product.name}' is already registered "
-                               f"(by {self.sources.get(product.name)})")
+            raise ProductError(
+                f"product '{product.name}' is already registered (by {self.sources.get(product.name)})"
+            )
         self._products[product.name] = product
         self.sources[product.name] = self._current_source
         return product
@@ -92,7 +99,7 @@ class ProductRegistry:
             return self._cache[name]
         for prefix, (resolve, _) in self._resolvers.items():
             if name.startswith(prefix):
-                product = resolve(name[len(prefix):])
+                product = resolve(name[len(prefix) :])
                 if product is not None:
                     self._cache[name] = product
                     return product

@@ -45,8 +45,17 @@ from hsi.products.base import (
     Product,
 )
 
-__all__ = ["PCAState", "continuum", "continuum_depth_product", "load_reference_csv", "pca_product",
-           "remove_continuum", "resample_nearest", "sam_product", "spectral_angles"]
+__all__ = [
+    "PCAState",
+    "continuum",
+    "continuum_depth_product",
+    "load_reference_csv",
+    "pca_product",
+    "remove_continuum",
+    "resample_nearest",
+    "sam_product",
+    "spectral_angles",
+]
 
 log = logging.getLogger(__name__)
 
@@ -124,15 +133,22 @@ def _cr_compute(b: Mapping[str, np.ndarray], p: ContinuumParams, ctx: ComputeCon
 
 def continuum_depth_product() -> Product:
     return Product(
-        name="continuum-depth", version="1.0.0", title="Continuum-removed absorption feature in a window",
+        name="continuum-depth",
+        version="1.0.0",
+        title="Continuum-removed absorption feature in a window",
         inputs=(BandRange("window", 2100.0, 2400.0, min_bands=3),),
         inputs_for=lambda p: (BandRange("window", p.lo_nm, p.hi_nm, min_bands=3),),
-        output=OutputSpec(bands=(
-            OutputBand("depth", "1 - min(R/continuum) in the window (convex-hull continuum)"),
-            OutputBand("position_nm", "wavelength of the continuum-removed minimum (nm)"),
-            OutputBand("area_nm", "integrated 1 - R/continuum over the window (nm)"))),
-        compute=_cr_compute, params_model=ContinuumParams,
-        reference="Clark & Roush 1984, JGR 89:6329-6340", kind="spectral",
+        output=OutputSpec(
+            bands=(
+                OutputBand("depth", "1 - min(R/continuum) in the window (convex-hull continuum)"),
+                OutputBand("position_nm", "wavelength of the continuum-removed minimum (nm)"),
+                OutputBand("area_nm", "integrated 1 - R/continuum over the window (nm)"),
+            )
+        ),
+        compute=_cr_compute,
+        params_model=ContinuumParams,
+        reference="Clark & Roush 1984, JGR 89:6329-6340",
+        kind="spectral",
     )
 
 
@@ -158,8 +174,9 @@ def load_reference_csv(path: str | Path) -> tuple[np.ndarray, list[str], np.ndar
     return data[order, 0], names, data[order, 1:].T
 
 
-def resample_nearest(ref_wl: np.ndarray, ref_values: np.ndarray, target_wl: np.ndarray,
-                     max_distance_nm: float) -> np.ndarray:
+def resample_nearest(
+    ref_wl: np.ndarray, ref_values: np.ndarray, target_wl: np.ndarray, max_distance_nm: float
+) -> np.ndarray:
     """Nearest finite reference sample per target band (NaN when farther than ``max_distance_nm``)."""
     out = np.full((ref_values.shape[0], target_wl.size), np.nan)
     for c in range(ref_values.shape[0]):
@@ -200,8 +217,12 @@ def _sam_output(p: SAMParams) -> OutputSpec:
     _, names, _ = load_reference_csv(p.references)
     bands = tuple(OutputBand(f"angle_{n}", f"spectral angle to '{n}' (radians)") for n in names)
     classes = {0: "unclassified", **{i + 1: n for i, n in enumerate(names)}}
-    return OutputSpec(bands=bands + (OutputBand("class", "1-based class of the smallest angle"),),
-                      classes=classes, class_band=len(names), colormap="magma")
+    return OutputSpec(
+        bands=bands + (OutputBand("class", "1-based class of the smallest angle"),),
+        classes=classes,
+        class_band=len(names),
+        colormap="magma",
+    )
 
 
 def _sam_fit(reader: ChunkReader, p: SAMParams, ctx: ComputeContext) -> SAMState:
@@ -210,8 +231,10 @@ def _sam_fit(reader: ChunkReader, p: SAMParams, ctx: ComputeContext) -> SAMState
     res = resample_nearest(wl, values, target, p.max_distance_nm)
     used = np.isfinite(res).all(axis=0)
     if used.sum() < 3:
-        raise ProductError(f"product 'sam' on scene '{ctx.scene_id}': reference file {p.references} "
-                           f"covers only {int(used.sum())} scene bands within {p.max_distance_nm} nm")
+        raise ProductError(
+            f"product 'sam' on scene '{ctx.scene_id}': reference file {p.references} "
+            f"covers only {int(used.sum())} scene bands within {p.max_distance_nm} nm"
+        )
     log.info("SAM: %d classes over %d of %d bands", len(names), int(used.sum()), target.size)
     return SAMState(tuple(names), used, res[:, used])
 
@@ -228,12 +251,22 @@ def _sam_compute(b: Mapping[str, np.ndarray], p: SAMParams, ctx: ComputeContext)
 
 def sam_product() -> Product:
     return Product(
-        name="sam", version="1.0.0", title="Spectral Angle Mapper against reference spectra",
+        name="sam",
+        version="1.0.0",
+        title="Spectral Angle Mapper against reference spectra",
         inputs=(ALL_GOOD_BANDS,),
-        output=OutputSpec(bands=(OutputBand("angle_<class>", "one band per reference class (radians)"),
-                                 OutputBand("class", "1-based class of the smallest angle (0 = none)"))),
-        output_for=_sam_output, compute=_sam_compute, fit=_sam_fit, params_model=SAMParams,
-        reference="Kruse et al. 1993, Remote Sens. Environ. 44:145-163", kind="classifier",
+        output=OutputSpec(
+            bands=(
+                OutputBand("angle_<class>", "one band per reference class (radians)"),
+                OutputBand("class", "1-based class of the smallest angle (0 = none)"),
+            )
+        ),
+        output_for=_sam_output,
+        compute=_sam_compute,
+        fit=_sam_fit,
+        params_model=SAMParams,
+        reference="Kruse et al. 1993, Remote Sens. Environ. 44:145-163",
+        kind="classifier",
     )
 
 
@@ -252,9 +285,11 @@ class PCAState:
 
     def summary(self, n: int) -> dict[str, Any]:
         total = float(self.eigenvalues.sum())
-        return {"nsamples": self.nsamples,
-                "eigenvalues": [float(v) for v in self.eigenvalues[:n]],
-                "explained_variance_ratio": [float(v) / total if total else 0.0 for v in self.eigenvalues[:n]]}
+        return {
+            "nsamples": self.nsamples,
+            "eigenvalues": [float(v) for v in self.eigenvalues[:n]],
+            "explained_variance_ratio": [float(v) / total if total else 0.0 for v in self.eigenvalues[:n]],
+        }
 
 
 def pca_fit_stream(chunks: Any, key: str = "spectrum") -> PCAState:
@@ -289,8 +324,9 @@ def pca_fit_stream(chunks: Any, key: str = "spectrum") -> PCAState:
 def _pca_fit(reader: ChunkReader, p: PCAParams, ctx: ComputeContext) -> PCAState:
     k = len(ctx.wavelengths["spectrum"])
     if p.n_components > k:
-        raise ProductError(f"product 'pca': n_components={p.n_components} > {k} good bands "
-                           f"in scene '{ctx.scene_id}'")
+        raise ProductError(
+            f"product 'pca': n_components={p.n_components} > {k} good bands in scene '{ctx.scene_id}'"
+        )
     return pca_fit_stream(reader)
 
 
@@ -303,14 +339,23 @@ def _pca_compute(b: Mapping[str, np.ndarray], p: PCAParams, ctx: ComputeContext)
 
 
 def _pca_output(p: PCAParams) -> OutputSpec:
-    return OutputSpec(bands=tuple(OutputBand(f"PC{i + 1}", f"principal component {i + 1}")
-                                  for i in range(p.n_components)), colormap="gray")
+    return OutputSpec(
+        bands=tuple(OutputBand(f"PC{i + 1}", f"principal component {i + 1}") for i in range(p.n_components)),
+        colormap="gray",
+    )
 
 
 def pca_product() -> Product:
     return Product(
-        name="pca", version="1.0.0", title="Principal components (two-pass, out of core)",
-        inputs=(ALL_GOOD_BANDS,), output=_pca_output(PCAParams.model_validate({})), output_for=_pca_output,
-        compute=_pca_compute, fit=_pca_fit, params_model=PCAParams,
-        reference="Jolliffe 2002, Principal Component Analysis", kind="spectral",
+        name="pca",
+        version="1.0.0",
+        title="Principal components (two-pass, out of core)",
+        inputs=(ALL_GOOD_BANDS,),
+        output=_pca_output(PCAParams.model_validate({})),
+        output_for=_pca_output,
+        compute=_pca_compute,
+        fit=_pca_fit,
+        params_model=PCAParams,
+        reference="Jolliffe 2002, Principal Component Analysis",
+        kind="spectral",
     )

@@ -22,21 +22,38 @@ from hsi.scene import TAG_FWHM, TAG_GOOD, TAG_WAVELENGTH, BandInfo
 __all__ = ["band_table", "write_activated_cog"]
 
 
-def band_table(wavelengths: Sequence[float], fwhm: Sequence[float] | float | None = None,
-               good: Sequence[bool] | None = None, scale: float = 1.0, offset: float = 0.0) -> list[BandInfo]:
+def band_table(
+    wavelengths: Sequence[float],
+    fwhm: Sequence[float] | float | None = None,
+    good: Sequence[bool] | None = None,
+    scale: float = 1.0,
+    offset: float = 0.0,
+) -> list[BandInfo]:
     """BandInfo list (1-based) from wavelengths (nm)."""
     n = len(wavelengths)
     fw = [fwhm] * n if fwhm is None or isinstance(fwhm, int | float) else list(fwhm)
     gd = [True] * n if good is None else list(good)
-    return [BandInfo(i + 1, float(w), None if f is None else float(f), bool(g), scale, offset)
-            for i, (w, f, g) in enumerate(zip(wavelengths, fw, gd, strict=True))]
+    return [
+        BandInfo(i + 1, float(w), None if f is None else float(f), bool(g), scale, offset)
+        for i, (w, f, g) in enumerate(zip(wavelengths, fw, gd, strict=True))
+    ]
 
 
-def write_activated_cog(path: str | Path, bands: Sequence[BandInfo], data: np.ndarray | None = None, *,
-                        width: int | None = None, height: int | None = None,
-                        fill: Callable[[Window], np.ndarray] | None = None, dtype: str = "float32",
-                        nodata: float | None = -9999.0, block: int = 256, overviews: bool = False,
-                        crs: str = "EPSG:32611", pixel: float = 5.0) -> Path:
+def write_activated_cog(
+    path: str | Path,
+    bands: Sequence[BandInfo],
+    data: np.ndarray | None = None,
+    *,
+    width: int | None = None,
+    height: int | None = None,
+    fill: Callable[[Window], np.ndarray] | None = None,
+    dtype: str = "float32",
+    nodata: float | None = -9999.0,
+    block: int = 256,
+    overviews: bool = False,
+    crs: str = "EPSG:32611",
+    pixel: float = 5.0,
+) -> Path:
     """Write a band-interleaved COG; pixels from ``data`` (N, h, w) or ``fill(window) -> (N, h, w)``."""
     from rio_cogeo.cogeo import cog_translate
 
@@ -44,10 +61,22 @@ def write_activated_cog(path: str | Path, bands: Sequence[BandInfo], data: np.nd
         _, height, width = data.shape
     assert width is not None and height is not None
     path = Path(path)
-    profile = {"driver": "GTiff", "width": width, "height": height, "count": len(bands), "dtype": dtype,
-               "nodata": nodata, "crs": crs, "transform": from_origin(500000.0, 4000000.0, pixel, pixel),
-               "tiled": True, "blockxsize": block, "blockysize": block, "interleave": "band",
-               "compress": "ZSTD", "BIGTIFF": "IF_SAFER"}
+    profile = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": len(bands),
+        "dtype": dtype,
+        "nodata": nodata,
+        "crs": crs,
+        "transform": from_origin(500000.0, 4000000.0, pixel, pixel),
+        "tiled": True,
+        "blockxsize": block,
+        "blockysize": block,
+        "interleave": "band",
+        "compress": "ZSTD",
+        "BIGTIFF": "IF_SAFER",
+    }
     fd, tmp = tempfile.mkstemp(suffix=".tif", dir=path.parent)
     os.close(fd)
     try:
@@ -65,13 +94,26 @@ def write_activated_cog(path: str | Path, bands: Sequence[BandInfo], data: np.nd
             for r in range(0, height, block):
                 for c in range(0, width, block):
                     w = Window(c, r, min(block, width - c), min(block, height - r))
-                    arr = (data[:, r:r + w.height, c:c + w.width] if data is not None
-                           else fill(w))  # type: ignore[misc]
+                    arr = data[:, r : r + w.height, c : c + w.width] if data is not None else fill(w)  # type: ignore[misc]
                     ds.write(arr.astype(dtype, copy=False), window=w)
-        prof = {"driver": "GTiff", "interleave": "band", "tiled": True, "blockxsize": block,
-                "blockysize": block, "compress": "ZSTD"}
-        cog_translate(tmp, str(path), prof, nodata=nodata, in_memory=False, quiet=True,
-                      overview_level=None if overviews else 0, forward_band_tags=True)
+        prof = {
+            "driver": "GTiff",
+            "interleave": "band",
+            "tiled": True,
+            "blockxsize": block,
+            "blockysize": block,
+            "compress": "ZSTD",
+        }
+        cog_translate(
+            tmp,
+            str(path),
+            prof,
+            nodata=nodata,
+            in_memory=False,
+            quiet=True,
+            overview_level=None if overviews else 0,
+            forward_band_tags=True,
+        )
     finally:
         Path(tmp).unlink(missing_ok=True)
     return path

@@ -48,8 +48,9 @@ class TreeMortalityParams(Params):
         return self
 
 
-def classify_mortality(ndvi: np.ndarray, ndwi: np.ndarray, cai: np.ndarray,
-                       p: TreeMortalityParams) -> np.ndarray:
+def classify_mortality(
+    ndvi: np.ndarray, ndwi: np.ndarray, cai: np.ndarray, p: TreeMortalityParams
+) -> np.ndarray:
     """Class per pixel (float32, NaN where any index is not finite)."""
     out = np.full(ndvi.shape, 2.0, dtype=np.float32)
     healthy = (ndvi >= p.ndvi_healthy) & (ndwi >= p.ndwi_healthy)
@@ -71,12 +72,20 @@ def _compute(b: Mapping[str, np.ndarray], p: TreeMortalityParams, ctx: ComputeCo
 def tree_mortality_product() -> Product:
     wls = (670, 800, 860, 1240, 2000, 2100, 2200)
     return Product(
-        name="tree-mortality", version="1.1.0", title="Tree mortality classes (NDVI, NDWI Gao, CAI)",
+        name="tree-mortality",
+        version="1.1.0",
+        title="Tree mortality classes (NDVI, NDWI Gao, CAI)",
         inputs=tuple(BandRequest(f"R{w}", float(w), TOLERANCE_NM) for w in wls),
         output=OutputSpec(
             bands=(OutputBand("class", "0 non-vegetation, 1 healthy, 2 stressed, 3 dead"),),
-            dtype="uint8", nodata=255, classes=MORTALITY_CLASSES, class_band=0,
-            class_colors=CLASS_COLORS),
-        compute=_compute, params_model=TreeMortalityParams,
-        reference="Gao 1996; Nagler et al. 2000; Asner et al. 2016 PNAS 113(2)", kind="classifier",
+            dtype="uint8",
+            nodata=255,
+            classes=MORTALITY_CLASSES,
+            class_band=0,
+            class_colors=CLASS_COLORS,
+        ),
+        compute=_compute,
+        params_model=TreeMortalityParams,
+        reference="Gao 1996; Nagler et al. 2000; Asner et al. 2016 PNAS 113(2)",
+        kind="classifier",
     )

@@ -83,8 +83,11 @@ def find_sidecar(data_path: Path, suffix: str) -> Path | None:
     """The ``.gain``/``.spc`` next to a cube sharing the longest name prefix with it."""
     parsed = parse_classic_name(data_path.name)
     flight = parsed[0] if parsed else data_path.name[:16].lower()
-    cands = [p for p in data_path.parent.iterdir()
-             if p.is_file() and p.suffix.lower() == suffix and p.name.lower().startswith(flight)]
+    cands = [
+        p
+        for p in data_path.parent.iterdir()
+        if p.is_file() and p.suffix.lower() == suffix and p.name.lower().startswith(flight)
+    ]
 
     def common(p: Path) -> int:
         a, b = p.stem.lower(), data_path.name.lower()
@@ -115,17 +118,29 @@ class AvirisClassicSource(EnviSource):
     def rank(self, header: Path, hint: str) -> tuple[Any, ...]:
         name = header.name.lower()
         want_refl = _is_reflectance_name(hint)
-        return (_is_reflectance_name(name) != want_refl, "ort_img" not in name, not name.endswith("img.hdr"), name)
+        return (
+            _is_reflectance_name(name) != want_refl,
+            "ort_img" not in name,
+            not name.endswith("img.hdr"),
+            name,
+        )
 
     def describe(self, hdr: EnviHeader, data_path: Path, origin: Path) -> SceneFacts:
         parsed = parse_classic_name(data_path.name) or parse_classic_name(origin.name)
         if parsed is None:
-            raise HeaderError(data_path, "not an AVIRIS-Classic name (expected fYYMMDDtNNpNNrNN...)", field="name")
+            raise HeaderError(
+                data_path, "not an AVIRIS-Classic name (expected fYYMMDDtNNpNNrNN...)", field="name"
+            )
         flight, when = parsed
-        refl = _is_reflectance_name(data_path.name) or _is_reflectance_name(origin.name) or hdr.says_reflectance
+        refl = (
+            _is_reflectance_name(data_path.name) or _is_reflectance_name(origin.name) or hdr.says_reflectance
+        )
         return SceneFacts(
-            scene_id=flight, level="l2" if refl else "l1b", quantity="reflectance" if refl else "radiance",
-            datetime=header_datetime(hdr) or when, units=None if refl else RADIANCE_UNITS,
+            scene_id=flight,
+            level="l2" if refl else "l1b",
+            quantity="reflectance" if refl else "radiance",
+            datetime=header_datetime(hdr) or when,
+            units=None if refl else RADIANCE_UNITS,
         )
 
     def band_overrides(self, hdr: EnviHeader, data_path: Path, facts: SceneFacts) -> dict[str, Any]:
@@ -134,8 +149,11 @@ class AvirisClassicSource(EnviSource):
         if hdr.wavelength is None or hdr.fwhm is None:
             spc = find_sidecar(data_path, ".spc")
             if spc is None and hdr.wavelength is None:
-                raise HeaderError(hdr.path, "no wavelength in the header and no .spc file next to "
-                                  f"{data_path.name}", field="wavelength")
+                raise HeaderError(
+                    hdr.path,
+                    f"no wavelength in the header and no .spc file next to {data_path.name}",
+                    field="wavelength",
+                )
             if spc is not None:
                 centres, fwhm = read_spc(spc, hdr.bands)
                 if hdr.wavelength is None:
@@ -150,8 +168,12 @@ class AvirisClassicSource(EnviSource):
                 extra["gain file"] = gain.name
             else:
                 log.warning("%s: no .gain file; radiance scale left at 1 (raw DN)", data_path)
-        elif facts.quantity == "reflectance" and hdr.reflectance_scale_factor is None and \
-                hdr.data_gain_values is None and hdr.dtype.startswith("int"):
+        elif (
+            facts.quantity == "reflectance"
+            and hdr.reflectance_scale_factor is None
+            and hdr.data_gain_values is None
+            and hdr.dtype.startswith("int")
+        ):
             out["scales"] = (1e-4,) * hdr.bands
         out["extra"] = extra
         return out

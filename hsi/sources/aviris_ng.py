@@ -72,7 +72,9 @@ class AvirisNgSource(EnviSource):
     def describe(self, hdr: EnviHeader, data_path: Path, origin: Path) -> SceneFacts:
         parsed = parse_ng_name(data_path.name) or parse_ng_name(origin.name)
         if parsed is None:
-            raise HeaderError(data_path, "not an AVIRIS-NG name (expected angYYYYMMDDtHHMMSS_...)", field="name")
+            raise HeaderError(
+                data_path, "not an AVIRIS-NG name (expected angYYYYMMDDtHHMMSS_...)", field="name"
+            )
         scene_id, when, tag = parsed
         if tag in _PRODUCTS:
             level, quantity = _PRODUCTS[tag]
@@ -80,7 +82,10 @@ class AvirisNgSource(EnviSource):
             level, quantity = ("l2", "reflectance") if hdr.says_reflectance else ("l1b", "radiance")
             log.warning("%s: no rdn/rfl/corr tag in the name; assuming %s", data_path, quantity)
         return SceneFacts(
-            scene_id=scene_id, level=level, quantity=quantity, datetime=header_datetime(hdr) or when,
+            scene_id=scene_id,
+            level=level,
+            quantity=quantity,
+            datetime=header_datetime(hdr) or when,
             units=RADIANCE_UNITS if quantity == "radiance" else None,
             nodata=-9999.0 if quantity == "reflectance" else None,
         )

@@ -61,8 +61,17 @@ log = logging.getLogger(__name__)
 
 # ENVI data type code -> numpy dtype name (complex 6/9 deliberately absent).
 ENVI_DTYPES: Mapping[int, str] = MappingProxyType(
-    {1: "uint8", 2: "int16", 3: "int32", 4: "float32", 5: "float64",
-     12: "uint16", 13: "uint32", 14: "int64", 15: "uint64"}
+    {
+        1: "uint8",
+        2: "int16",
+        3: "int32",
+        4: "float32",
+        5: "float64",
+        12: "uint16",
+        13: "uint32",
+        14: "int64",
+        15: "uint64",
+    }
 )
 _COMPLEX = {6: "complex64", 9: "complex128"}
 _INTERLEAVES = ("bsq", "bil", "bip")
@@ -258,10 +267,28 @@ class EnviHeader:
 
 
 _KNOWN = {
-    "samples", "lines", "bands", "data type", "interleave", "byte order", "header offset", "file type",
-    "description", "sensor type", "acquisition time", "map info", "coordinate system string",
-    "wavelength units", "wavelength", "fwhm", "bbl", "band names", "data ignore value",
-    "data gain values", "data offset values", "reflectance scale factor",
+    "samples",
+    "lines",
+    "bands",
+    "data type",
+    "interleave",
+    "byte order",
+    "header offset",
+    "file type",
+    "description",
+    "sensor type",
+    "acquisition time",
+    "map info",
+    "coordinate system string",
+    "wavelength units",
+    "wavelength",
+    "fwhm",
+    "bbl",
+    "band names",
+    "data ignore value",
+    "data gain values",
+    "data offset values",
+    "reflectance scale factor",
 }
 
 
@@ -276,15 +303,23 @@ def header_from_fields(raw: Mapping[str, str], path: Path) -> EnviHeader:
             raise HeaderError(path, f"must be > 0, found {val}", field=key)
     data_type = _int(path, raw, "data type")
     if data_type in _COMPLEX:
-        raise HeaderError(path, f"unsupported data type {data_type} ({_COMPLEX[data_type]}): complex cubes "
-                          "are not hyperspectral imagery this pipeline handles", field="data type")
+        raise HeaderError(
+            path,
+            f"unsupported data type {data_type} ({_COMPLEX[data_type]}): complex cubes "
+            "are not hyperspectral imagery this pipeline handles",
+            field="data type",
+        )
     if data_type not in ENVI_DTYPES:
-        raise HeaderError(path, f"unsupported data type {data_type}; supported: {sorted(ENVI_DTYPES)}",
-                          field="data type")
+        raise HeaderError(
+            path, f"unsupported data type {data_type}; supported: {sorted(ENVI_DTYPES)}", field="data type"
+        )
     interleave = raw["interleave"].strip().lower()
     if interleave not in _INTERLEAVES:
-        raise HeaderError(path, f"unknown interleave {raw['interleave'].strip()!r}; expected bsq, bil or bip",
-                          field="interleave")
+        raise HeaderError(
+            path,
+            f"unknown interleave {raw['interleave'].strip()!r}; expected bsq, bil or bip",
+            field="interleave",
+        )
     byte_order = _int(path, raw, "byte order", default=0)
     if byte_order not in (0, 1):
         raise HeaderError(path, f"must be 0 or 1, found {byte_order}", field="byte order")
@@ -296,7 +331,9 @@ def header_from_fields(raw: Mapping[str, str], path: Path) -> EnviHeader:
     for key in ("wavelength", "fwhm", "bbl", "data gain values", "data offset values"):
         values = _float_list(path, raw, key)
         if values is not None and len(values) != bands:
-            raise HeaderError(path, f"has {len(values)} values but the header says bands = {bands}", field=key)
+            raise HeaderError(
+                path, f"has {len(values)} values but the header says bands = {bands}", field=key
+            )
         lists[key] = values
     band_names = tuple(_list_items(raw["band names"])) if "band names" in raw else None
     if band_names is not None and len(band_names) != bands:
@@ -312,13 +349,28 @@ def header_from_fields(raw: Mapping[str, str], path: Path) -> EnviHeader:
         return _braced_text(raw[key]) if key in raw else None
 
     return EnviHeader(
-        path=path, samples=samples, lines=lines, bands=bands, data_type=data_type, interleave=interleave,
-        byte_order=byte_order, header_offset=header_offset, file_type=text("file type"),
-        description=text("description"), sensor_type=text("sensor type"),
-        acquisition_time=text("acquisition time"), map_info=map_info, coordinate_system_string=css or None,
-        wavelength_units=text("wavelength units"), wavelength=lists["wavelength"], fwhm=lists["fwhm"],
-        bbl=lists["bbl"], band_names=band_names, data_ignore_value=_float(path, raw, "data ignore value"),
-        data_gain_values=lists["data gain values"], data_offset_values=lists["data offset values"],
+        path=path,
+        samples=samples,
+        lines=lines,
+        bands=bands,
+        data_type=data_type,
+        interleave=interleave,
+        byte_order=byte_order,
+        header_offset=header_offset,
+        file_type=text("file type"),
+        description=text("description"),
+        sensor_type=text("sensor type"),
+        acquisition_time=text("acquisition time"),
+        map_info=map_info,
+        coordinate_system_string=css or None,
+        wavelength_units=text("wavelength units"),
+        wavelength=lists["wavelength"],
+        fwhm=lists["fwhm"],
+        bbl=lists["bbl"],
+        band_names=band_names,
+        data_ignore_value=_float(path, raw, "data ignore value"),
+        data_gain_values=lists["data gain values"],
+        data_offset_values=lists["data offset values"],
         reflectance_scale_factor=rsf,
         extra=MappingProxyType({k: v for k, v in raw.items() if k not in _KNOWN}),
     )
@@ -340,13 +392,30 @@ def read_header(path: Path | str) -> EnviHeader:
 # Files
 # ----------------------------------------------------------------------------------------------
 
-_NOT_DATA_SUFFIXES = {".hdr", ".sta", ".xml", ".aux", ".txt", ".json", ".npy", ".gain", ".spc", ".png", ".jpg"}
+_NOT_DATA_SUFFIXES = {
+    ".hdr",
+    ".sta",
+    ".xml",
+    ".aux",
+    ".txt",
+    ".json",
+    ".npy",
+    ".gain",
+    ".spc",
+    ".png",
+    ".jpg",
+}
 
 
 def find_header(path: Path) -> Path | None:
     """Header of a data file, as GDAL looks for it: ``<file>.hdr`` then ``<stem>.hdr`` (any case)."""
     path = Path(path)
-    candidates = [Path(f"{path}.hdr"), Path(f"{path}.HDR"), path.with_suffix(".hdr"), path.with_suffix(".HDR")]
+    candidates = [
+        Path(f"{path}.hdr"),
+        Path(f"{path}.HDR"),
+        path.with_suffix(".hdr"),
+        path.with_suffix(".HDR"),
+    ]
     return next((c for c in candidates if c.is_file() and c != path), None)
 
 
@@ -360,13 +429,16 @@ def find_data_file(header_path: Path) -> Path:
     if direct.is_file():
         return direct
     siblings = sorted(
-        p for p in header_path.parent.glob(f"{glob_escape(stem)}.*")
+        p
+        for p in header_path.parent.glob(f"{glob_escape(stem)}.*")
         if p.is_file() and p.suffix.lower() not in _NOT_DATA_SUFFIXES and p.name[: -len(p.suffix)] == stem
     )
     if siblings:
         return siblings[0]
-    raise DataFileError(header_path.with_name(stem), f"data file for header {header_path.name} not found "
-                        f"(tried {stem} and {stem}.<ext>)")
+    raise DataFileError(
+        header_path.with_name(stem),
+        f"data file for header {header_path.name} not found (tried {stem} and {stem}.<ext>)",
+    )
 
 
 def glob_escape(text: str) -> str:
@@ -381,12 +453,18 @@ def check_data_file(layout: RasterLayout) -> None:
     found = path.stat().st_size
     expected = layout.expected_size
     if found < expected:
-        raise DataFileError(path, f"data file truncated: expected {expected} bytes, found {found} "
-                            f"(header offset {layout.header_offset} + {layout.width}x{layout.height}x"
-                            f"{layout.count} {layout.dtype})")
+        raise DataFileError(
+            path,
+            f"data file truncated: expected {expected} bytes, found {found} "
+            f"(header offset {layout.header_offset} + {layout.width}x{layout.height}x"
+            f"{layout.count} {layout.dtype})",
+        )
     if found > expected:
-        raise DataFileError(path, f"data file larger than its header says: expected {expected} bytes, "
-                            f"found {found}; samples/lines/bands/data type/header offset disagree with the file")
+        raise DataFileError(
+            path,
+            f"data file larger than its header says: expected {expected} bytes, "
+            f"found {found}; samples/lines/bands/data type/header offset disagree with the file",
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -408,8 +486,9 @@ def bands_from_header(
         raise HeaderError(hdr.path, "no band centre wavelengths (needed for every band)", field="wavelength")
     for key, values in (("wavelength", wl), ("fwhm", fw), ("scale", scales)):
         if values is not None and len(values) != hdr.bands:
-            raise HeaderError(hdr.path, f"has {len(values)} values but the header says bands = {hdr.bands}",
-                              field=key)
+            raise HeaderError(
+                hdr.path, f"has {len(values)} values but the header says bands = {hdr.bands}", field=key
+            )
     if scales is None:
         if hdr.data_gain_values is not None:
             scales = hdr.data_gain_values
@@ -420,11 +499,16 @@ def bands_from_header(
     for i in range(hdr.bands):
         w = float(wl[i])
         good = bool(hdr.bbl[i] != 0) if hdr.bbl is not None else not is_bad_default(w)
-        out.append(BandInfo(
-            index=i + 1, center_wavelength=w, fwhm=float(fw[i]) if fw is not None else None, good=good,
-            scale=float(scales[i]) if scales is not None else 1.0,
-            offset=float(offsets[i]) if offsets is not None else 0.0,
-        ))
+        out.append(
+            BandInfo(
+                index=i + 1,
+                center_wavelength=w,
+                fwhm=float(fw[i]) if fw is not None else None,
+                good=good,
+                scale=float(scales[i]) if scales is not None else 1.0,
+                offset=float(offsets[i]) if offsets is not None else 0.0,
+            )
+        )
     return tuple(out)
 
 
@@ -448,25 +532,42 @@ def scene_from_header(
     """:class:`SceneMetadata` of an ENVI cube. ``nodata`` is a default; the header's value wins."""
     data = Path(data_path) if data_path is not None else find_data_file(hdr.path)
     layout = RasterLayout(
-        data_path=data, header_path=hdr.path, width=hdr.samples, height=hdr.lines, count=hdr.bands,
-        dtype=hdr.dtype, interleave=hdr.interleave,  # type: ignore[arg-type]
+        data_path=data,
+        header_path=hdr.path,
+        width=hdr.samples,
+        height=hdr.lines,
+        count=hdr.bands,
+        dtype=hdr.dtype,
+        interleave=hdr.interleave,  # type: ignore[arg-type]
         byte_order=hdr.byte_order_name,  # type: ignore[arg-type]
         header_offset=hdr.header_offset,
     )
     check_data_file(layout)
     bands = bands_from_header(hdr, wavelength_nm=wavelength_nm, fwhm_nm=fwhm_nm, scales=scales)
     ex = dict(hdr.extra)
-    for key, value in (("description", hdr.description), ("acquisition time", hdr.acquisition_time),
-                       ("file type", hdr.file_type), ("sensor type", hdr.sensor_type)):
+    for key, value in (
+        ("description", hdr.description),
+        ("acquisition time", hdr.acquisition_time),
+        ("file type", hdr.file_type),
+        ("sensor type", hdr.sensor_type),
+    ):
         if value:
             ex[key] = value
     ex.update(extra or {})
     return SceneMetadata(
-        source=source, scene_id=scene_id, level=level, quantity=quantity, layout=layout, bands=bands,
+        source=source,
+        scene_id=scene_id,
+        level=level,
+        quantity=quantity,
+        layout=layout,
+        bands=bands,
         nodata=hdr.data_ignore_value if hdr.data_ignore_value is not None else nodata,
         crs_wkt=map_info_crs_wkt(hdr.map_info, hdr.coordinate_system_string, hdr.path),
         transform=map_info_transform(hdr.map_info) if hdr.map_info is not None else None,
-        datetime=datetime_, units=units, sensor=sensor or hdr.sensor_type, extra=MappingProxyType(ex),
+        datetime=datetime_,
+        units=units,
+        sensor=sensor or hdr.sensor_type,
+        extra=MappingProxyType(ex),
     )
 
 

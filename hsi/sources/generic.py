@@ -25,7 +25,14 @@ from hsi.scene import SceneMetadata
 from hsi.sources.archive import archive_stem, extract, is_archive
 from hsi.sources.envi import EnviHeader, find_data_file, find_header, read_header, scene_from_header
 
-__all__ = ["EnviSource", "GenericEnviSource", "SceneFacts", "default_work_dir", "header_datetime", "sanitize_id"]
+__all__ = [
+    "EnviSource",
+    "GenericEnviSource",
+    "SceneFacts",
+    "default_work_dir",
+    "header_datetime",
+    "sanitize_id",
+]
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +128,9 @@ class EnviSource:
     def pick_header(self, directory: Path, origin: Path) -> Path:
         headers = [h for h in sorted(directory.rglob("*")) if h.is_file() and h.suffix.lower() == ".hdr"]
         if not headers:
-            raise HeaderError(origin, f"no ENVI header (.hdr) found in {'archive' if origin != directory else 'directory'}")
+            raise HeaderError(
+                origin, f"no ENVI header (.hdr) found in {'archive' if origin != directory else 'directory'}"
+            )
         cubes = [h for h in headers if self.is_cube_header(h)]
         if not cubes:
             raise HeaderError(origin, f"no {self.name} cube header among {[h.name for h in headers]}")
@@ -157,12 +166,30 @@ class EnviSource:
         kwargs = dict(self.band_overrides(hdr, data, facts))
         extra.update(kwargs.pop("extra", {}))
         meta = scene_from_header(
-            hdr, source=self.name, scene_id=facts.scene_id, level=facts.level, quantity=facts.quantity,
-            data_path=data, datetime_=facts.datetime, units=facts.units, sensor=self.sensor,
-            nodata=facts.nodata, extra=extra, **kwargs,
+            hdr,
+            source=self.name,
+            scene_id=facts.scene_id,
+            level=facts.level,
+            quantity=facts.quantity,
+            data_path=data,
+            datetime_=facts.datetime,
+            units=facts.units,
+            sensor=self.sensor,
+            nodata=facts.nodata,
+            extra=extra,
+            **kwargs,
         )
-        log.info("read %s scene %s (%dx%dx%d %s %s) from %s", self.name, meta.scene_id, meta.layout.width,
-                 meta.layout.height, meta.layout.count, meta.layout.dtype, meta.layout.interleave, origin)
+        log.info(
+            "read %s scene %s (%dx%dx%d %s %s) from %s",
+            self.name,
+            meta.scene_id,
+            meta.layout.width,
+            meta.layout.height,
+            meta.layout.count,
+            meta.layout.dtype,
+            meta.layout.interleave,
+            origin,
+        )
         return meta
 
     def __repr__(self) -> str:

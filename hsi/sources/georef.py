@@ -54,10 +54,10 @@ class MapInfo:
         rotation = 0.0
         for item in items:  # GDAL matches these tokens exactly ('rotation=', 'units=')
             if item.startswith("units="):
-                units = item[len("units="):].strip()
+                units = item[len("units=") :].strip()
             elif item.startswith("rotation="):
                 try:
-                    rotation = float(item[len("rotation="):])
+                    rotation = float(item[len("rotation=") :])
                 except ValueError:
                     raise HeaderError(path, f"bad rotation {item!r}", field="map info") from None
             elif item.lower().startswith("rotation"):
@@ -76,9 +76,21 @@ class MapInfo:
                 datum = items[9]
         elif proj.lower().startswith("geographic lat") and len(items) > 7 and "=" not in items[7]:
             datum = items[7]
-        return cls(proj, nums[0], nums[1], nums[2], nums[3], nums[4], nums[5], zone=zone, north=north,
-                   datum=datum, units=units, rotation_deg=rotation, fields=tuple(items))
-
+        return cls(
+            proj,
+            nums[0],
+            nums[1],
+            nums[2],
+            nums[3],
+            nums[4],
+            nums[5],
+            zone=zone,
+            north=north,
+            datum=datum,
+            units=units,
+            rotation_deg=rotation,
+            fields=tuple(items),
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -105,11 +117,20 @@ def map_info_transform(mi: MapInfo) -> tuple[float, float, float, float, float, 
 
 # ENVI datum name -> EPSG geographic CRS (GDAL's SetENVIDatum table).
 _DATUM_EPSG = {
-    "wgs-84": 4326, "wgs-72": 4322, "north america 1983": 4269, "north america 1927": 4267,
-    "ordnance survey of great britain '36": 4277, "sad-69/brazil": 4291,
-    "geocentric datum of australia 1994": 4283, "australian geodetic 1984": 4203,
-    "nouvelle triangulation francaise ign": 4275, "grs 80": 4269, "airy": 4001,
-    "australian national": 4003, "bessel 1841": 4004, "clark 1866": 4008,
+    "wgs-84": 4326,
+    "wgs-72": 4322,
+    "north america 1983": 4269,
+    "north america 1927": 4267,
+    "ordnance survey of great britain '36": 4277,
+    "sad-69/brazil": 4291,
+    "geocentric datum of australia 1994": 4283,
+    "australian geodetic 1984": 4203,
+    "nouvelle triangulation francaise ign": 4275,
+    "grs 80": 4269,
+    "airy": 4001,
+    "australian national": 4003,
+    "bessel 1841": 4004,
+    "clark 1866": 4008,
 }
 
 
@@ -153,10 +174,15 @@ def map_info_crs_wkt(mi: MapInfo | None, css: str | None = None, path: object = 
         from pyproj.crs import ProjectedCRS
         from pyproj.crs.coordinate_operation import UTMConversion
 
-        utm = ProjectedCRS(UTMConversion(str(mi.zone), "north" if mi.north else "south"), geodetic_crs=PCRS.from_epsg(geog))
+        utm = ProjectedCRS(
+            UTMConversion(str(mi.zone), "north" if mi.north else "south"), geodetic_crs=PCRS.from_epsg(geog)
+        )
         return str(CRS.from_wkt(utm.to_wkt("WKT1_GDAL")).to_wkt())
     if name.startswith("geographic lat"):
         return str(CRS.from_epsg(_datum_epsg(mi.datum, 4326, path)).to_wkt())
-    log.warning("%s: map info projection %r not supported without a coordinate system string; no CRS",
-                path, mi.projection)
+    log.warning(
+        "%s: map info projection %r not supported without a coordinate system string; no CRS",
+        path,
+        mi.projection,
+    )
     return None

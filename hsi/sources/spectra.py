@@ -46,12 +46,26 @@ def _s(wl: F, centre: float, width: float) -> F:
 
 def _liquid_water(wl: F) -> F:
     """Relative liquid-water absorption (optical depth shape)."""
-    return (0.10 * _g(wl, 970, 30) + 0.25 * _g(wl, 1200, 45) + 1.4 * _g(wl, 1450, 75)
-            + 2.2 * _g(wl, 1940, 95) + 0.5 * _s(wl, 2450, 60))
+    return (
+        0.10 * _g(wl, 970, 30)
+        + 0.25 * _g(wl, 1200, 45)
+        + 1.4 * _g(wl, 1450, 75)
+        + 2.2 * _g(wl, 1940, 95)
+        + 0.5 * _s(wl, 2450, 60)
+    )
 
 
-def _leaf(wl: F, *, green: float, red_floor: float, chl_depth: float, edge: float, nir: float,
-          water: float, dry: float) -> F:
+def _leaf(
+    wl: F,
+    *,
+    green: float,
+    red_floor: float,
+    chl_depth: float,
+    edge: float,
+    nir: float,
+    water: float,
+    dry: float,
+) -> F:
     vis = red_floor + green * _g(wl, 550, 35) - chl_depth * _g(wl, 675, 22)
     plateau = nir * _s(wl, edge, 12)
     swir = (1 - 0.35 * _s(wl, 1300, 80)) * (1 - 0.30 * _s(wl, 2000, 60))
@@ -135,9 +149,16 @@ def at_sensor_radiance_factor(wavelengths_nm: ArrayLike, solar_zenith_deg: float
     ref = 1.0 / (0.48**5 * (np.exp(h * c / (0.48e-6 * k * 5778.0)) - 1.0))
     e_sun = 200.0 * planck / ref
     tau_r = 0.008569 * um**-4 * (1 + 0.0113 * um**-2)
-    absorb = (0.5 * _g(wl, 760, 4) + 0.5 * _g(wl, 940, 25) + 0.45 * _g(wl, 1140, 30)
-              + 0.97 * _g(wl, 1380, 45) + 0.97 * _g(wl, 1870, 60) + 0.3 * _g(wl, 2010, 12)
-              + 0.3 * _g(wl, 2060, 12) + 0.6 * _s(wl, 2480, 20))
+    absorb = (
+        0.5 * _g(wl, 760, 4)
+        + 0.5 * _g(wl, 940, 25)
+        + 0.45 * _g(wl, 1140, 30)
+        + 0.97 * _g(wl, 1380, 45)
+        + 0.97 * _g(wl, 1870, 60)
+        + 0.3 * _g(wl, 2010, 12)
+        + 0.3 * _g(wl, 2060, 12)
+        + 0.6 * _s(wl, 2480, 20)
+    )
     t = np.exp(-tau_r) * (1 - np.clip(absorb, 0, 0.995))
     mu = np.cos(np.radians(solar_zenith_deg))
     gain = e_sun * mu * t * t / np.pi

@@ -59,8 +59,12 @@ _POOL = 4099  # rows of the precomputed noise pool (prime)
 class SensorTable:
     """Band centres, FWHM and (Classic) spectrometer gains of a sensor, from ``hsi/data``."""
 
-    def __init__(self, wavelength: NDArray[np.float64], fwhm: NDArray[np.float64],
-                 gain: NDArray[np.float64] | None = None) -> None:
+    def __init__(
+        self,
+        wavelength: NDArray[np.float64],
+        fwhm: NDArray[np.float64],
+        gain: NDArray[np.float64] | None = None,
+    ) -> None:
         self.wavelength = wavelength
         self.fwhm = fwhm
         self.gain = gain
@@ -138,8 +142,9 @@ def _names(source: str, level: str, scene_id: str) -> tuple[str, str, str]:
     return f"{scene_id}rdn_e_sc01_ort_img", f"{scene_id}rdn_e", scene_id
 
 
-def _header(source: str, level: str, width: int, height: int, table: SensorTable, rotation_deg: float,
-            seed: int) -> dict[str, object]:
+def _header(
+    source: str, level: str, width: int, height: int, table: SensorTable, rotation_deg: float, seed: int
+) -> dict[str, object]:
     ng = source == "aviris-ng"
     px = 5.2 if ng else 14.4
     easting = 400000.0 + 10.0 * (seed % 1000)
@@ -149,10 +154,17 @@ def _header(source: str, level: str, width: int, height: int, table: SensorTable
     fields: dict[str, object] = {
         "description": "{" + f"{'AVIRIS-NG' if ng else 'AVIRIS-Classic'} {level.upper()} {quantity}, "
         f"synthetic (hsi-pipeline, seed={seed})" + "}",
-        "samples": width, "lines": height, "bands": len(table.wavelength), "header offset": 0,
-        "file type": "ENVI Standard", "data type": 4 if ng else 2, "interleave": "bil" if ng else "bip",
+        "samples": width,
+        "lines": height,
+        "bands": len(table.wavelength),
+        "header offset": 0,
+        "file type": "ENVI Standard",
+        "data type": 4 if ng else 2,
+        "interleave": "bil" if ng else "bip",
         "byte order": 0 if ng else 1,
-        "map info": "{" + f"UTM, 1, 1, {easting:.2f}, {northing:.2f}, {px}, {px}, 11, North, WGS-84{rot}" + "}",
+        "map info": "{"
+        + f"UTM, 1, 1, {easting:.2f}, {northing:.2f}, {px}, {px}, 11, North, WGS-84{rot}"
+        + "}",
         "wavelength units": "Nanometers",
         "wavelength": [f"{w:.6f}" for w in table.wavelength],
         "fwhm": [f"{f:.6f}" for f in table.fwhm],
@@ -202,8 +214,18 @@ def synthesize(
     hdr_path.write_text(format_header(_header(source, level, width, height, table, rotation_deg, seed)))
     if source == "aviris-classic":
         _write_sidecars(target / side_stem, table, gain=level == "l1b")
-    _write_cube(target / cube_name, source, level, width, height, table, rotation_deg, seed, progress,
-                (target / f"{cube_name}_truth") if truth else None)
+    _write_cube(
+        target / cube_name,
+        source,
+        level,
+        width,
+        height,
+        table,
+        rotation_deg,
+        seed,
+        progress,
+        (target / f"{cube_name}_truth") if truth else None,
+    )
     if not archive:
         log.info("synthesized %s %s scene %s (%dx%d) at %s", source, level, scene_id, width, height, hdr_path)
         return hdr_path
@@ -218,10 +240,14 @@ def synthesize(
 def _write_sidecars(stem: Path, table: SensorTable, *, gain: bool) -> None:
     if gain and table.gain is not None:
         stem.with_name(stem.name + ".gain").write_text(
-            "".join(f"{g:.6f} {i + 1}\n" for i, g in enumerate(table.gain)))
-    stem.with_name(stem.name + ".spc").write_text("".join(
-        f"{w:.6f}\t{f:.6f}\t{0.5:.6f}\t{0.5:.6f}\t{i + 1:.6f}\n"
-        for i, (w, f) in enumerate(zip(table.wavelength, table.fwhm, strict=True))))
+            "".join(f"{g:.6f} {i + 1}\n" for i, g in enumerate(table.gain))
+        )
+    stem.with_name(stem.name + ".spc").write_text(
+        "".join(
+            f"{w:.6f}\t{f:.6f}\t{0.5:.6f}\t{0.5:.6f}\t{i + 1:.6f}\n"
+            for i, (w, f) in enumerate(zip(table.wavelength, table.fwhm, strict=True))
+        )
+    )
 
 
 def _pack(src_dir: Path, arc: Path, fmt: str) -> None:
@@ -241,9 +267,18 @@ def _pack(src_dir: Path, arc: Path, fmt: str) -> None:
     tmp.replace(arc)
 
 
-def _write_cube(path: Path, source: str, level: str, width: int, height: int, table: SensorTable,
-                rotation_deg: float, seed: int, progress: Callable[[int, int], None] | None,
-                truth_stem: Path | None) -> None:
+def _write_cube(
+    path: Path,
+    source: str,
+    level: str,
+    width: int,
+    height: int,
+    table: SensorTable,
+    rotation_deg: float,
+    seed: int,
+    progress: Callable[[int, int], None] | None,
+    truth_stem: Path | None,
+) -> None:
     rng = np.random.default_rng(seed)
     scene = _Scene(width, height, rotation_deg != 0.0, rng)
     wl = table.wavelength
@@ -266,9 +301,12 @@ def _write_cube(path: Path, source: str, level: str, width: int, height: int, ta
     n_end = em.shape[0]
     truth_arr = None
     if truth_stem is not None:
-        truth_arr = np.lib.format.open_memmap(f"{truth_stem}.npy", mode="w+", dtype=np.uint8, shape=(height, width))
-        truth_stem.with_suffix(".json").write_text(json.dumps(
-            {"classes": list(CLASSES), "fill": TRUTH_FILL, "shape": [height, width]}, indent=1))
+        truth_arr = np.lib.format.open_memmap(
+            f"{truth_stem}.npy", mode="w+", dtype=np.uint8, shape=(height, width)
+        )
+        truth_stem.with_suffix(".json").write_text(
+            json.dumps({"classes": list(CLASSES), "fill": TRUTH_FILL, "shape": [height, width]}, indent=1)
+        )
     with open(path, "wb") as fh:
         for r0 in range(0, height, rows_per_block):
             r1 = min(height, r0 + rows_per_block)

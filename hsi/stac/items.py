@@ -59,14 +59,22 @@ class AssetRef:
             extra["file:size"] = self.size
         if self.checksum is not None:
             extra["file:checksum"] = self.checksum
-        return pystac.Asset(self.href, title=self.title, media_type=self.media_type, roles=list(self.roles), extra_fields=extra)
+        return pystac.Asset(
+            self.href,
+            title=self.title,
+            media_type=self.media_type,
+            roles=list(self.roles),
+            extra_fields=extra,
+        )
 
 
 def _iso(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
-def bands_field(bands: Sequence[BandInfo], dtype: str, nodata: float | None, unit: str | None = None) -> list[dict[str, Any]]:
+def bands_field(
+    bands: Sequence[BandInfo], dtype: str, nodata: float | None, unit: str | None = None
+) -> list[dict[str, Any]]:
     """STAC 1.1 ``bands`` entries (eo/raster v2 field names; wavelengths in micrometres)."""
     out = []
     dt = np.dtype(dtype).name

@@ -59,8 +59,11 @@ def product_item_id(activated_item_id: str, product: str) -> str:
 
 def _statistics(st: Mapping[str, Any]) -> dict[str, float]:
     total = (st.get("valid") or 0) + (st.get("nodata") or 0)
-    out = {k: float(st[s]) for k, s in (("minimum", "min"), ("maximum", "max"), ("mean", "mean"),
-                                         ("stddev", "std")) if st.get(s) is not None}
+    out = {
+        k: float(st[s])
+        for k, s in (("minimum", "min"), ("maximum", "max"), ("mean", "mean"), ("stddev", "std"))
+        if st.get(s) is not None
+    }
     if total:
         out["valid_percent"] = round(100.0 * (st.get("valid") or 0) / total, 4)
     return out
@@ -70,8 +73,11 @@ def output_bands_field(result: ProductResult) -> list[dict[str, Any]]:
     """STAC 1.1 ``bands`` of the product COG: name, description, data type, nodata, statistics."""
     bands = []
     for b, st in zip(result.output_bands, result.stats, strict=True):
-        d: dict[str, Any] = {"name": b["name"], "description": b["description"],
-                             "data_type": np.dtype(result.dtype).name}
+        d: dict[str, Any] = {
+            "name": b["name"],
+            "description": b["description"],
+            "data_type": np.dtype(result.dtype).name,
+        }
         if result.nodata is not None and np.isfinite(result.nodata):
             d["nodata"] = result.nodata
         stats = _statistics(st)

@@ -65,7 +65,11 @@ class InputRef:
     checksums: Mapping[str, str] = field(default_factory=dict)  # asset key -> multihash
 
     def as_dict(self) -> dict[str, Any]:
-        return {"collection": self.collection, "id": self.id, "checksums": dict(sorted(self.checksums.items()))}
+        return {
+            "collection": self.collection,
+            "id": self.id,
+            "checksums": dict(sorted(self.checksums.items())),
+        }
 
 
 def derivation_key(
@@ -142,7 +146,18 @@ def apply_provenance(item: pystac.Item, prov: Provenance) -> pystac.Item:
     item.links = [lk for lk in item.links if lk.rel not in ("derived_from", "via")]
     for i in prov.inputs:
         if i.href:
-            item.add_link(pystac.Link("derived_from", i.href, media_type="application/geo+json", title=f"{i.collection}/{i.id}"))
+            item.add_link(
+                pystac.Link(
+                    "derived_from", i.href, media_type="application/geo+json", title=f"{i.collection}/{i.id}"
+                )
+            )
     if prov.run.ui_url:
-        item.add_link(pystac.Link("via", prov.run.ui_url, media_type="text/html", title=f"Prefect flow run {prov.run.flow_run_name}"))
+        item.add_link(
+            pystac.Link(
+                "via",
+                prov.run.ui_url,
+                media_type="text/html",
+                title=f"Prefect flow run {prov.run.flow_run_name}",
+            )
+        )
     return item

@@ -38,8 +38,16 @@ DEFAULT_PART_SIZE = 64 * MiB
 CHECKSUM_META = "sha256"  # -> x-amz-meta-sha256
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
-_AUTH = {"403", "AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "InvalidToken",
-         "ExpiredToken", "AuthorizationHeaderMalformed", "InvalidClientTokenId"}
+_AUTH = {
+    "403",
+    "AccessDenied",
+    "SignatureDoesNotMatch",
+    "InvalidAccessKeyId",
+    "InvalidToken",
+    "ExpiredToken",
+    "AuthorizationHeaderMalformed",
+    "InvalidClientTokenId",
+}
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -91,7 +99,9 @@ class S3Store:
         self._timeouts = (connect_timeout, read_timeout, max_attempts)
         if client is None:
             self._session = session or self._make_session()
-            self._region = region or self._session.region_name or ("us-east-1" if self._endpoint_url else None)
+            self._region = (
+                region or self._session.region_name or ("us-east-1" if self._endpoint_url else None)
+            )
             self._client = self._make_client()
         elif self._region is None:
             self._region = getattr(getattr(client, "meta", None), "region_name", None)
@@ -118,7 +128,9 @@ class S3Store:
         bs = botocore.session.Session()
         if self._credentials_file:
             if not Path(self._credentials_file).expanduser().is_file():
-                raise StorageError(self._root, f"shared credentials file {self._credentials_file} does not exist")
+                raise StorageError(
+                    self._root, f"shared credentials file {self._credentials_file} does not exist"
+                )
             bs.set_config_variable("credentials_file", str(Path(self._credentials_file).expanduser()))
         try:
             return boto3.Session(botocore_session=bs, profile_name=self._profile)
@@ -141,7 +153,9 @@ class S3Store:
             response_checksum_validation="when_required",
         )
         assert self._session is not None
-        return self._session.client("s3", endpoint_url=self._endpoint_url, region_name=self._region, config=cfg)
+        return self._session.client(
+            "s3", endpoint_url=self._endpoint_url, region_name=self._region, config=cfg
+        )
 
     # ------------------------------------------------------------------ ObjectStore
 
@@ -169,8 +183,12 @@ class S3Store:
     def _transfer_config(self) -> Any:
         from boto3.s3.transfer import TransferConfig
 
-        return TransferConfig(multipart_threshold=self._threshold, multipart_chunksize=self._part_size,
-                              max_concurrency=self._concurrency, use_threads=self._concurrency > 1)
+        return TransferConfig(
+            multipart_threshold=self._threshold,
+            multipart_chunksize=self._part_size,
+            max_concurrency=self._concurrency,
+            use_threads=self._concurrency > 1,
+        )
 
     def put_file(self, local: Path, uri: str, content_type: str | None = None) -> ObjectInfo:
         bucket, key = self._key(uri)
@@ -192,7 +210,12 @@ class S3Store:
     def put_bytes(self, data: bytes, uri: str, content_type: str | None = None) -> ObjectInfo:
         bucket, key = self._key(uri)
         checksum = multihash_sha256(hashlib.sha256(data).hexdigest())
-        kw: dict[str, Any] = {"Bucket": bucket, "Key": key, "Body": data, "Metadata": {CHECKSUM_META: checksum}}
+        kw: dict[str, Any] = {
+            "Bucket": bucket,
+            "Key": key,
+            "Body": data,
+            "Metadata": {CHECKSUM_META: checksum},
+        }
         ctype = content_type or mimetypes.guess_type(key)[0]
         if ctype:
             kw["ContentType"] = ctype
@@ -311,8 +334,12 @@ class S3Store:
         kw: dict[str, Any] = {"region_name": self._region, "endpoint_url": env.get("AWS_S3_ENDPOINT")}
         if creds is None:
             return AWSSession(aws_unsigned=True, **kw)
-        return _ExactAWSSession(aws_access_key_id=creds.access_key, aws_secret_access_key=creds.secret_key,
-                                aws_session_token=creds.token, **kw)
+        return _ExactAWSSession(
+            aws_access_key_id=creds.access_key,
+            aws_secret_access_key=creds.secret_key,
+            aws_session_token=creds.token,
+            **kw,
+        )
 
     def rasterio_env(self, **options: Any) -> Any:
         """``rasterio.Env`` for reading this store's ``gdal_path()``s: credentials through an AWSSession,
@@ -356,9 +383,12 @@ class S3Store:
         if isinstance(cause, NoCredentialsError | PartialCredentialsError):
             prof = f" (profile '{self._profile}')" if self._profile else ""
             return StorageError(uri, f"{op} failed: no usable AWS credentials{prof}")
-        if isinstance(cause, EndpointConnectionError | ConnectTimeoutError | BotoConnectionError
-                      | ReadTimeoutError):
-            return StorageUnavailableError(uri, f"{op} failed: cannot reach S3{where} ({type(cause).__name__})")
+        if isinstance(
+            cause, EndpointConnectionError | ConnectTimeoutError | BotoConnectionError | ReadTimeoutError
+        ):
+            return StorageUnavailableError(
+                uri, f"{op} failed: cannot reach S3{where} ({type(cause).__name__})"
+            )
         if code in _AUTH:
             prof = f" for profile '{self._profile}'" if self._profile else ""
             return StorageError(uri, f"{op} refused{where}: {code} (check the credentials{prof})")

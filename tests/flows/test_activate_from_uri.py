@@ -18,10 +18,10 @@ from prefect.client.schemas.filters import (
     FlowRunFilterParentTaskRunId,
 )
 
-from flows.activate import activate_scene
 from hsi.config import load_config
 from hsi.services import Services
 from hsi.sources.synthetic import synthesize
+from hsi_pipeline.flows.activate import activate_scene
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -94,10 +94,10 @@ def test_uri_with_more_than_one_scene_is_refused_naming_it(tmp_path: Path, confi
 
 def test_activate_false_for_the_source_leaves_only_the_raw_item(tmp_path: Path, config_file: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    import flows.activate
+    import hsi_pipeline.flows.activate
 
     emitted: list[dict] = []
-    monkeypatch.setattr(flows.activate, "emit", emitted.append)
+    monkeypatch.setattr(hsi_pipeline.flows.activate, "emit", emitted.append)
     cfg = yaml.safe_load(config_file.read_text())
     cfg["sources"] = {"aviris-ng": {"activate": False}}
     config_file.write_text(yaml.safe_dump(cfg))

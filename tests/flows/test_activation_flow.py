@@ -10,13 +10,13 @@ import pytest
 import rasterio
 from rio_cogeo.cogeo import cog_validate
 
-from flows.activate import activate_scene
-from flows.index import index_scenes
 from hsi.config import load_config
 from hsi.services import Services
 from hsi.sources.synthetic import synthesize
 from hsi.stac.validation import validate_item
 from hsi.storage import file_checksum
+from hsi_pipeline.flows.activate import activate_scene
+from hsi_pipeline.flows.index import index_scenes
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 DATA = Path(__file__).parent.parent / "data"
@@ -31,7 +31,9 @@ def _items(svc: Services, collection: str) -> list:
 
 
 def test_index_and_activate_end_to_end(tmp_path: Path, config_file: Path) -> None:
-    hdr = synthesize(tmp_path / "raw", source="aviris-ng", level="l2", width=64, height=96, rotation_deg=30, seed=11)
+    hdr = synthesize(
+        tmp_path / "raw", source="aviris-ng", level="l2", width=64, height=96, rotation_deg=30, seed=11
+    )
     rows = index_scenes(hrefs=[str(tmp_path / "raw")], config=str(config_file))
     assert [r["status"] for r in rows] == ["indexed"]
     item_id = rows[0]["item_id"]
@@ -64,7 +66,9 @@ def test_index_and_activate_end_to_end(tmp_path: Path, config_file: Path) -> Non
     assert cog_validate(cube.href, quiet=True)[0]
     bands = cube.extra_fields["bands"]
     assert len(bands) == 425
-    assert bands[0]["eo:center_wavelength"] == pytest.approx(raw.assets["data"].extra_fields["bands"][0]["eo:center_wavelength"])
+    assert bands[0]["eo:center_wavelength"] == pytest.approx(
+        raw.assets["data"].extra_fields["bands"][0]["eo:center_wavelength"]
+    )
     assert not bands[0]["hsi:good_band"]  # < 400 nm: bad by the default windows
     assert act.properties["hsi:bad_bands"][0] == 1
     with rasterio.open(cube.href) as ds:
@@ -76,7 +80,9 @@ def test_index_and_activate_end_to_end(tmp_path: Path, config_file: Path) -> Non
     # the static catalog is a plain STAC catalog any tool can crawl
     root = json.loads((tmp_path / "catalog" / "catalog.json").read_text())
     assert {lk["href"] for lk in root["links"] if lk["rel"] == "child"} == {
-        "./aviris-ng-raw/collection.json", "./aviris-ng-l2/collection.json"}
+        "./aviris-ng-raw/collection.json",
+        "./aviris-ng-l2/collection.json",
+    }
 
 
 def test_second_run_skips_and_force_replaces(tmp_path: Path, config_file: Path) -> None:
@@ -116,14 +122,19 @@ def test_missing_asset_makes_the_item_stale(tmp_path: Path, config_file: Path) -
 @pytest.mark.parametrize(
     ("files", "checks"),
     [
-        (["hs_process_pika_reflectance.bip", "hs_process_pika_reflectance.bip.hdr"],
-         {"count": 240, "epsg": 32615, "nodata": None}),
-        (["napari_hippo_fenix.dat", "napari_hippo_fenix.hdr"],
-         {"count": 450, "epsg": None, "nodata": 0.0, "scale": 1 / 65535}),
+        (
+            ["hs_process_pika_reflectance.bip", "hs_process_pika_reflectance.bip.hdr"],
+            {"count": 240, "epsg": 32615, "nodata": None},
+        ),
+        (
+            ["napari_hippo_fenix.dat", "napari_hippo_fenix.hdr"],
+            {"count": 450, "epsg": None, "nodata": 0.0, "scale": 1 / 65535},
+        ),
     ],
 )
-def test_real_envi_cubes_activate_through_the_generic_source(tmp_path: Path, config_file: Path, files: list[str],
-                                                            checks: dict) -> None:
+def test_real_envi_cubes_activate_through_the_generic_source(
+    tmp_path: Path, config_file: Path, files: list[str], checks: dict
+) -> None:
     scene = tmp_path / "real"
     scene.mkdir()
     for f in files:
@@ -149,9 +160,13 @@ def test_real_envi_cubes_activate_through_the_generic_source(tmp_path: Path, con
         if "scale" in checks:
             assert ds.scales[0] == pytest.approx(checks["scale"])
         cube_bands = act.assets["cube"].extra_fields["bands"]
-        assert [b["eo:center_wavelength"] * 1000 for b in cube_bands] == pytest.approx(list(header.wavelength_nm), abs=1e-3)
+        assert [b["eo:center_wavelength"] * 1000 for b in cube_bands] == pytest.approx(
+            list(header.wavelength_nm), abs=1e-3
+        )
         if header.fwhm_nm:
-            assert [b["eo:full_width_half_max"] * 1000 for b in cube_bands] == pytest.approx(list(header.fwhm_nm), abs=1e-3)
+            assert [b["eo:full_width_half_max"] * 1000 for b in cube_bands] == pytest.approx(
+                list(header.fwhm_nm), abs=1e-3
+            )
         assert (ds.read(7) == src.read(7)).all()
 
 
@@ -191,8 +206,9 @@ def _write_bad(tmp_path: Path, case: str) -> Path:
         ("archive-no-header", "header"),
     ],
 )
-def test_bad_input_gives_a_clear_error_and_no_catalog_entry(tmp_path: Path, config_file: Path, case: str,
-                                                            message: str) -> None:
+def test_bad_input_gives_a_clear_error_and_no_catalog_entry(
+    tmp_path: Path, config_file: Path, case: str, message: str
+) -> None:
     entry = _write_bad(tmp_path, case)
     with pytest.raises(Exception) as exc_info:
         index_scenes(hrefs=[str(entry)], config=str(config_file))
@@ -203,7 +219,9 @@ def test_bad_input_gives_a_clear_error_and_no_catalog_entry(tmp_path: Path, conf
     # the task's own error names the file and field
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs()
-        states = [r.state for r in runs if r.name.startswith("index-raw-scene") and r.state and r.state.is_failed()]
+        states = [
+            r.state for r in runs if r.name.startswith("index-raw-scene") and r.state and r.state.is_failed()
+        ]
     assert states
     detail = " ".join(str(s.message) for s in states)
     assert message in detail.lower() or message in text.lower()

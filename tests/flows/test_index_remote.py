@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from flows.activate import activate_scene
-from flows.index import index_scenes
 from hsi.config import load_config
 from hsi.services import Services
 from hsi.sources.synthetic import synthesize
+from hsi_pipeline.flows.activate import activate_scene
+from hsi_pipeline.flows.index import index_scenes
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -36,7 +36,9 @@ def http_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     server.server_close()
 
 
-def test_index_and_activate_an_archive_from_a_url(tmp_path: Path, config_file: Path, http_dir: tuple[Path, str]) -> None:
+def test_index_and_activate_an_archive_from_a_url(
+    tmp_path: Path, config_file: Path, http_dir: tuple[Path, str]
+) -> None:
     root, base = http_dir
     arc = synthesize(root, source="aviris-classic", level="l1b", width=24, height=30, seed=12, archive=True)
     url = f"{base}/{arc.name}"

@@ -14,13 +14,13 @@ import pytest
 import rasterio
 import yaml
 
-from flows.activate import activate_scene
-from flows.on_demand import OnDemandFailed, on_demand
 from hsi.activation import index_scene
 from hsi.planning import aoi_from
 from hsi.services import Services
 from hsi.sources.synthetic import synthesize
 from hsi.storage import file_checksum
+from hsi_pipeline.flows.activate import activate_scene
+from hsi_pipeline.flows.on_demand import OnDemandFailed, on_demand
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -28,8 +28,11 @@ PRODUCTS = ["index:NDVI"]
 
 
 def _config(root: Path, engine: dict | None = None) -> Path:
-    cfg = {"storage": {"root": str(root / "assets")}, "catalog": {"url": str(root / "catalog")},
-           "work_dir": str(root / "work")}
+    cfg = {
+        "storage": {"root": str(root / "assets")},
+        "catalog": {"url": str(root / "catalog")},
+        "work_dir": str(root / "work"),
+    }
     if engine:
         cfg["engine"] = engine
     path = root / "hsi.yaml"
@@ -42,7 +45,9 @@ def _three_scenes(root: Path, config: Path) -> dict:
     svc = Services.from_config(str(config))
     raw = []
     for seed in (0, 1, 2):
-        hdr = synthesize(root / "raw" / f"s{seed}", source="aviris-ng", level="l2", width=48, height=64, seed=seed)
+        hdr = synthesize(
+            root / "raw" / f"s{seed}", source="aviris-ng", level="l2", width=48, height=64, seed=seed
+        )
         raw.append((index_scene(svc, str(hdr)), hdr))
     ids = [item.id for item, _ in raw]
     activate_scene(item_id=ids[0], config=str(config))
@@ -50,7 +55,12 @@ def _three_scenes(root: Path, config: Path) -> dict:
     with open(data, "r+b") as f:
         f.truncate(data.stat().st_size // 2)
     boxes = [item.bbox for item, _ in raw]
-    bbox = [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
+    bbox = [
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    ]
     return {"ids": ids, "bbox": bbox, "corrupt": data}
 
 
@@ -70,7 +80,8 @@ async def _artifacts(flow_run_id):
 
     async with get_client() as client:
         arts = await client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
     return {a.key: a for a in arts}
 
 
@@ -79,8 +90,9 @@ def test_partial_failure_repeat_and_clip(tmp_path):
     s = _three_scenes(tmp_path, config)
     ok1, ok2, bad = s["ids"]
 
-    state, result = _run(products=PRODUCTS, bbox=s["bbox"], start="2024-01-01", end="2024-01-01",
-                         config=str(config))
+    state, result = _run(
+        products=PRODUCTS, bbox=s["bbox"], start="2024-01-01", end="2024-01-01", config=str(config)
+    )
     assert state.is_failed() and state.name == "Partial", (state.name, state.message)
     assert result["counts"] == {"published": 2, "skipped": 0, "failed": 1, "total": 3}
     rows = _by_scene(result)
@@ -151,8 +163,10 @@ def _catalog_snapshot(config: Path) -> dict:
 
 def test_dask_and_threads_give_identical_catalogs(tmp_path, capsys):
     results, times = {}, {}
-    for name, engine in (("threads", {"task_runner": "threads", "max_workers": 4}),
-                         ("dask", {"task_runner": "dask", "dask_workers": 2, "dask_threads_per_worker": 1})):
+    for name, engine in (
+        ("threads", {"task_runner": "threads", "max_workers": 4}),
+        ("dask", {"task_runner": "dask", "dask_workers": 2, "dask_threads_per_worker": 1}),
+    ):
         root = tmp_path / name
         root.mkdir()
         config = _config(root, engine)
@@ -167,14 +181,16 @@ def test_dask_and_threads_give_identical_catalogs(tmp_path, capsys):
     assert len([k for k in results["threads"] if k.startswith("hsi-")]) == 4
     assert results["threads"] == results["dask"]
     with capsys.disabled():
-        print(f"\non-demand wall time: threads {times['threads']:.1f} s, dask LocalCluster(2 processes) "
-              f"{times['dask']:.1f} s")
+        print(
+            f"\non-demand wall time: threads {times['threads']:.1f} s, dask LocalCluster(2 processes) "
+            f"{times['dask']:.1f} s"
+        )
 
 
 def test_hsi_run_cli_exit_codes(tmp_path):
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from hsi_pipeline.cli.main import app
 
     config = _config(tmp_path)
     s = _three_scenes(tmp_path, config)
@@ -184,8 +200,21 @@ def test_hsi_run_cli_exit_codes(tmp_path):
     assert partial.exit_code == 3, partial.output
     assert "2 published, 0 skipped, 1 failed" in " ".join(partial.output.split())
     # only the corrupt scene in the time range: all failed
-    bad = runner.invoke(app, ["run", "index:NDVI", bbox, "--start", "2024-01-01T00:01:30", "--end",
-                              "2024-01-01T00:03:00", "--json", "-c", str(config)])
+    bad = runner.invoke(
+        app,
+        [
+            "run",
+            "index:NDVI",
+            bbox,
+            "--start",
+            "2024-01-01T00:01:30",
+            "--end",
+            "2024-01-01T00:03:00",
+            "--json",
+            "-c",
+            str(config),
+        ],
+    )
     assert bad.exit_code == 1, bad.output
     assert '"status": "failed"' in bad.output and "truncated" in bad.output
     # invalid requests stop before any flow run

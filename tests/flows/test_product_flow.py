@@ -17,9 +17,6 @@ import yaml
 from prefect.testing.fixtures import asserting_and_emitting_events_worker  # noqa: F401  (Prefect's fixture)
 from rio_cogeo.cogeo import cog_validate
 
-from flows.activate import activate_scene
-from flows.index import index_scenes
-from flows.product import ProductRunsFailed, run_product, run_products
 from hsi.config import load_config
 from hsi.products import compute_array, get_product
 from hsi.scene import bands_from_dataset
@@ -27,6 +24,9 @@ from hsi.services import Services
 from hsi.sources.envi import format_header, parse_header_text
 from hsi.sources.synthetic import CLASSES, TRUTH_FILL, synthesize
 from hsi.stac.validation import validate_item
+from hsi_pipeline.flows.activate import activate_scene
+from hsi_pipeline.flows.index import index_scenes
+from hsi_pipeline.flows.product import ProductRunsFailed, run_product, run_products
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -35,8 +35,15 @@ SCENE = "aviris-ng-ang20240101t000300"
 
 def _config(root: Path) -> str:
     path = root / "hsi.yaml"
-    path.write_text(yaml.safe_dump({"storage": {"root": str(root / "assets")},
-                                    "catalog": {"url": str(root / "catalog")}, "work_dir": str(root / "work")}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "storage": {"root": str(root / "assets")},
+                "catalog": {"url": str(root / "catalog")},
+                "work_dir": str(root / "work"),
+            }
+        )
+    )
     return str(path)
 
 
@@ -54,9 +61,16 @@ def _vnir_cube(hdr: Path, out_dir: Path) -> Path:
         vals = fields[key].strip("{}").split(",")
         return "{" + ", ".join(vals[i].strip() for i in sel) + "}"
 
-    fields.update({"bands": str(sel.size), "wavelength": subset("wavelength"), "fwhm": subset("fwhm"),
-                   "bbl": subset("bbl"), "description": "{VNIR-only surface reflectance cut (test)}",
-                   "acquisition time": "2024-01-01T00:03:00"})
+    fields.update(
+        {
+            "bands": str(sel.size),
+            "wavelength": subset("wavelength"),
+            "fwhm": subset("fwhm"),
+            "bbl": subset("bbl"),
+            "description": "{VNIR-only surface reflectance cut (test)}",
+            "acquisition time": "2024-01-01T00:03:00",
+        }
+    )
     out = out_dir / "vnir_demo.hdr"
     out.write_text(format_header(fields))
     return out
@@ -66,8 +80,9 @@ def _vnir_cube(hdr: Path, out_dir: Path) -> Path:
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("products")
     cfg = _config(root)
-    hdr = synthesize(root / "raw", source="aviris-ng", level="l2", width=72, height=96, rotation_deg=25,
-                     seed=3, truth=True)
+    hdr = synthesize(
+        root / "raw", source="aviris-ng", level="l2", width=72, height=96, rotation_deg=25, seed=3, truth=True
+    )
     vnir = _vnir_cube(hdr, root / "vnir")
     assert [r["status"] for r in index_scenes(hrefs=[str(hdr)], config=cfg)] == ["indexed"]
     vnir_id = index_scenes(hrefs=[str(vnir)], source="envi", config=cfg)[0]["item_id"]
@@ -75,8 +90,14 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert activate_scene(item_id=vnir_id, config=cfg)["status"] == "activated"
     svc = Services.from_config(load_config(cfg))
     truth = np.load(next((root / "raw").glob("*_truth.npy")))
-    return {"root": root, "config": cfg, "svc": svc, "truth": truth, "vnir_id": vnir_id,
-            "activated": svc.catalog.get_item("aviris-ng-l2", SCENE)}
+    return {
+        "root": root,
+        "config": cfg,
+        "svc": svc,
+        "truth": truth,
+        "vnir_id": vnir_id,
+        "activated": svc.catalog.get_item("aviris-ng-l2", SCENE),
+    }
 
 
 def _stored(env: dict[str, Any], res: dict[str, Any]):
@@ -101,7 +122,8 @@ def test_ndvi_published_with_provenance_valid_cog_and_independent_values(env) ->
     assert p["processing:level"] == "L3" and "index:NDVI" in p["processing:lineage"]
     assert p["hsi:inputs"][0]["checksums"]["cube"] == act.assets["cube"].extra_fields["file:checksum"]
     assert [lk.href for lk in item.links if lk.rel == "derived_from"] == [
-        env["svc"].catalog.item_href("aviris-ng-l2", SCENE)]
+        env["svc"].catalog.item_href("aviris-ng-l2", SCENE)
+    ]
     assert p["hsi:flow_run"]["id"] and p["hsi:flow_run"]["name"] == f"product-index:NDVI-{SCENE}"
     assert item.geometry == act.geometry and item.datetime == act.datetime
 
@@ -110,7 +132,9 @@ def test_ndvi_published_with_provenance_valid_cog_and_independent_values(env) ->
     used = {b["input"]: b for b in p["hsi:bands_used"]}
     assert set(used) == {"N", "R"}
     for b in used.values():
-        assert b["wavelength_nm"] == pytest.approx(cube_bands[b["index"] - 1]["eo:center_wavelength"] * 1000, abs=1e-3)
+        assert b["wavelength_nm"] == pytest.approx(
+            cube_bands[b["index"] - 1]["eo:center_wavelength"] * 1000, abs=1e-3
+        )
         assert abs(b["wavelength_nm"] - b["requested_nm"]) < 30
 
     data = item.assets["data"]
@@ -128,7 +152,9 @@ def test_ndvi_published_with_provenance_valid_cog_and_independent_values(env) ->
         raw = src.read(idx)
         full = np.zeros((src.count, src.height, src.width), dtype=raw.dtype)
         full[[i - 1 for i in idx]] = raw
-        expected = compute_array(get_product("index:NDVI"), full, bands_from_dataset(src), nodata=src.nodata)[0]
+        expected = compute_array(get_product("index:NDVI"), full, bands_from_dataset(src), nodata=src.nodata)[
+            0
+        ]
         cube_nodata = (raw == src.nodata).any(axis=0)
     assert cube_nodata.any() and cube_nodata[0, 0] and cube_nodata[-1, -1]  # rotated corners
     assert np.array_equal(ndvi == out.nodata, cube_nodata)
@@ -159,22 +185,27 @@ def test_rerun_skips_param_change_replaces_one_item_force_recomputes(env) -> Non
     files = sorted(p.name for p in (env["root"] / "assets" / "hsi-tree-mortality").rglob("*") if p.is_file())
     assert files == [f"{SCENE}-tree-mortality.tif", f"{SCENE}-tree-mortality_preview.png"]
 
-    forced = run_product(item_id=SCENE, product="tree-mortality", params={"ndwi_healthy": 0.09}, force=True,
-                         config=cfg)
+    forced = run_product(
+        item_id=SCENE, product="tree-mortality", params={"ndwi_healthy": 0.09}, force=True, config=cfg
+    )
     assert forced["status"] == "published" and forced["product_key"] == changed["product_key"]
-    assert (_stored(env, forced).properties["processing:datetime"]
-            > item.properties["processing:datetime"])
+    assert _stored(env, forced).properties["processing:datetime"] > item.properties["processing:datetime"]
 
 
 def test_tree_mortality_fractions_match_the_truth_map(env) -> None:
-    res = run_product(item_id=SCENE, product="tree-mortality", params={"ndwi_healthy": 0.02}, config=env["config"])
+    res = run_product(
+        item_id=SCENE, product="tree-mortality", params={"ndwi_healthy": 0.02}, config=env["config"]
+    )
     fr = _stored(env, res).properties["hsi:class_fractions"]
     assert sum(fr.values()) == pytest.approx(1.0)
     truth = env["truth"][env["truth"] != TRUTH_FILL]
     share = {c: float((truth == k).mean()) for k, c in enumerate(CLASSES)}
-    expected = {"healthy": share["healthy_vegetation"], "stressed": share["stressed_vegetation"],
-                "dead": share["dead_vegetation"],
-                "non-vegetation": share["soil"] + share["water"] + share["oil_on_water"]}
+    expected = {
+        "healthy": share["healthy_vegetation"],
+        "stressed": share["stressed_vegetation"],
+        "dead": share["dead_vegetation"],
+        "non-vegetation": share["soil"] + share["water"] + share["oil_on_water"],
+    }
     for name, want in expected.items():
         assert fr[name] == pytest.approx(want, abs=0.05), (name, fr, expected)
 
@@ -198,20 +229,28 @@ def test_events_published_and_skipped(env, asserting_and_emitting_events_worker)
     published, skipped = _events(asserting_and_emitting_events_worker)
     assert published.event == "hsi.product.published" and skipped.event == "hsi.product.skipped"
     assert published.resource.id == f"stac.item.hsi-index-ndvi.{SCENE}-index-ndvi"
-    assert published.resource["hsi.product"] == "index:NDVI" and published.resource["hsi.source"] == "aviris-ng"
+    assert (
+        published.resource["hsi.product"] == "index:NDVI" and published.resource["hsi.source"] == "aviris-ng"
+    )
     assert published.payload["product_key"] == pub["product_key"]
     assert published.payload["item_href"] == pub["item_href"] and published.payload["uri"] == pub["asset"]
     assert published.payload["catalog_href"] == env["svc"].catalog.href
-    assert [r.id for r in published.related if r.id.startswith("stac.")] == [f"stac.item.aviris-ng-l2.{SCENE}"]
+    assert [r.id for r in published.related if r.id.startswith("stac.")] == [
+        f"stac.item.aviris-ng-l2.{SCENE}"
+    ]
     assert any(r.id.startswith("prefect.flow-run.") for r in published.related)  # Prefect links the run
     assert "up to date" in skipped.payload["reason"]
 
 
 def test_swir_product_on_vnir_scene_fails_precisely_and_publishes_nothing(
-        env, asserting_and_emitting_events_worker) -> None:  # noqa: F811
+    env,
+    asserting_and_emitting_events_worker,  # noqa: F811
+) -> None:
     vnir_id, svc = env["vnir_id"], env["svc"]
     pid = f"{vnir_id}-oil-spill"
-    with pytest.raises(Exception, match=rf"product 'oil-spill' needs input 'A' at 1705 nm.*scene '{vnir_id}'"):
+    with pytest.raises(
+        Exception, match=rf"product 'oil-spill' needs input 'A' at 1705 nm.*scene '{vnir_id}'"
+    ):
         run_product(item_id=vnir_id, product="oil-spill", config=env["config"])
     assert svc.catalog.get_item("hsi-oil-spill", pid) is None
     assert not list(svc.store.list(svc.store.uri("hsi-oil-spill", pid) + "/"))
@@ -220,8 +259,12 @@ def test_swir_product_on_vnir_scene_fails_precisely_and_publishes_nothing(
     assert failed.event == "hsi.product.failed" and failed.resource.id == f"stac.item.hsi-oil-spill.{pid}"
     assert failed.payload["reason"].startswith("BandSelectionError: product 'oil-spill' needs input")
 
-    state = run_products(item_id=vnir_id, products=[{"product": "oil-spill"}, {"product": "index:NDVI"}],
-                         config=env["config"], return_state=True)
+    state = run_products(
+        item_id=vnir_id,
+        products=[{"product": "oil-spill"}, {"product": "index:NDVI"}],
+        config=env["config"],
+        return_state=True,
+    )
     assert state.is_failed()
     exc = state.result(raise_on_failure=False)
     assert isinstance(exc, ProductRunsFailed)

@@ -1,6 +1,6 @@
 """Integration fixtures: the real local stack (``hsi stack up``) and clients pointing at it.
 
-``stack`` (session): makes sure the stack runs (starts it with ``python -m cli.stack up`` when it
+``stack`` (session): makes sure the stack runs (starts it with ``python -m hsi_pipeline.cli.stack up`` when it
 does not; it is left running afterwards) and yields its endpoints as a dict: ``stac_api``,
 ``s3_endpoint``, ``s3_bucket``, ``aws_profile``, ``shared_credentials_file``, ``prefect_api``,
 ``work_pool``, ``state_dir``, ``config`` (the generated hsi.stack.yaml), ``components``.
@@ -41,7 +41,7 @@ def stack() -> Iterator[dict[str, Any]]:
     """The running local stack's endpoints (started if needed, never stopped here)."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from deployments.local.stack import Layout, status
+    from hsi_pipeline.deployments.local.stack import Layout, status
 
     layout = Layout.default(_state_dir())
     config_path = layout.root / "hsi.stack.yaml"
@@ -49,8 +49,12 @@ def stack() -> Iterator[dict[str, Any]]:
     if not info["up"] or not config_path.exists():
         env = {**os.environ, "HSI_STACK_DIR": str(layout.root)}
         p = subprocess.run(
-            [sys.executable, "-m", "cli.stack", "up", "--config-out", str(config_path)],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=STACK_UP_TIMEOUT_S,
+            [sys.executable, "-m", "hsi_pipeline.cli.stack", "up", "--config-out", str(config_path)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=STACK_UP_TIMEOUT_S,
         )
         if p.returncode != 0:
             pytest.fail(f"`hsi stack up` failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
@@ -80,7 +84,9 @@ def pipeline_config(stack: dict[str, Any], stack_config, run_id: str, tmp_path: 
     """A PipelineConfig pointing at the stack, with a storage root private to this test."""
     return stack_config.model_copy(
         update={
-            "storage": stack_config.storage.model_copy(update={"root": f"s3://{stack['s3_bucket']}/test/{run_id}"}),
+            "storage": stack_config.storage.model_copy(
+                update={"root": f"s3://{stack['s3_bucket']}/test/{run_id}"}
+            ),
             "work_dir": str(tmp_path / "work"),
         }
     )

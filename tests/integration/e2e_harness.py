@@ -158,8 +158,8 @@ class Bridge:
     """The bridge consumer (real SqsConsumer + BridgeProcessor) in a thread."""
 
     def __init__(self, cfg: Any, sqs: Any, s3: Any, queue: str, api: str) -> None:
-        from deployments.bridge.consumer import BridgeProcessor, PrefectEvents, SqsConsumer
         from hsi.bridge import rules_from_config
+        from hsi_pipeline.deployments.bridge.consumer import BridgeProcessor, PrefectEvents, SqsConsumer
 
         self.processor = BridgeProcessor(s3, PrefectEvents(api, timeout_s=5), rules=rules_from_config(cfg),
                                          catalog_href=cfg.catalog.url)  # fmt: skip
@@ -191,7 +191,9 @@ def prefect_api(method: str, url: str, *, retries: int = 6, **kw: Any) -> httpx.
     raise AssertionError("unreachable")
 
 
-def flow_runs(api: str, *, deployment: str | None = None, flow_name: str | None = None) -> list[dict[str, Any]]:
+def flow_runs(
+    api: str, *, deployment: str | None = None, flow_name: str | None = None
+) -> list[dict[str, Any]]:
     body: dict[str, Any] = {"limit": 200, "sort": "EXPECTED_START_TIME_ASC"}
     if flow_name:
         body["flows"] = {"name": {"any_": [flow_name]}}

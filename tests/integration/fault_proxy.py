@@ -53,8 +53,9 @@ class FaultProxy:
         with self.lock:
             self.faults.append([n, action, when])
 
-    def respond(self, method: str, path: str, headers: dict[str, str], body: bytes | None
-                ) -> tuple[int, dict[str, str], bytes]:
+    def respond(
+        self, method: str, path: str, headers: dict[str, str], body: bytes | None
+    ) -> tuple[int, dict[str, str], bytes]:
         auth = headers.get("Authorization")
         with self.lock:
             self.auth_headers.append(auth)
@@ -69,18 +70,28 @@ class FaultProxy:
         if action == "500":
             out = (500, {"Content-Type": "application/json"}, b'{"code":"InternalError"}')
         elif action == "401":
-            out = (401, {"Content-Type": "application/json", "WWW-Authenticate": "Bearer"},
-                   b'{"detail":"Not authenticated"}')
+            out = (
+                401,
+                {"Content-Type": "application/json", "WWW-Authenticate": "Bearer"},
+                b'{"detail":"Not authenticated"}',
+            )
         elif action == "malformed":
             out = (200, {"Content-Type": "application/json"}, b'{"type": "Feature", "id": ')
         else:
-            fwd = {k: v for k, v in headers.items()
-                   if k.lower() not in {"host", "content-length", "connection", "authorization",
-                                        "accept-encoding"}}
+            fwd = {
+                k: v
+                for k, v in headers.items()
+                if k.lower()
+                not in {"host", "content-length", "connection", "authorization", "accept-encoding"}
+            }
             r = requests.request(method, self.upstream + path, data=body, headers=fwd, timeout=30)
             # the API writes its own base URL into links: rewrite so pystac-client pages through us
             payload = r.content.replace(self.upstream.encode(), self.url.encode())
-            out = (r.status_code, {"Content-Type": r.headers.get("Content-Type", "application/json")}, payload)
+            out = (
+                r.status_code,
+                {"Content-Type": r.headers.get("Content-Type", "application/json")},
+                payload,
+            )
         with self.lock:
             self.seen.append((method, path, out[0]))
         return out

@@ -20,12 +20,12 @@ import rasterio
 import yaml
 from rio_cogeo.cogeo import cog_validate
 
-from flows.activate import activate_scene
-from flows.index import index_scenes
 from hsi.config import PipelineConfig
 from hsi.services import Services
 from hsi.sources.synthetic import synthesize
 from hsi.stac.validation import validate_item
+from hsi_pipeline.flows.activate import activate_scene
+from hsi_pipeline.flows.index import index_scenes
 from tests.integration.e2e_harness import ng_scene_id
 from tests.integration.fault_proxy import FaultProxy
 
@@ -49,8 +49,9 @@ def _objects(svc: Services, item_id: str) -> list[str]:
     return sorted(svc.store.list(svc.store.uri("aviris-ng-l2", item_id)))
 
 
-def test_activate_to_s3_and_stac_api_then_search(pipeline_config: PipelineConfig, s3_store: Any, stack: dict,
-                                                 tmp_path: Path) -> None:
+def test_activate_to_s3_and_stac_api_then_search(
+    pipeline_config: PipelineConfig, s3_store: Any, stack: dict, tmp_path: Path
+) -> None:
     cfg = _write(pipeline_config, tmp_path / "hsi.yaml")
     hdr, item_id = _scene(tmp_path, rotation_deg=25, seed=3)
     assert index_scenes(hrefs=[str(hdr)], config=cfg)[0]["item_id"] == item_id
@@ -63,8 +64,11 @@ def test_activate_to_s3_and_stac_api_then_search(pipeline_config: PipelineConfig
     assert act is not None
     when = act.datetime
     assert when is not None
-    found = client.search(collections=["aviris-ng-l2"], bbox=act.bbox,
-                          datetime=[when - timedelta(seconds=1), when + timedelta(seconds=1)]).item_collection()
+    found = client.search(
+        collections=["aviris-ng-l2"],
+        bbox=act.bbox,
+        datetime=[when - timedelta(seconds=1), when + timedelta(seconds=1)],
+    ).item_collection()
     assert [i.id for i in found] == [item_id]
     raw = client.search(collections=["aviris-ng-raw"], ids=[item_id]).item_collection()
     assert [i.id for i in raw] == [item_id]
@@ -83,15 +87,18 @@ def test_activate_to_s3_and_stac_api_then_search(pipeline_config: PipelineConfig
     assert info.size == cube.extra_fields["file:size"] and info.checksum == cube.extra_fields["file:checksum"]
 
 
-def test_three_runs_and_four_concurrent_runs_leave_one_item(pipeline_config: PipelineConfig, s3_store: Any,
-                                                           tmp_path: Path) -> None:
+def test_three_runs_and_four_concurrent_runs_leave_one_item(
+    pipeline_config: PipelineConfig, s3_store: Any, tmp_path: Path
+) -> None:
     cfg = _write(pipeline_config, tmp_path / "hsi.yaml")
     svc = Services.from_config(pipeline_config)
     hdr, item_id = _scene(tmp_path, seed=4)
     index_scenes(hrefs=[str(hdr)], config=cfg)
-    statuses = [activate_scene(item_id=item_id, config=cfg)["status"],
-                activate_scene(item_id=item_id, config=cfg)["status"],
-                activate_scene(item_id=item_id, force=True, config=cfg)["status"]]
+    statuses = [
+        activate_scene(item_id=item_id, config=cfg)["status"],
+        activate_scene(item_id=item_id, config=cfg)["status"],
+        activate_scene(item_id=item_id, force=True, config=cfg)["status"],
+    ]
     assert statuses == ["activated", "skipped", "activated"]
     assert [i.id for i in svc.catalog.search(collections=["aviris-ng-l2"], ids=[item_id])] == [item_id]
 
@@ -115,14 +122,19 @@ def test_three_runs_and_four_concurrent_runs_leave_one_item(pipeline_config: Pip
     assert len(results) == 4 and {r["status"] for r in results} <= {"activated", "skipped"}
     assert [i.id for i in svc.catalog.search(collections=["aviris-ng-l2"], ids=[item2])] == [item2]
     objs = _objects(svc, item2)
-    assert [o.rsplit("/", 1)[-1] for o in objs] == [f"{item2}.tif", f"{item2}_quicklook.png", f"{item2}_rgb.tif"]
+    assert [o.rsplit("/", 1)[-1] for o in objs] == [
+        f"{item2}.tif",
+        f"{item2}_quicklook.png",
+        f"{item2}_rgb.tif",
+    ]
     item = svc.catalog.get_item("aviris-ng-l2", item2)
     for a in item.assets.values():  # the registered item describes the objects that are there
         assert s3_store.stat(a.href).checksum == a.extra_fields["file:checksum"]
 
 
-def test_commit_point_holds_when_registration_fails(pipeline_config: PipelineConfig, s3_store: Any, stack: dict,
-                                                     tmp_path: Path) -> None:
+def test_commit_point_holds_when_registration_fails(
+    pipeline_config: PipelineConfig, s3_store: Any, stack: dict, tmp_path: Path
+) -> None:
     proxy = FaultProxy(stack["stac_api"])
     try:
         cfg = _write(pipeline_config, tmp_path / "hsi.yaml", url=proxy.url, retries=2)
@@ -164,8 +176,9 @@ def _closed_port() -> int:
 
 
 @pytest.mark.parametrize("failure", ["unreachable", "401", "malformed"])
-def test_catalog_errors_are_clear_and_write_nothing(pipeline_config: PipelineConfig, s3_store: Any, stack: dict,
-                                                     tmp_path: Path, failure: str) -> None:
+def test_catalog_errors_are_clear_and_write_nothing(
+    pipeline_config: PipelineConfig, s3_store: Any, stack: dict, tmp_path: Path, failure: str
+) -> None:
     good = _write(pipeline_config, tmp_path / "good.yaml")
     hdr, item_id = _scene(tmp_path, seed=8)
     index_scenes(hrefs=[str(hdr)], config=good)  # the raw item is in the real catalog
@@ -190,8 +203,9 @@ def test_catalog_errors_are_clear_and_write_nothing(pipeline_config: PipelineCon
     assert svc.catalog.get_item("aviris-ng-l2", item_id) is None
 
 
-def test_no_credential_in_items_hrefs_or_logs(pipeline_config: PipelineConfig, s3_store: Any, stack: dict,
-                                              stack_secret_key: str, tmp_path: Path) -> None:
+def test_no_credential_in_items_hrefs_or_logs(
+    pipeline_config: PipelineConfig, s3_store: Any, stack: dict, stack_secret_key: str, tmp_path: Path
+) -> None:
     cfg = _write(pipeline_config, tmp_path / "hsi.yaml")
     hdr, item_id = _scene(tmp_path, seed=9)
     index_scenes(hrefs=[str(hdr)], config=cfg)
@@ -214,5 +228,7 @@ def test_no_credential_in_items_hrefs_or_logs(pipeline_config: PipelineConfig, s
     for secret in (stack_secret_key, access_key):
         assert secret not in text
     for d in docs:
-        for href in [a["href"] for a in json.loads(d)["assets"].values()] + [lk["href"] for lk in json.loads(d)["links"]]:
+        for href in [a["href"] for a in json.loads(d)["assets"].values()] + [
+            lk["href"] for lk in json.loads(d)["links"]
+        ]:
             assert "@" not in href.split("//", 1)[-1].split("/", 1)[0]  # no user:password@host

@@ -23,9 +23,14 @@ import boto3
 import httpx
 import pytest
 
-from deployments.bridge.consumer import REASON_ATTRIBUTE, BridgeProcessor, PrefectEvents, SqsConsumer
 from hsi.bridge import DEFAULT_RULES
 from hsi.events import RAW_AVAILABLE, raw_object_event_id
+from hsi_pipeline.deployments.bridge.consumer import (
+    REASON_ATTRIBUTE,
+    BridgeProcessor,
+    PrefectEvents,
+    SqsConsumer,
+)
 
 try:  # the helper module sits next to this file
     from tests.integration.moto_server import TcpProxy, aws_env, moto_endpoint, prefect_api, wait_for
@@ -292,7 +297,7 @@ def test_prefect_outage_keeps_messages_then_delivers_and_sigterm_exits_0(
     proxy = TcpProxy(int(httpx.URL(prefect_api).port or 80))  # not started: connection refused
     env = {**os.environ, "PYTHONPATH": str(ROOT), "AWS_ENDPOINT_URL": moto_endpoint}
     env.pop("PREFECT_API_URL", None)
-    cmd = [sys.executable, "-c", "from cli.bridge import app; app()", "run", "--queue-url", queue,
+    cmd = [sys.executable, "-c", "from hsi_pipeline.cli.bridge import app; app()", "run", "--queue-url", queue,
            "--dlq-url", dlq, "--prefect-api-url", f"http://127.0.0.1:{proxy.port}/api", "--wait-seconds", "1"]  # fmt: skip
     log_path = tmp_path / "bridge.log"
     with log_path.open("wb") as log:

@@ -33,21 +33,34 @@ def make_collection(cid: str) -> pystac.Collection:
     return pystac.Collection(
         id=cid,
         description=f"test collection {cid}",
-        extent=pystac.Extent(pystac.SpatialExtent([[-180.0, -90.0, 180.0, 90.0]]),
-                             pystac.TemporalExtent([[datetime(2000, 1, 1, tzinfo=UTC), None]])),
+        extent=pystac.Extent(
+            pystac.SpatialExtent([[-180.0, -90.0, 180.0, 90.0]]),
+            pystac.TemporalExtent([[datetime(2000, 1, 1, tzinfo=UTC), None]]),
+        ),
         license="CC-BY-4.0",
     )
 
 
-def make_item(cid: str, iid: str, *, x: float = 10.0, y: float = 45.0, when: datetime | None = None,
-              **props: Any) -> pystac.Item:
+def make_item(
+    cid: str, iid: str, *, x: float = 10.0, y: float = 45.0, when: datetime | None = None, **props: Any
+) -> pystac.Item:
     geom = {"type": "Polygon", "coordinates": [[[x, y], [x + 1, y], [x + 1, y + 1], [x, y + 1], [x, y]]]}
-    item = pystac.Item(iid, geom, [x, y, x + 1, y + 1], when or datetime(2021, 6, 1, 12, tzinfo=UTC),
-                       dict(props), collection=cid)
-    item.add_asset("data", pystac.Asset(f"s3://hsi/test/{iid}.tif", media_type=pystac.MediaType.COG,
-                                        roles=["data"]))
-    item.add_link(pystac.Link("derived_from", f"http://example.invalid/items/{iid}-src",
-                              media_type="application/geo+json"))
+    item = pystac.Item(
+        iid,
+        geom,
+        [x, y, x + 1, y + 1],
+        when or datetime(2021, 6, 1, 12, tzinfo=UTC),
+        dict(props),
+        collection=cid,
+    )
+    item.add_asset(
+        "data", pystac.Asset(f"s3://hsi/test/{iid}.tif", media_type=pystac.MediaType.COG, roles=["data"])
+    )
+    item.add_link(
+        pystac.Link(
+            "derived_from", f"http://example.invalid/items/{iid}-src", media_type="application/geo+json"
+        )
+    )
     return item
 
 
@@ -61,6 +74,7 @@ def collection(stac_catalog: StacApiCatalog) -> Iterator[str]:
 
 
 # ---------------------------------------------------------------------------------------- fault proxy
+
 
 @pytest.fixture
 def proxy(stack: dict[str, Any]) -> Iterator[FaultProxy]:
@@ -93,7 +107,9 @@ def test_ensure_collection_is_idempotent(stac_catalog: StacApiCatalog, collectio
     assert stac_catalog.get_collection(collection + "-absent") is None
 
 
-def test_upsert_twice_is_one_item_with_replaced_content(stac_catalog: StacApiCatalog, collection: str) -> None:
+def test_upsert_twice_is_one_item_with_replaced_content(
+    stac_catalog: StacApiCatalog, collection: str
+) -> None:
     assert stac_catalog.get_item(collection, "scene-1") is None
     stac_catalog.upsert_item(make_item(collection, "scene-1", version=1))
     stac_catalog.upsert_item(make_item(collection, "scene-1", version=2, extra="yes"))
@@ -104,13 +120,17 @@ def test_upsert_twice_is_one_item_with_replaced_content(stac_catalog: StacApiCat
     assert got.properties["version"] == 2 and got.properties["extra"] == "yes"
     assert got.collection_id == collection
     assert got.assets["data"].href == "s3://hsi/test/scene-1.tif"
-    assert [ln.href for ln in got.links if ln.rel == "derived_from"] == ["http://example.invalid/items/scene-1-src"]
+    assert [ln.href for ln in got.links if ln.rel == "derived_from"] == [
+        "http://example.invalid/items/scene-1-src"
+    ]
 
 
 def test_search_filters(stac_catalog: StacApiCatalog, collection: str) -> None:
     stac_catalog.upsert_item(make_item(collection, "a", x=10, y=45, when=datetime(2021, 6, 1, tzinfo=UTC)))
     stac_catalog.upsert_item(make_item(collection, "b", x=20, y=45, when=datetime(2022, 6, 1, tzinfo=UTC)))
-    stac_catalog.upsert_item(make_item(collection, "c", x=10.5, y=45.5, when=datetime(2023, 6, 1, tzinfo=UTC)))
+    stac_catalog.upsert_item(
+        make_item(collection, "c", x=10.5, y=45.5, when=datetime(2023, 6, 1, tzinfo=UTC))
+    )
 
     def ids(**kw: Any) -> list[str]:
         return sorted(i.id for i in stac_catalog.search(**kw))
@@ -120,12 +140,20 @@ def test_search_filters(stac_catalog: StacApiCatalog, collection: str) -> None:
     assert ids(ids=["b"], collections=[collection]) == ["b"]
     assert ids(collections=[collection], bbox=(9.0, 44.0, 10.2, 45.2)) == ["a"]
     assert ids(collections=[collection], bbox=(10.8, 45.8, 21.0, 47.0)) == ["a", "b", "c"]
-    assert ids(collections=[collection],
-               datetime_range=(datetime(2022, 1, 1, tzinfo=UTC), datetime(2022, 12, 31, tzinfo=UTC))) == ["b"]
-    assert ids(collections=[collection], datetime_range=(datetime(2022, 1, 1), None)) == ["b", "c"]  # naive = UTC
+    assert ids(
+        collections=[collection],
+        datetime_range=(datetime(2022, 1, 1, tzinfo=UTC), datetime(2022, 12, 31, tzinfo=UTC)),
+    ) == ["b"]
+    assert ids(collections=[collection], datetime_range=(datetime(2022, 1, 1), None)) == [
+        "b",
+        "c",
+    ]  # naive = UTC
     assert ids(collections=[collection], datetime_range=(None, datetime(2021, 12, 31, tzinfo=UTC))) == ["a"]
-    assert ids(collections=[collection], bbox=(9.0, 44.0, 12.0, 47.0),
-               datetime_range=(datetime(2023, 1, 1, tzinfo=UTC), None)) == ["c"]
+    assert ids(
+        collections=[collection],
+        bbox=(9.0, 44.0, 12.0, 47.0),
+        datetime_range=(datetime(2023, 1, 1, tzinfo=UTC), None),
+    ) == ["c"]
     assert len(list(stac_catalog.search(collections=[collection], limit=2))) == 2
     assert ids(collections=[collection + "-absent"]) == []
 
@@ -181,7 +209,9 @@ def test_unreachable_url_is_catalog_unavailable(caplog: pytest.LogCaptureFixture
         cat.upsert_item(make_item("c", "i"))
 
 
-def test_500_then_recover_is_retried(proxy: FaultProxy, stac_catalog: StacApiCatalog, collection: str) -> None:
+def test_500_then_recover_is_retried(
+    proxy: FaultProxy, stac_catalog: StacApiCatalog, collection: str
+) -> None:
     cat = StacApiCatalog(proxy.url, retries=3, backoff_s=0.01)
     proxy.inject(2, "500", lambda m, p: m == "POST" and p.endswith("/items"))
     cat.upsert_item(make_item(collection, "flaky", v=1))
@@ -204,9 +234,9 @@ def test_persistent_500_gives_up_with_status(proxy: FaultProxy, collection: str)
     assert len(proxy.seen) == 3
 
 
-def test_401_is_not_retried_and_names_url_and_status(proxy: FaultProxy, collection: str,
-                                                    monkeypatch: pytest.MonkeyPatch,
-                                                    caplog: pytest.LogCaptureFixture) -> None:
+def test_401_is_not_retried_and_names_url_and_status(
+    proxy: FaultProxy, collection: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     token = "tok-" + uuid.uuid4().hex
     proxy.require_token = token
     caplog.set_level(logging.DEBUG)
@@ -222,15 +252,19 @@ def test_401_is_not_retried_and_names_url_and_status(proxy: FaultProxy, collecti
     assert ei2.value.status == 401
 
     monkeypatch.setenv("HSI_TEST_STAC_TOKEN", "wrong-" + token)
-    wrong = StacApiCatalog.from_config(CatalogConfig(url=proxy.url, retries=1,
-                                                     auth=CatalogAuth(type="bearer", token_env="HSI_TEST_STAC_TOKEN")))
+    wrong = StacApiCatalog.from_config(
+        CatalogConfig(
+            url=proxy.url, retries=1, auth=CatalogAuth(type="bearer", token_env="HSI_TEST_STAC_TOKEN")
+        )
+    )
     with pytest.raises(CatalogError) as ei3:
         wrong.upsert_item(make_item(collection, "x"))
     assert ei3.value.status == 401
 
     monkeypatch.setenv("HSI_TEST_STAC_TOKEN", token)
-    good = StacApiCatalog.from_config(CatalogConfig(url=proxy.url,
-                                                    auth=CatalogAuth(type="bearer", token_env="HSI_TEST_STAC_TOKEN")))
+    good = StacApiCatalog.from_config(
+        CatalogConfig(url=proxy.url, auth=CatalogAuth(type="bearer", token_env="HSI_TEST_STAC_TOKEN"))
+    )
     good.upsert_item(make_item(collection, "authed", secretish=False))
     assert good.get_item(collection, "authed") is not None
     assert [i.id for i in good.search(collections=[collection])] == ["authed"]
@@ -246,12 +280,16 @@ def test_401_is_not_retried_and_names_url_and_status(proxy: FaultProxy, collecti
 def test_auth_env_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HSI_TEST_MISSING_TOKEN", raising=False)
     with pytest.raises(CatalogError, match="HSI_TEST_MISSING_TOKEN"):
-        StacApiCatalog("http://127.0.0.1:1", auth=CatalogAuth(type="bearer", token_env="HSI_TEST_MISSING_TOKEN"))
+        StacApiCatalog(
+            "http://127.0.0.1:1", auth=CatalogAuth(type="bearer", token_env="HSI_TEST_MISSING_TOKEN")
+        )
     with pytest.raises(CatalogError, match="not allowed"):
         StacApiCatalog("http://user:pw@127.0.0.1:1")
 
 
-def test_malformed_json_is_a_clear_error(proxy: FaultProxy, stac_catalog: StacApiCatalog, collection: str) -> None:
+def test_malformed_json_is_a_clear_error(
+    proxy: FaultProxy, stac_catalog: StacApiCatalog, collection: str
+) -> None:
     stac_catalog.upsert_item(make_item(collection, "m"))
     cat = StacApiCatalog(proxy.url, retries=1, backoff_s=0.01)
     proxy.inject(1, "malformed", lambda m, p: "/items/m" in p)
@@ -265,8 +303,9 @@ def test_malformed_json_is_a_clear_error(proxy: FaultProxy, stac_catalog: StacAp
         list(cat.search(collections=[collection]))
 
 
-def test_items_written_carry_no_credentials(proxy: FaultProxy, collection: str,
-                                            monkeypatch: pytest.MonkeyPatch, stack_secret_key: str) -> None:
+def test_items_written_carry_no_credentials(
+    proxy: FaultProxy, collection: str, monkeypatch: pytest.MonkeyPatch, stack_secret_key: str
+) -> None:
     token = "tok-" + uuid.uuid4().hex
     monkeypatch.setenv("HSI_TEST_STAC_TOKEN", token)
     cat = StacApiCatalog(proxy.url, auth=CatalogAuth(type="bearer", token_env="HSI_TEST_STAC_TOKEN"))

@@ -57,7 +57,7 @@ def applied(stack: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> 
     path = tmp / "hsi.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "PREFECT_API_URL": api}
-    p = subprocess.run([sys.executable, "-m", "cli.main", "deploy", "--apply", "--config", str(path)],
+    p = subprocess.run([sys.executable, "-m", "hsi_pipeline.cli.main", "deploy", "--apply", "--config", str(path)],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
     created: dict[str, Any] = {
         "api": api,

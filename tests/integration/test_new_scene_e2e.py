@@ -44,7 +44,7 @@ DONE_S = 300  # deadline for one scene: worker start-up + index + activate + pro
 @pytest.fixture(scope="module")
 def pipeline(stack: dict[str, Any], moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[dict[str, Any]]:  # fmt: skip
-    from deployments.generate import apply
+    from hsi_pipeline.deployments.generate import apply
 
     tmp = tmp_path_factory.mktemp("e2e")
     run_id = ng_scene_id()[-6:]
@@ -58,7 +58,9 @@ def pipeline(stack: dict[str, Any], moto_endpoint: str, tmp_path_factory: pytest
                                products=[{"product": PRODUCT}], run_id=run_id)  # fmt: skip
         cfg = load_config(path)
         apply(cfg, config_path=path, api_url=prefect.api)
-        autos = {a["name"]: a for a in prefect_api("POST", f"{prefect.api}/automations/filter", json={}).json()}
+        autos = {
+            a["name"]: a for a in prefect_api("POST", f"{prefect.api}/automations/filter", json={}).json()
+        }
         assert {"hsi-new-scene", "hsi-products-aviris-ng"} <= set(autos)
         yield {"prefect": prefect, "api": prefect.api, "s3": s3, "sqs": sqs, "queue": queue, "bucket": bucket,
                "cfg": cfg, "tmp": tmp, "autos": autos, "catalog": Services.from_config(cfg).catalog}  # fmt: skip

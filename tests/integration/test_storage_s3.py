@@ -52,7 +52,10 @@ def test_put_get_stat_list_delete(s3_store: S3Store, tmp_path: Path) -> None:
     assert sorted(s3_store.list(s3_store.uri("dir"))) == [u1, u2]
     assert list(s3_store.list(s3_store.uri("dir", "one.json"))) == [u1]
     assert sorted(s3_store.list(s3_store.root)) == sorted([u1, u2, u3])
-    assert s3_store.client.head_object(Bucket="hsi", Key=u1.split("/", 3)[3])["ContentType"] == "application/json"
+    assert (
+        s3_store.client.head_object(Bucket="hsi", Key=u1.split("/", 3)[3])["ContentType"]
+        == "application/json"
+    )
 
     assert s3_store.delete(u1) is True
     assert s3_store.delete(u1) is False
@@ -69,7 +72,9 @@ def test_list_is_paginated(s3_store: S3Store) -> None:
     assert sorted(s3_store.list(s3_store.uri("many"))) == sorted(uris)
 
 
-def test_multipart_upload_and_checksum_metadata(pipeline_config: Any, s3_store: S3Store, tmp_path: Path) -> None:
+def test_multipart_upload_and_checksum_metadata(
+    pipeline_config: Any, s3_store: S3Store, tmp_path: Path
+) -> None:
     small_parts = S3Store.from_config(pipeline_config.storage, part_size=5 * MiB)  # S3 minimum part size
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(12 * MiB + 123))
@@ -112,9 +117,21 @@ def test_missing_objects(s3_store: S3Store, tmp_path: Path) -> None:
 def test_rasterio_windowed_read_over_vsis3(s3_store: S3Store, tmp_path: Path, stack_secret_key: str) -> None:
     data = (np.arange(3 * 300 * 400, dtype=np.uint16).reshape(3, 300, 400) % 5000).astype(np.uint16)
     tif = tmp_path / "cube.tif"
-    with rasterio.open(tif, "w", driver="GTiff", width=400, height=300, count=3, dtype="uint16",
-                       crs="EPSG:32611", transform=from_origin(500000, 4000000, 5, 5), tiled=True,
-                       blockxsize=128, blockysize=128, compress="deflate") as dst:
+    with rasterio.open(
+        tif,
+        "w",
+        driver="GTiff",
+        width=400,
+        height=300,
+        count=3,
+        dtype="uint16",
+        crs="EPSG:32611",
+        transform=from_origin(500000, 4000000, 5, 5),
+        tiled=True,
+        blockxsize=128,
+        blockysize=128,
+        compress="deflate",
+    ) as dst:
         dst.write(data)
     uri = s3_store.uri("cogs", "cube.tif")
     s3_store.put_file(tif, uri)
@@ -124,7 +141,7 @@ def test_rasterio_windowed_read_over_vsis3(s3_store: S3Store, tmp_path: Path, st
     assert env["AWS_HTTPS"] == "NO"
     assert stack_secret_key not in repr(env)
     path = s3_store.gdal_path(uri)
-    assert path == "/vsis3/" + uri[len("s3://"):]
+    assert path == "/vsis3/" + uri[len("s3://") :]
     with s3_store.rasterio_env(), rasterio.open(path) as src:
         assert (src.count, src.width, src.height) == (3, 400, 300)
         win = src.read(2, window=Window(100, 50, 64, 32))
@@ -132,17 +149,25 @@ def test_rasterio_windowed_read_over_vsis3(s3_store: S3Store, tmp_path: Path, st
 
 
 def test_open_store_and_config_roundtrip(stack: dict[str, Any], s3_store: S3Store) -> None:
-    store = open_store(s3_store.root, endpoint_url=stack["s3_endpoint"], aws_profile=stack["aws_profile"],
-                       shared_credentials_file=stack["shared_credentials_file"])
+    store = open_store(
+        s3_store.root,
+        endpoint_url=stack["s3_endpoint"],
+        aws_profile=stack["aws_profile"],
+        shared_credentials_file=stack["shared_credentials_file"],
+    )
     assert isinstance(store, S3Store)
     uri = store.uri("via-open-store.txt")
     store.put_bytes(b"ok", uri)
     assert s3_store.get_bytes(uri) == b"ok"
 
 
-def test_bad_credentials_raise_storage_error_naming_uri(stack: dict[str, Any], s3_store: S3Store,
-                                                        tmp_path: Path, caplog: pytest.LogCaptureFixture,
-                                                        stack_secret_key: str) -> None:
+def test_bad_credentials_raise_storage_error_naming_uri(
+    stack: dict[str, Any],
+    s3_store: S3Store,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    stack_secret_key: str,
+) -> None:
     import configparser
 
     cp = configparser.ConfigParser()
@@ -151,15 +176,25 @@ def test_bad_credentials_raise_storage_error_naming_uri(stack: dict[str, Any], s
     wrong_secret = "WRONG-" + stack_secret_key[::-1]
     creds = tmp_path / "credentials"
     creds.write_text(f"[bad]\naws_access_key_id = {key_id}\naws_secret_access_key = {wrong_secret}\n")
-    bad = S3Store(s3_store.root, endpoint_url=stack["s3_endpoint"], profile="bad",
-                  shared_credentials_file=str(creds), max_attempts=1)
+    bad = S3Store(
+        s3_store.root,
+        endpoint_url=stack["s3_endpoint"],
+        profile="bad",
+        shared_credentials_file=str(creds),
+        max_attempts=1,
+    )
     uri = bad.uri("denied.txt")
     src = tmp_path / "f.bin"
     src.write_bytes(b"abc")
     caplog.set_level(logging.DEBUG)
     errors: list[StorageError] = []
-    for op in (lambda: bad.put_bytes(b"x", uri), lambda: bad.put_file(src, uri), lambda: bad.get_bytes(uri),
-               lambda: bad.stat(uri), lambda: list(bad.list(bad.root))):
+    for op in (
+        lambda: bad.put_bytes(b"x", uri),
+        lambda: bad.put_file(src, uri),
+        lambda: bad.get_bytes(uri),
+        lambda: bad.stat(uri),
+        lambda: list(bad.list(bad.root)),
+    ):
         with pytest.raises(StorageError) as ei:
             op()
         errors.append(ei.value)
@@ -178,13 +213,23 @@ def test_bad_credentials_raise_storage_error_naming_uri(stack: dict[str, Any], s
 
 def test_missing_profile_and_unreachable_endpoint(stack: dict[str, Any], s3_store: S3Store) -> None:
     with pytest.raises(StorageError, match="profile 'nope' not found"):
-        S3Store(s3_store.root, endpoint_url=stack["s3_endpoint"], profile="nope",
-                shared_credentials_file=stack["shared_credentials_file"])
+        S3Store(
+            s3_store.root,
+            endpoint_url=stack["s3_endpoint"],
+            profile="nope",
+            shared_credentials_file=stack["shared_credentials_file"],
+        )
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    dead = S3Store(s3_store.root, endpoint_url=f"http://127.0.0.1:{port}", profile=stack["aws_profile"],
-                   shared_credentials_file=stack["shared_credentials_file"], max_attempts=1, connect_timeout=2)
+    dead = S3Store(
+        s3_store.root,
+        endpoint_url=f"http://127.0.0.1:{port}",
+        profile=stack["aws_profile"],
+        shared_credentials_file=stack["shared_credentials_file"],
+        max_attempts=1,
+        connect_timeout=2,
+    )
     uri = dead.uri("x")
     with pytest.raises(StorageUnavailableError, match=f"127.0.0.1:{port}") as ei:
         dead.stat(uri)

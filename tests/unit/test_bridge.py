@@ -293,7 +293,7 @@ class FakeS3:
 def _processor(objects, *, up=True):
     import httpx
 
-    from deployments.bridge.consumer import BridgeProcessor, PrefectEvents
+    from hsi_pipeline.deployments.bridge.consumer import BridgeProcessor, PrefectEvents
 
     store: dict[str, dict] = {}
 
@@ -312,7 +312,7 @@ def _processor(objects, *, up=True):
 
 
 def _msg(body: dict | str, mid: str = "m1"):
-    from deployments.bridge.consumer import Message
+    from hsi_pipeline.deployments.bridge.consumer import Message
 
     return Message(mid, "rh-" + mid, body if isinstance(body, str) else json.dumps(body))
 
@@ -347,7 +347,7 @@ def test_prefect_down_means_retry_and_poison_is_reported():
 
 
 def test_lambda_handler_partial_batch_failure(monkeypatch):
-    from deployments.bridge.lambda_handler import handler
+    from hsi_pipeline.deployments.bridge.lambda_handler import handler
 
     monkeypatch.delenv("HSI_BRIDGE_DLQ_URL", raising=False)
     up = [False]
@@ -365,7 +365,7 @@ def test_lambda_handler_partial_batch_failure(monkeypatch):
 def test_prefect_rejecting_an_event_makes_only_that_message_poison():
     import httpx
 
-    from deployments.bridge.consumer import BridgeProcessor, PrefectEvents
+    from hsi_pipeline.deployments.bridge.consumer import BridgeProcessor, PrefectEvents
 
     bad_scene = "ang20990101t000000"
 

@@ -58,7 +58,9 @@ def test_band_metadata_equals_header(ng_scene: tuple[Path, Path]) -> None:
         assert [b.good for b in bands] == [bool(v) for v in bbl]
         assert ds.descriptions[99].startswith("b100 ")
         # GDAL's standard IMAGERY domain is written too (micrometres)
-        assert float(ds.tags(100, ns="IMAGERY")["CENTRAL_WAVELENGTH_UM"]) == pytest.approx(header.wavelength_nm[99] / 1000)
+        assert float(ds.tags(100, ns="IMAGERY")["CENTRAL_WAVELENGTH_UM"]) == pytest.approx(
+            header.wavelength_nm[99] / 1000
+        )
 
 
 def test_pixels_equal_source_at_sampled_locations(ng_scene: tuple[Path, Path]) -> None:

@@ -52,7 +52,7 @@ def test_three_mistakes_three_precise_errors_in_one_run(tmp_path: Path) -> None:
 
 
 def test_cli_validate_reports_all_errors_and_exit_code(tmp_path: Path) -> None:
-    from cli.main import app
+    from hsi_pipeline.cli.main import app
 
     path = _write(tmp_path, THREE_MISTAKES)
     r = CliRunner().invoke(app, ["config", "validate", str(path)])
@@ -160,7 +160,7 @@ def test_mask_secrets_and_schema() -> None:
     assert mask_secrets({"a": {"password": "x", "password_env": "P", "url": "http://u:pw@h/"}}) == {
         "a": {"password": "****", "password_env": "P", "url": "http://u:****@h/"}
     }
-    from cli.main import app
+    from hsi_pipeline.cli.main import app
 
     r = CliRunner().invoke(app, ["config", "schema"])
     doc = json.loads(r.output)
@@ -173,7 +173,7 @@ def test_mask_secrets_and_schema() -> None:
 
 
 def test_committed_prefect_yaml_matches_the_generator() -> None:
-    from deployments.generate import render
+    from hsi_pipeline.deployments.generate import render
 
     expected = render(load_config(ROOT / "hsi.example.yaml"))
     assert (ROOT / "prefect.yaml").read_text() == expected, (
@@ -182,7 +182,7 @@ def test_committed_prefect_yaml_matches_the_generator() -> None:
 
 
 def test_generated_deployments_triggers_and_template_labels() -> None:
-    from deployments.generate import automation_names, deployment_names, generate
+    from hsi_pipeline.deployments.generate import automation_names, deployment_names, generate
 
     spec = generate(load_config(ROOT / "hsi.example.yaml"))
     assert deployment_names(spec) == ["activate/new-scene", "activate/activate", "index/index", "product/run-product", "on-demand/on-demand",
@@ -211,7 +211,7 @@ def test_generated_deployments_triggers_and_template_labels() -> None:
     used_labels = set(re.findall(r"event\.resource\['([^']+)'\]", text)) | set(t["match"]) | set(p["match"])
     used_payload = set(re.findall(r"event\.payload\.(\w+)", text))
     assert used_labels <= labels and used_payload <= payload, (used_labels - labels, used_payload - payload)
-    from deployments.generate import render
+    from hsi_pipeline.deployments.generate import render
 
     rendered = render(load_config(ROOT / "hsi.example.yaml"))
     assert "&id" not in rendered and "/work/" not in rendered  # no YAML aliases, no machine paths
@@ -222,7 +222,7 @@ def test_every_deployment_parameter_is_a_parameter_of_its_flow() -> None:
     import importlib
     import inspect
 
-    from deployments.generate import generate
+    from hsi_pipeline.deployments.generate import generate
 
     spec = generate(load_config(ROOT / "hsi.example.yaml"))
     for d in spec["deployments"]:

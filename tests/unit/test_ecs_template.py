@@ -9,9 +9,9 @@ import pytest
 import yaml
 from prefect_aws.workers.ecs_worker import ECSJobConfiguration, ECSWorker
 
-from deployments.ecs.render import TEMPLATE_PATH, load_template, main, render_template
 from hsi.config import load_config
 from hsi.errors import ConfigError
+from hsi_pipeline.deployments.ecs.render import TEMPLATE_PATH, load_template, main, render_template
 
 ECS = {
     "image": "123456789012.dkr.ecr.us-west-2.amazonaws.com/hsi-pipeline:0.1.0",
@@ -30,11 +30,15 @@ ECS = {
 @pytest.fixture
 def ecs_config(tmp_path):
     path = tmp_path / "hsi.yaml"
-    path.write_text(yaml.safe_dump({
-        "storage": {"root": str(tmp_path / "assets")},
-        "catalog": {"url": str(tmp_path / "catalog")},
-        "engine": {"work_pool": "hsi-ecs", "ecs": ECS},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "storage": {"root": str(tmp_path / "assets")},
+                "catalog": {"url": str(tmp_path / "catalog")},
+                "engine": {"work_pool": "hsi-ecs", "ecs": ECS},
+            }
+        )
+    )
     return path
 
 
@@ -63,8 +67,11 @@ def test_render_lands_in_job_configuration(ecs_config):
     assert run["overrides"]["taskRoleArn"] == ECS["task_role_arn"]
     assert int(run["overrides"]["cpu"]) == 2048 and int(run["overrides"]["memory"]) == 8192
     assert job.vpc_id == "vpc-0d4"
-    assert job.network_configuration == {"subnets": ["subnet-0a1", "subnet-0b2"], "securityGroups": ["sg-0c3"],
-                                         "assignPublicIp": "DISABLED"}
+    assert job.network_configuration == {
+        "subnets": ["subnet-0a1", "subnet-0b2"],
+        "securityGroups": ["sg-0c3"],
+        "assignPublicIp": "DISABLED",
+    }
     assert job.configure_cloudwatch_logs is True
 
     # a deployment may still override a variable through job_variables

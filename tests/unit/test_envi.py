@@ -50,10 +50,18 @@ def write_cube(
         fh.write(b"\0" * header_offset)
         fh.write(np.ascontiguousarray(arr.transpose(order)).tobytes())
     fields: dict[str, object] = {
-        "description": "{test cube}", "samples": w, "lines": h, "bands": b, "header offset": header_offset,
-        "file type": "ENVI Standard", "data type": data_type, "interleave": interleave,
-        "byte order": byte_order, "wavelength units": "Nanometers",
-        "wavelength": [500.0 + 100 * i for i in range(b)], "fwhm": [10.0] * b,
+        "description": "{test cube}",
+        "samples": w,
+        "lines": h,
+        "bands": b,
+        "header offset": header_offset,
+        "file type": "ENVI Standard",
+        "data type": data_type,
+        "interleave": interleave,
+        "byte order": byte_order,
+        "wavelength units": "Nanometers",
+        "wavelength": [500.0 + 100 * i for i in range(b)],
+        "fwhm": [10.0] * b,
     }
     fields.update(extra or {})
     for key in drop:
@@ -67,8 +75,13 @@ def write_cube(
 @pytest.mark.parametrize("interleave", ["bsq", "BIL", "bip"])
 @pytest.mark.parametrize("byte_order", [0, 1])
 def test_all_types_orders_interleaves_roundtrip_through_gdal(tmp_path, data_type, interleave, byte_order):
-    data, hdr, arr = write_cube(tmp_path, data_type=data_type, interleave=interleave, byte_order=byte_order,
-                                header_offset=16 if data_type == 2 else 0)
+    data, hdr, arr = write_cube(
+        tmp_path,
+        data_type=data_type,
+        interleave=interleave,
+        byte_order=byte_order,
+        header_offset=16 if data_type == 2 else 0,
+    )
     meta = read_scene(hdr)
     lay = meta.layout
     assert (lay.width, lay.height, lay.count) == (5, 4, 3)
@@ -85,16 +98,25 @@ def test_all_types_orders_interleaves_roundtrip_through_gdal(tmp_path, data_type
 
 
 def test_header_text_parsing_multiline_lists_and_extra():
-    text = "ENVI\ndescription = {\n  two\n  lines}\nSamples = 2\nlines   = 1\nbands = 2\n; comment\n" \
-           "data type = 4\ninterleave = bsq\nwavelength = {\n 0.5,\n 0.6}\nmy custom = {a, b}\n"
+    text = (
+        "ENVI\ndescription = {\n  two\n  lines}\nSamples = 2\nlines   = 1\nbands = 2\n; comment\n"
+        "data type = 4\ninterleave = bsq\nwavelength = {\n 0.5,\n 0.6}\nmy custom = {a, b}\n"
+    )
     raw = parse_header_text(text, "x.hdr")
     assert raw["samples"] == "2" and raw["my custom"] == "{a, b}"
     assert "two" in raw["description"] and "lines" in raw["description"]
 
 
 def test_micrometres_become_nanometres_and_bbl_marks_bad(tmp_path):
-    _, hdr, _ = write_cube(tmp_path, extra={"wavelength units": "Micrometers", "wavelength": [0.45, 0.8, 2.2],
-                                            "fwhm": [0.01, 0.01, 0.012], "bbl": [1, 0, 1]})
+    _, hdr, _ = write_cube(
+        tmp_path,
+        extra={
+            "wavelength units": "Micrometers",
+            "wavelength": [0.45, 0.8, 2.2],
+            "fwhm": [0.01, 0.01, 0.012],
+            "bbl": [1, 0, 1],
+        },
+    )
     meta = read_scene(hdr)
     assert meta.wavelengths == pytest.approx((450.0, 800.0, 2200.0))
     assert [b.fwhm for b in meta.bands] == pytest.approx([10.0, 10.0, 12.0])
@@ -102,17 +124,25 @@ def test_micrometres_become_nanometres_and_bbl_marks_bad(tmp_path):
 
 
 def test_default_bad_windows_without_bbl(tmp_path):
-    _, hdr, _ = write_cube(tmp_path, shape=(8, 2, 2), extra={"wavelength": [380, 450, 1340, 1400, 1500, 1800,
-                                                                            2000, 2460]})
+    _, hdr, _ = write_cube(
+        tmp_path, shape=(8, 2, 2), extra={"wavelength": [380, 450, 1340, 1400, 1500, 1800, 2000, 2460]}
+    )
     meta = read_scene(hdr)
     assert [b.good for b in meta.bands] == [False, True, False, False, True, False, True, False]
 
 
 def test_gain_offset_reflectance_scale_nodata_and_extra(tmp_path):
-    _, hdr, _ = write_cube(tmp_path, data_type=2, extra={"data gain values": [0.5, 0.25, 2], "data offset values":
-                                                         [1, 2, 3], "data ignore value": -9999,
-                                                         "acquisition time": "2021-06-01T18:20:50Z",
-                                                         "vendor thing": "{x}"})
+    _, hdr, _ = write_cube(
+        tmp_path,
+        data_type=2,
+        extra={
+            "data gain values": [0.5, 0.25, 2],
+            "data offset values": [1, 2, 3],
+            "data ignore value": -9999,
+            "acquisition time": "2021-06-01T18:20:50Z",
+            "vendor thing": "{x}",
+        },
+    )
     meta = read_scene(hdr)
     assert [(b.scale, b.offset) for b in meta.bands] == [(0.5, 1.0), (0.25, 2.0), (2.0, 3.0)]
     assert meta.nodata == -9999
@@ -158,8 +188,13 @@ def test_rotation_matches_gdal_geometry():
 
 def test_coordinate_system_string_wins(tmp_path):
     css = CRS.from_epsg(32610).to_wkt()
-    data, hdr, _ = write_cube(tmp_path, extra={"map info": "{UTM, 1, 1, 500000, 4000000, 10, 10, 11, North, WGS-84}",
-                                               "coordinate system string": "{" + css + "}"})
+    data, hdr, _ = write_cube(
+        tmp_path,
+        extra={
+            "map info": "{UTM, 1, 1, 500000, 4000000, 10, 10, 11, North, WGS-84}",
+            "coordinate system string": "{" + css + "}",
+        },
+    )
     meta = read_scene(hdr)
     with rasterio.open(data) as ds:
         assert CRS.from_wkt(meta.crs_wkt) == ds.crs == CRS.from_epsg(32610)
@@ -273,7 +308,9 @@ def test_real_specim_fenix_cube():
     assert (meta.layout.width, meta.layout.height, meta.layout.count) == (23, 38, 450)
     assert meta.layout.dtype == "uint16" and meta.layout.interleave == "bsq"
     assert meta.layout.data_path.name == "napari_hippo_fenix.dat"
-    assert meta.wavelengths[0] == pytest.approx(378.190002) and meta.wavelengths[-1] == pytest.approx(2503.72998)
+    assert meta.wavelengths[0] == pytest.approx(378.190002) and meta.wavelengths[-1] == pytest.approx(
+        2503.72998
+    )
     assert meta.bands[0].fwhm == pytest.approx(3.36) and meta.bands[-1].fwhm == pytest.approx(5.42)
     assert all(b.scale == pytest.approx(1 / 65535) for b in meta.bands)
     assert meta.nodata == 0 and meta.level == "l2" and meta.quantity == "reflectance"

@@ -44,8 +44,9 @@ def test_non_monotonic_wavelengths_pick_the_right_band() -> None:
     assert b.index == 4 and d == 1.0  # 670 (band 4), not band 9 (672)
     b, d = nearest_good_band(bands, 673.0)
     assert b.index == 9 and b.center_wavelength == 672.0  # searchsorted would pick band 5 (680)
-    sel = select_bands(get_product("index:RGRI_NB").with_name("x"), band_table(
-        [590.0, 520.0, 650.0, 610.0], 10.0), "s")
+    sel = select_bands(
+        get_product("index:RGRI_NB").with_name("x"), band_table([590.0, 520.0, 650.0, 610.0], 10.0), "s"
+    )
     assert [s.wavelength for s in sel if s.input == "red"] == [610.0, 650.0]
 
 

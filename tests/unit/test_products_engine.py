@@ -25,8 +25,9 @@ def scene(tmp_path_factory):
     data[r, 100:110, 100:110] = -9999  # nodata only in the red band
     good = [not (1340 <= x <= 1445 or 1790 <= x <= 1955) for x in WL]
     path = tmp_path_factory.mktemp("scene") / "ang_test_rfl.tif"
-    write_activated_cog(path, band_table(WL, 10.0, good=good, scale=1e-4), data, dtype="int16",
-                        nodata=-9999, block=64)
+    write_activated_cog(
+        path, band_table(WL, 10.0, good=good, scale=1e-4), data, dtype="int16", nodata=-9999, block=64
+    )
     return path, data
 
 
@@ -68,8 +69,9 @@ def test_reads_only_selected_bands(scene, tmp_path, monkeypatch) -> None:
 
 
 def test_bad_bands_skipped_by_full_spectrum_products(scene, tmp_path) -> None:
-    res = run_product(get_product("pca"), str(scene[0]), str(tmp_path / "pca.tif"), {"n_components": 2},
-                      max_chunk_mb=4)
+    res = run_product(
+        get_product("pca"), str(scene[0]), str(tmp_path / "pca.tif"), {"n_components": 2}, max_chunk_mb=4
+    )
     chosen = {b["wavelength"] for b in res.selected_bands}
     assert not any(1340 <= w <= 1445 or 1790 <= w <= 1955 for w in chosen)
     assert len(chosen) == sum(not (1340 <= x <= 1445 or 1790 <= x <= 1955) for x in WL)

@@ -67,8 +67,13 @@ def test_spyndex_constants_are_parameters() -> None:
 
 @pytest.mark.parametrize("name", ["NDVI", "EVI", "FAI"])
 def test_spyndex_through_engine_cog(tmp_path, name: str) -> None:
-    src = write_activated_cog(tmp_path / "scene.tif", band_table(GRID, 5.0, scale=1e-4),
-                              np.round(CUBE * 1e4).astype("int16"), dtype="int16", nodata=-9999)
+    src = write_activated_cog(
+        tmp_path / "scene.tif",
+        band_table(GRID, 5.0, scale=1e-4),
+        np.round(CUBE * 1e4).astype("int16"),
+        dtype="int16",
+        nodata=-9999,
+    )
     res = run_product(get_product(f"index:{name}"), str(src), str(tmp_path / "out.tif"))
     with rasterio.open(res.output_path) as ds:
         got = ds.read(1).astype(np.float64)
@@ -86,14 +91,17 @@ def _spectrum(values: dict[float, float], base: float = 0.2) -> tuple[np.ndarray
     return spec[:, None, None], BANDS
 
 
-@pytest.mark.parametrize(("name", "values", "expected"), [
-    ("NDWI_GAO", {860: 0.5, 1240: 0.3}, 0.25),  # (0.5-0.3)/(0.8)
-    ("PRI", {531: 0.06, 570: 0.04}, 0.2),  # (0.02)/(0.10); 531 -> band 530 nm
-    ("REIP", {670: 0.04, 700: 0.08, 740: 0.40, 780: 0.50}, 723.75),  # 700+40*(0.27-0.08)/0.32
-    ("CAI", {2000: 0.30, 2100: 0.25, 2200: 0.32}, 0.06),  # 0.5*(0.62)-0.25
-    ("WBI", {900: 0.50, 970: 0.45}, 1.1111111),
-    ("PSRI_NB", {500: 0.03, 680: 0.05, 750: 0.40}, 0.05),  # (0.05-0.03)/0.4
-])
+@pytest.mark.parametrize(
+    ("name", "values", "expected"),
+    [
+        ("NDWI_GAO", {860: 0.5, 1240: 0.3}, 0.25),  # (0.5-0.3)/(0.8)
+        ("PRI", {531: 0.06, 570: 0.04}, 0.2),  # (0.02)/(0.10); 531 -> band 530 nm
+        ("REIP", {670: 0.04, 700: 0.08, 740: 0.40, 780: 0.50}, 723.75),  # 700+40*(0.27-0.08)/0.32
+        ("CAI", {2000: 0.30, 2100: 0.25, 2200: 0.32}, 0.06),  # 0.5*(0.62)-0.25
+        ("WBI", {900: 0.50, 970: 0.45}, 1.1111111),
+        ("PSRI_NB", {500: 0.03, 680: 0.05, 750: 0.40}, 0.05),  # (0.05-0.03)/0.4
+    ],
+)
 def test_narrow_band_indices_by_hand(name: str, values: dict, expected: float) -> None:
     cube, bands = _spectrum(values)
     got = compute_array(get_product(f"index:{name}"), cube, bands)[0, 0, 0]
@@ -137,8 +145,9 @@ def test_hydrocarbon_index_uses_selected_centres_and_depths() -> None:
     hi = (1730 - 1700) * (0.22 - 0.20) / (1740 - 1700) + 0.20 - 0.17  # 0.045
     np.testing.assert_allclose(out[:3], [hi, 0.15, 0.2], rtol=1e-5)
     assert out[3] == 1.0  # HI > 0 and depth >= 0.01
-    no_oil = compute_array(get_product("oil-spill"), spec[:, None, None], band_table(grid, 10.0),
-                           {"hi_threshold": 0.05})
+    no_oil = compute_array(
+        get_product("oil-spill"), spec[:, None, None], band_table(grid, 10.0), {"hi_threshold": 0.05}
+    )
     assert no_oil[3, 0, 0] == 0.0
 
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli.products import app
 from hsi.errors import ProductError
 from hsi.products import list_products, reset_default_registry
 from hsi.products.registry import ProductRegistry, get_product
+from hsi_pipeline.cli.products import app
 
 PLUGIN = textwrap.dedent('''
     """A third-party product package, known to hsi only through its entry point."""
@@ -106,5 +106,5 @@ def test_duplicate_registration_and_broken_plugin() -> None:
 def test_cli_module_does_not_import_prefect() -> None:
     import subprocess
 
-    code = "import sys, cli.products, hsi.products; assert 'prefect' not in sys.modules"
+    code = "import sys, hsi_pipeline.cli.products, hsi.products; assert 'prefect' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -40,8 +40,9 @@ def fenix() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def fenix_cog(fenix, tmp_path_factory) -> Path:
     cube, _, wl = fenix
     path = tmp_path_factory.mktemp("fenix") / "fenix.tif"
-    return write_activated_cog(path, band_table(wl, 3.36, scale=1 / 65535.0), cube, dtype="uint16",
-                               nodata=0, block=16)
+    return write_activated_cog(
+        path, band_table(wl, 3.36, scale=1 / 65535.0), cube, dtype="uint16", nodata=0, block=16
+    )
 
 
 def _valid(refl: np.ndarray) -> np.ndarray:
@@ -61,8 +62,12 @@ def test_continuum_equals_spectral_python(fenix) -> None:
 
 def test_continuum_depth_product_through_engine(fenix, fenix_cog, tmp_path) -> None:
     wl = fenix[2]
-    res = run_product(get_product("continuum-depth"), str(fenix_cog), str(tmp_path / "cr.tif"),
-                      {"lo_nm": 2100, "hi_nm": 2400})
+    res = run_product(
+        get_product("continuum-depth"),
+        str(fenix_cog),
+        str(tmp_path / "cr.tif"),
+        {"lo_nm": 2100, "hi_nm": 2400},
+    )
     sel = (wl >= 2100) & (wl <= 2400)
     assert [b["index"] for b in res.selected_bands] == list(np.flatnonzero(sel) + 1)
     with rasterio.open(res.output_path) as ds:
@@ -81,7 +86,8 @@ def test_continuum_depth_product_through_engine(fenix, fenix_cog, tmp_path) -> N
 def _refs_csv(path: Path, wl: np.ndarray, refl: np.ndarray) -> tuple[Path, np.ndarray]:
     members = np.stack([refl[5, 5], refl[20, 10], refl[30, 18]])
     lines = ["wavelength_nm,alpha,beta,gamma"] + [
-        f"{w:.6f}," + ",".join(f"{v:.9f}" for v in members[:, i]) for i, w in enumerate(wl)]
+        f"{w:.6f}," + ",".join(f"{v:.9f}" for v in members[:, i]) for i, w in enumerate(wl)
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path, members
 
@@ -89,8 +95,9 @@ def _refs_csv(path: Path, wl: np.ndarray, refl: np.ndarray) -> tuple[Path, np.nd
 def test_sam_equals_spectral_python(fenix, fenix_cog, tmp_path) -> None:
     _, refl, wl = fenix
     csv_path, members = _refs_csv(tmp_path / "refs.csv", wl, refl)
-    res = run_product(get_product("sam"), str(fenix_cog), str(tmp_path / "sam.tif"),
-                      {"references": str(csv_path)})
+    res = run_product(
+        get_product("sam"), str(fenix_cog), str(tmp_path / "sam.tif"), {"references": str(csv_path)}
+    )
     assert [b["name"] for b in res.output_bands] == ["angle_alpha", "angle_beta", "angle_gamma", "class"]
     with rasterio.open(res.output_path) as ds:
         out = ds.read()
@@ -123,8 +130,14 @@ def test_reference_resampling_is_nearest_without_bridging_gaps(tmp_path) -> None
 def test_pca_two_pass_equals_spectral_python(fenix, fenix_cog, tmp_path) -> None:
     _, refl, wl = fenix
     ticks: list[tuple[int, int]] = []
-    res = run_product(get_product("pca"), str(fenix_cog), str(tmp_path / "pca.tif"), {"n_components": 4},
-                      window_size=16, progress=lambda k, n: ticks.append((k, n)))
+    res = run_product(
+        get_product("pca"),
+        str(fenix_cog),
+        str(tmp_path / "pca.tif"),
+        {"n_components": 4},
+        window_size=16,
+        progress=lambda k, n: ticks.append((k, n)),
+    )
     assert res.windows > 4 and ticks[-1] == (res.windows, res.windows)  # really windowed
     phys = (np.round(refl * 65535).astype(np.float32) * np.float32(1 / 65535.0)).astype(np.float64)
     ok = _valid(refl)
@@ -142,6 +155,7 @@ def test_pca_two_pass_equals_spectral_python(fenix, fenix_cog, tmp_path) -> None
 
 def test_pca_in_memory_path_matches(fenix) -> None:
     cube, refl, wl = fenix
-    out = compute_array(get_product("pca"), cube, band_table(wl, 3.36, scale=1 / 65535.0),
-                        {"n_components": 2}, nodata=0)
+    out = compute_array(
+        get_product("pca"), cube, band_table(wl, 3.36, scale=1 / 65535.0), {"n_components": 2}, nodata=0
+    )
     assert out.shape == (2, 38, 23) and (out[:, ~_valid(refl)] == -9999).all()

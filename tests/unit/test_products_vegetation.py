@@ -76,8 +76,12 @@ def test_classes_on_synthetic_pixels() -> None:
 
 
 def test_thresholds_are_parameters() -> None:
-    out = compute_array(get_product("tree-mortality"), _cube(), band_table(WL, 10.0),
-                        {"cai_dead": 0.5, "ndvi_vegetation": 0.1})
+    out = compute_array(
+        get_product("tree-mortality"),
+        _cube(),
+        band_table(WL, 10.0),
+        {"cai_dead": 0.5, "ndvi_vegetation": 0.1},
+    )
     assert out[0, 0].tolist() == [1, 2, 0, 2]  # dead no longer recognised -> stressed (ndvi ~0.23 >= 0.1)
 
 

@@ -23,13 +23,30 @@ from hsi.sources.synthetic import synthesize
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 
 
-def small_envi(directory: Path, name: str, *, bands: int = 4, dtype: str = "<f4", data_type: int = 4,
-               interleave: str = "bil", byte_order: int = 0, wavelength: bool = True, fwhm: bool = True,
-               extra: dict[str, object] | None = None) -> Path:
+def small_envi(
+    directory: Path,
+    name: str,
+    *,
+    bands: int = 4,
+    dtype: str = "<f4",
+    data_type: int = 4,
+    interleave: str = "bil",
+    byte_order: int = 0,
+    wavelength: bool = True,
+    fwhm: bool = True,
+    extra: dict[str, object] | None = None,
+) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / name).write_bytes(np.zeros((3, bands, 2), dtype=dtype).tobytes())
-    fields: dict[str, object] = {"samples": 2, "lines": 3, "bands": bands, "header offset": 0,
-                                 "data type": data_type, "interleave": interleave, "byte order": byte_order}
+    fields: dict[str, object] = {
+        "samples": 2,
+        "lines": 3,
+        "bands": bands,
+        "header offset": 0,
+        "data type": data_type,
+        "interleave": interleave,
+        "byte order": byte_order,
+    }
     if wavelength:
         fields["wavelength"] = [400.0 + 50 * i for i in range(bands)]
     if fwhm:
@@ -49,17 +66,20 @@ def test_registry_order_and_protocol():
         get_source("nope")
 
 
-@pytest.mark.parametrize(("name", "source"), [
-    ("ang20150420t182050_rdn_v1e_img.hdr", "aviris-ng"),
-    ("ang20150420t182050_rfl_v2p9_img", "aviris-ng"),
-    ("ang20150420t182050.tar.gz", "aviris-ng"),
-    ("ang20150420t182050_rfl_v2p9.tar.gz", "aviris-ng"),
-    ("f130329t01p00r06rdn_e_sc01_ort_img", "aviris-classic"),
-    ("f130329t01p00r06_refl.tar.gz", "aviris-classic"),
-    ("f130329t01p00r06.zip", "aviris-classic"),
-    ("whatever.hdr", "envi"),
-    ("scene.tgz", "envi"),
-])
+@pytest.mark.parametrize(
+    ("name", "source"),
+    [
+        ("ang20150420t182050_rdn_v1e_img.hdr", "aviris-ng"),
+        ("ang20150420t182050_rfl_v2p9_img", "aviris-ng"),
+        ("ang20150420t182050.tar.gz", "aviris-ng"),
+        ("ang20150420t182050_rfl_v2p9.tar.gz", "aviris-ng"),
+        ("f130329t01p00r06rdn_e_sc01_ort_img", "aviris-classic"),
+        ("f130329t01p00r06_refl.tar.gz", "aviris-classic"),
+        ("f130329t01p00r06.zip", "aviris-classic"),
+        ("whatever.hdr", "envi"),
+        ("scene.tgz", "envi"),
+    ],
+)
 def test_detect_source_by_name(tmp_path, name, source):
     assert detect_source(tmp_path / name).name == source
 
@@ -73,19 +93,27 @@ def test_detect_source_refuses_unknown(tmp_path):
 
 def test_name_parsers():
     assert parse_ng_name("ang20150420t182050_rdn_v1e_img") == (
-        "ang20150420t182050", datetime(2015, 4, 20, 18, 20, 50, tzinfo=UTC), "rdn")
+        "ang20150420t182050",
+        datetime(2015, 4, 20, 18, 20, 50, tzinfo=UTC),
+        "rdn",
+    )
     assert parse_ng_name("ang20150420t182050.tar.gz")[2] is None
     assert parse_ng_name("ang20151340t182050_rdn") is None  # month 13
     assert parse_classic_name("f130329t01p00r06rdn_e_sc01_ort_img") == (
-        "f130329t01p00r06", datetime(2013, 3, 29, tzinfo=UTC))
+        "f130329t01p00r06",
+        datetime(2013, 3, 29, tzinfo=UTC),
+    )
     assert parse_classic_name("f920530t01p02r02")[1].year == 1992
 
 
-@pytest.mark.parametrize(("tag", "level", "quantity", "units"), [
-    ("rdn_v1e", "l1b", "radiance", "uW nm-1 cm-2 sr-1"),
-    ("rfl_v2p9", "l2", "reflectance", None),
-    ("corr_v1f", "l2", "reflectance", None),
-])
+@pytest.mark.parametrize(
+    ("tag", "level", "quantity", "units"),
+    [
+        ("rdn_v1e", "l1b", "radiance", "uW nm-1 cm-2 sr-1"),
+        ("rfl_v2p9", "l2", "reflectance", None),
+        ("corr_v1f", "l2", "reflectance", None),
+    ],
+)
 def test_aviris_ng_products(tmp_path, tag, level, quantity, units):
     hdr = small_envi(tmp_path, f"ang20150420t182050_{tag}_img")
     meta = read_scene(hdr)
@@ -105,8 +133,13 @@ def test_aviris_ng_header_nodata_wins(tmp_path):
 def test_aviris_ng_directory_skips_sidecars(tmp_path):
     d = tmp_path / "ang20150420t182050_rdn_v1e"
     for side in ("glt", "igm", "loc", "obs_ort", "h2o"):
-        small_envi(d, f"ang20150420t182050_rdn_v1e_{side}", bands=3 if side != "h2o" else 60,
-                   wavelength=False, fwhm=False)
+        small_envi(
+            d,
+            f"ang20150420t182050_rdn_v1e_{side}",
+            bands=3 if side != "h2o" else 60,
+            wavelength=False,
+            fwhm=False,
+        )
     small_envi(d, "ang20150420t182050_rdn_v1e_img")
     meta = read_scene(d)
     assert meta.layout.data_path.name == "ang20150420t182050_rdn_v1e_img"
@@ -122,17 +155,21 @@ def test_detect_source_of_directory_by_content(tmp_path):
 
 def test_aviris_classic_gain_and_spc(tmp_path):
     name = "f130329t01p00r06rdn_e_sc01_ort_img"
-    hdr = small_envi(tmp_path, name, dtype=">i2", data_type=2, interleave="bip", byte_order=1,
-                     wavelength=False, fwhm=False)
+    hdr = small_envi(
+        tmp_path, name, dtype=">i2", data_type=2, interleave="bip", byte_order=1, wavelength=False, fwhm=False
+    )
     (tmp_path / "f130329t01p00r06rdn_e.gain").write_text("300.0 1\n600.0 2\n1200.0 3\n2400.0 4\n")
     # non-monotonic centres (overlapping spectrometers): kept in sensor order
     (tmp_path / "f130329t01p00r06rdn_e.spc").write_text(
-        "696.5\t9.7\t1.1\t0.5\t1\n677.3\t8.9\t0.9\t0.5\t2\n686.9\t8.9\t0.9\t0.5\t3\n2400.0\t10\t1\t1\t4\n")
+        "696.5\t9.7\t1.1\t0.5\t1\n677.3\t8.9\t0.9\t0.5\t2\n686.9\t8.9\t0.9\t0.5\t3\n2400.0\t10\t1\t1\t4\n"
+    )
     meta = read_scene(hdr)
     assert meta.source == "aviris-classic" and meta.scene_id == "f130329t01p00r06"
     assert meta.datetime == datetime(2013, 3, 29, tzinfo=UTC)
     assert meta.level == "l1b" and meta.units == "uW nm-1 cm-2 sr-1"
-    assert meta.layout.byte_order == "big" and meta.layout.interleave == "bip" and meta.layout.dtype == "int16"
+    assert (
+        meta.layout.byte_order == "big" and meta.layout.interleave == "bip" and meta.layout.dtype == "int16"
+    )
     assert meta.wavelengths == (696.5, 677.3, 686.9, 2400.0)
     assert [b.fwhm for b in meta.bands] == [9.7, 8.9, 8.9, 10.0]
     assert [b.scale for b in meta.bands] == pytest.approx([1 / 300, 1 / 600, 1 / 1200, 1 / 2400])
@@ -155,8 +192,9 @@ def test_aviris_classic_bad_gain_file(tmp_path):
 
 
 def test_aviris_classic_reflectance_int16_scale(tmp_path):
-    hdr = small_envi(tmp_path, "f130329t01p00r06_refl_img", dtype=">i2", data_type=2, interleave="bip",
-                     byte_order=1)
+    hdr = small_envi(
+        tmp_path, "f130329t01p00r06_refl_img", dtype=">i2", data_type=2, interleave="bip", byte_order=1
+    )
     meta = read_scene(hdr)
     assert (meta.level, meta.quantity) == ("l2", "reflectance")
     assert meta.bands[0].scale == pytest.approx(1e-4)

@@ -26,8 +26,9 @@ def test_auth_from_env_names(monkeypatch: pytest.MonkeyPatch) -> None:
     assert header == "Bearer s3cr3t" and "s3cr3t" in secrets
     monkeypatch.setenv("T_USER", "alice")
     monkeypatch.setenv("T_PASS", "pw")
-    header, secrets = _auth_header("http://x", CatalogAuth(type="basic", username_env="T_USER",
-                                                           password_env="T_PASS"))
+    header, secrets = _auth_header(
+        "http://x", CatalogAuth(type="basic", username_env="T_USER", password_env="T_PASS")
+    )
     assert header == "Basic YWxpY2U6cHc=" and "pw" in secrets
     monkeypatch.delenv("T_PASS")
     with pytest.raises(CatalogError, match="T_PASS") as ei:
@@ -50,21 +51,31 @@ def test_auth_adapter_only_sends_to_the_catalog_origin(monkeypatch: pytest.Monke
 def test_constructor_and_hrefs(monkeypatch: pytest.MonkeyPatch) -> None:
     cat = StacApiCatalog("http://127.0.0.1:1/stac/")
     assert cat.href == "http://127.0.0.1:1/stac"
-    assert cat.item_href("hsi-ndvi", "a b/c") == "http://127.0.0.1:1/stac/collections/hsi-ndvi/items/a%20b%2Fc"
+    assert (
+        cat.item_href("hsi-ndvi", "a b/c") == "http://127.0.0.1:1/stac/collections/hsi-ndvi/items/a%20b%2Fc"
+    )
     with pytest.raises(CatalogError, match="http"):
         StacApiCatalog("ftp://x")
     with pytest.raises(CatalogError, match="not allowed") as ei:
         StacApiCatalog("https://user:hunter2@example.invalid")
     assert "hunter2" not in str(ei.value)
     monkeypatch.setenv("T_TOKEN", "tok")
-    cfg = CatalogConfig(url="http://127.0.0.1:1", timeout_s=3, retries=5,
-                        auth=CatalogAuth(type="bearer", token_env="T_TOKEN"))
+    cfg = CatalogConfig(
+        url="http://127.0.0.1:1", timeout_s=3, retries=5, auth=CatalogAuth(type="bearer", token_env="T_TOKEN")
+    )
     c2 = StacApiCatalog.from_config(cfg)
     assert (c2._timeout, c2._retries) == (3.0, 5)
 
 
 def test_api_managed_links_are_not_sent() -> None:
-    d = {"links": [{"rel": "self", "href": "x"}, {"rel": "root", "href": "r"}, {"rel": "derived_from", "href": "d"},
-                   {"rel": "collection", "href": "c"}, {"rel": "via", "href": "v"}]}
+    d = {
+        "links": [
+            {"rel": "self", "href": "x"},
+            {"rel": "root", "href": "r"},
+            {"rel": "derived_from", "href": "d"},
+            {"rel": "collection", "href": "c"},
+            {"rel": "via", "href": "v"},
+        ]
+    }
     assert [ln["rel"] for ln in StacApiCatalog._clean(d)["links"]] == ["derived_from", "via"]
     assert StacApiCatalog._clean({})["links"] == []  # an item POST must carry links

@@ -30,8 +30,16 @@ def _cube(meta) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def ng_l2(tmp_path_factory):
-    hdr = synthesize(tmp_path_factory.mktemp("ng"), source="aviris-ng", level="l2", width=80, height=90,
-                     seed=7, truth=True, rotation_deg=42.0)
+    hdr = synthesize(
+        tmp_path_factory.mktemp("ng"),
+        source="aviris-ng",
+        level="l2",
+        width=80,
+        height=90,
+        seed=7,
+        truth=True,
+        rotation_deg=42.0,
+    )
     return hdr, read_scene(hdr)
 
 
@@ -39,8 +47,16 @@ def test_ng_format_through_gdal(ng_l2):
     hdr, meta = ng_l2
     assert hdr.name == "ang20240101t000700_rfl_v2p9_img.hdr"
     h = read_header(hdr)
-    for field in ("description", "file_type", "map_info", "wavelength_units", "wavelength", "bbl", "fwhm",
-                  "data_ignore_value"):
+    for field in (
+        "description",
+        "file_type",
+        "map_info",
+        "wavelength_units",
+        "wavelength",
+        "bbl",
+        "fwhm",
+        "data_ignore_value",
+    ):
         assert getattr(h, field) is not None, field
     assert h.map_info.rotation_deg == 42.0 and h.map_info.zone == 11
     with rasterio.open(meta.layout.data_path) as ds:
@@ -132,10 +148,14 @@ def test_classic_format_through_gdal(tmp_path, level):
         assert meta.bands[0].scale == pytest.approx(1e-4)
         veg = truth == HEALTHY
         if veg.any():
-            ndvi = (cube[_band(wl, 800)] - cube[_band(wl, 670)]) / (cube[_band(wl, 800)] + cube[_band(wl, 670)])
+            ndvi = (cube[_band(wl, 800)] - cube[_band(wl, 670)]) / (
+                cube[_band(wl, 800)] + cube[_band(wl, 670)]
+            )
             assert np.median(ndvi[veg]) > 0.6
     else:
-        assert meta.bands[0].scale == pytest.approx(1 / 300) and meta.bands[-1].scale == pytest.approx(1 / 2400)
+        assert meta.bands[0].scale == pytest.approx(1 / 300) and meta.bands[-1].scale == pytest.approx(
+            1 / 2400
+        )
         assert 1 < np.median(cube[_band(wl, 550)]) < 40
 
 
@@ -143,9 +163,25 @@ def test_classic_spc_used_when_header_lacks_wavelengths(tmp_path):
     hdr = synthesize(tmp_path, source="aviris-classic", level="l1b", width=4, height=3, seed=0)
     with_wl = read_scene(hdr)
     text = hdr.read_text()
-    kept = [ln for ln in text.split("\n") if ln.startswith(("ENVI", "description", "samples", "lines", "bands",
-                                                            "header offset", "file type", "data type",
-                                                            "interleave", "byte order", "map info"))]
+    kept = [
+        ln
+        for ln in text.split("\n")
+        if ln.startswith(
+            (
+                "ENVI",
+                "description",
+                "samples",
+                "lines",
+                "bands",
+                "header offset",
+                "file type",
+                "data type",
+                "interleave",
+                "byte order",
+                "map info",
+            )
+        )
+    ]
     hdr.write_text("\n".join(kept) + "\n")
     meta = read_scene(hdr)
     assert meta.wavelengths == pytest.approx(with_wl.wavelengths)
