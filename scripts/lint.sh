@@ -8,3 +8,5 @@ for d in flows tasks cli deployments; do ln -sfn "../../$d" ".typecheck/hsi_pipe
 .venv/bin/ruff check hsi tasks flows cli deployments tests benchmarks
 .venv/bin/ruff format --check hsi tasks flows cli deployments tests benchmarks
 .venv/bin/mypy
+# layer contracts ([tool.importlinter] in pyproject.toml), over the same view
+PYTHONPATH=.typecheck .venv/bin/lint-imports --no-cache

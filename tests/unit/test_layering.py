@@ -27,7 +27,7 @@ def test_every_module_of_the_orchestration_layers_imports() -> None:
     """A renamed helper must not break a module that only the integration suite would load."""
     code = (
         "import importlib, pkgutil\n"
-        "for pkg in ('tasks', 'flows', 'cli', 'deployments'):\n"
+        "for pkg in ('hsi_pipeline.tasks', 'hsi_pipeline.flows', 'hsi_pipeline.cli', 'hsi_pipeline.deployments'):\n"
         "    m = importlib.import_module(pkg)\n"
         "    for info in pkgutil.walk_packages(m.__path__, pkg + '.'):\n"
         "        importlib.import_module(info.name)\n"
