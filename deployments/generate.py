@@ -63,20 +63,23 @@ def pipeline_sources(cfg: PipelineConfig) -> list[str]:
     return list(cfg.sources) if cfg.sources else [r.source for r in DEFAULT_RULES]
 
 
-def _work_pool(cfg: PipelineConfig) -> dict[str, Any]:
-    return {"name": cfg.engine.work_pool, "job_variables": {"env": {"HSI_CONFIG": "{{ $HSI_CONFIG }}"}}}
+def _work_pool(cfg: PipelineConfig, image: str | None = None) -> dict[str, Any]:
+    job: dict[str, Any] = {"env": {"HSI_CONFIG": "{{ $HSI_CONFIG }}"}}
+    if image:  # a container processor: its product runs inside the processor's image
+        job["image"] = image
+    return {"name": cfg.engine.work_pool, "job_variables": job}
 
 
 def _deployment(name: str, entrypoint: str, description: str, cfg: PipelineConfig, *,
                 tags: list[str], parameters: dict[str, Any] | None = None,
-                triggers: list[dict[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
+                triggers: list[dict[str, Any]] | None = None, image: str | None = None) -> dict[str, Any]:  # fmt: skip
     return {
         "name": name,
         "entrypoint": entrypoint,
         "description": description,
         "tags": ["hsi", *tags],
         "parameters": parameters or {},
-        "work_pool": _work_pool(cfg),
+        "work_pool": _work_pool(cfg, image),
         "schedules": [],
         "triggers": triggers or [],
     }
@@ -132,20 +135,27 @@ def generate(cfg: PipelineConfig) -> dict[str, Any]:
         sc = cfg.sources.get(source)
         if sc is None or not sc.products:
             continue
-        runs = [{"product": p.product, "params": dict(p.params)} for p in sc.products]
-        names = ", ".join(p.product for p in sc.products)
-        deployments.append(_deployment(
-            source, "flows/product.py:run_products",
-            f"{SCENE_ACTIVATED} of {source} -> products: {names}.", cfg, tags=["product", source],
-            parameters={"products": runs},
-            triggers=[_event_trigger(
-                automation_name(source), f"{SCENE_ACTIVATED} for {source} -> {names}",
-                SCENE_ACTIVATED, [source],
-                {"item_id": "{{ event.resource['hsi.item_id'] }}",
-                 "collection": "{{ event.resource['hsi.collection'] }}",
-                 "products": runs, "trigger": dict(TRIGGER_TEMPLATE)},
-            )],
-        ))  # fmt: skip
+        # products of container processors run in their own image: one deployment each
+        groups: dict[str | None, list[Any]] = {}
+        for p in sc.products:
+            proc = cfg.processors.get(p.product)
+            groups.setdefault(proc.image if proc is not None else None, []).append(p)
+        for image, prods in groups.items():
+            runs = [{"product": p.product, "params": dict(p.params)} for p in prods]
+            names = ", ".join(p.product for p in prods)
+            name = source if image is None else f"{source}-{'-'.join(p.product for p in prods)}"
+            deployments.append(_deployment(
+                name, "flows/product.py:run_products",
+                f"{SCENE_ACTIVATED} of {source} -> products: {names}" + (f" (image {image})." if image else "."),
+                cfg, tags=["product", source], parameters={"products": runs}, image=image,
+                triggers=[_event_trigger(
+                    automation_name(name), f"{SCENE_ACTIVATED} for {source} -> {names}",
+                    SCENE_ACTIVATED, [source],
+                    {"item_id": "{{ event.resource['hsi.item_id'] }}",
+                     "collection": "{{ event.resource['hsi.collection'] }}",
+                     "products": runs, "trigger": dict(TRIGGER_TEMPLATE)},
+                )],
+            ))  # fmt: skip
     return {
         "name": "hsi-pipeline",
         "prefect-version": "3.9",

@@ -194,6 +194,10 @@ def compute(
     out_dir.mkdir(parents=True, exist_ok=True)
     cog, png = out_dir / f"{plan.item_id}.tif", out_dir / f"{plan.item_id}_preview.png"
     path, env = source_env(services, plan.cube_href)
+    context: dict[str, Any] = {}
+    if "processor" in prod.extra:  # an external tool gets the input item's JSON
+        activated = services.catalog.get_item(plan.input.collection, plan.input.id)
+        context["item"] = activated.to_dict() if activated is not None else {"id": plan.input.id}
     result = run_product(
         prod,
         path,
@@ -203,6 +207,7 @@ def compute(
         scene_id=plan.input.id,
         progress=progress,
         window_size=window_size,
+        context=context,
     )
     write_preview(cog, png)
     spec = prod.output_spec(prod.parse_params(plan.params))

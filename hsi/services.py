@@ -39,6 +39,10 @@ class Services:
         catalog: Catalog | None = None,
     ) -> Services:
         cfg = config if isinstance(config, PipelineConfig) else load_config(config)
+        if cfg.processors:  # products computed by external tools (docs/PROCESSORS.md)
+            from hsi.processors import register_processors
+
+            register_processors(cfg.processors)
         if store is None:
             root = cfg.storage.root
             store = open_store(root, **(_s3_opts(cfg) if root.startswith("s3://") else {}))

@@ -59,6 +59,9 @@ def check_config(data: Any) -> list[ConfigIssue]:
         if auth.get("type") == "basic" and not (auth.get("username_env") and auth.get("password_env")):
             issues.append(ConfigIssue(("catalog", "auth"), "basic auth needs username_env and password_env "
                                       "(names of env vars)"))  # fmt: skip
+    raw_processors = data.get("processors")
+    processors: dict[str, Any] = raw_processors if isinstance(raw_processors, dict) else {}
+    issues.extend(_check_processor_names(processors))
     if not isinstance(data.get("sources"), dict):
         return issues
     from hsi.sources import list_sources
@@ -78,7 +81,24 @@ def check_config(data: Any) -> list[ConfigIssue]:
             continue
         for i, run in enumerate(prods):
             if isinstance(run, dict) and isinstance(run.get("product"), str):
+                if run["product"] in processors:  # free-form parameters: the tool validates them
+                    continue
                 issues.extend(_check_product(("sources", name, "products", i), run))
+    return issues
+
+
+def _check_processor_names(processors: dict[str, Any]) -> list[ConfigIssue]:
+    """A processor may not take the name of a built-in or plugin product."""
+    from hsi.processors import SOURCE
+    from hsi.products.registry import default_registry
+
+    reg = default_registry()
+    issues = []
+    for name in processors:
+        owner = reg.sources.get(name)
+        if owner is not None and owner != SOURCE:
+            issues.append(ConfigIssue(("processors", name), f"'{name}' is the name of a product registered by "
+                                      f"'{owner}'; give the processor another name"))  # fmt: skip
     return issues
 
 
@@ -237,7 +257,12 @@ def load_config(path: str | Path | None = None, *, base: Path | None = None) -> 
         err = ConfigError("\n".join(str(i) for i in issues))
         err.issues = issues  # type: ignore[attr-defined]
         raise err
-    return cfg.resolve_paths(base or p.resolve().parent)
+    cfg = cfg.resolve_paths(base or p.resolve().parent)
+    if cfg.processors:
+        from hsi.processors import register_processors
+
+        register_processors(cfg.processors)
+    return cfg
 
 
 def mask_secrets(value: Any, key: str = "") -> Any:

@@ -185,6 +185,74 @@ class ProductRun(_Model):
     )
 
 
+class ProcessorInput(_Model):
+    """One input of an external processor: a band near ``wavelength``, or every good band in
+    ``[lo, hi]`` nm, or (``all_good: true``) every good band of the scene."""
+
+    name: str = Field(description="input name the tool sees (band description of its input file)")
+    wavelength: float | None = Field(default=None, gt=0, description="centre of the wanted band (nm)")
+    tolerance: float = Field(default=30.0, gt=0, description="largest accepted |centre - wavelength| (nm)")
+    lo: float | None = Field(default=None, gt=0, description="range start (nm)")
+    hi: float | None = Field(default=None, gt=0, description="range end (nm)")
+    min_bands: int = Field(default=1, ge=1)
+    all_good: bool = False
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ProcessorInput:
+        kinds = [self.wavelength is not None, self.lo is not None or self.hi is not None, self.all_good]
+        if sum(kinds) != 1:
+            raise ValueError("give exactly one of: wavelength, lo + hi, all_good: true")
+        if (self.lo is None) != (self.hi is None) or (self.lo is not None and self.hi is not None
+                                                        and self.lo >= self.hi):  # fmt: skip
+            raise ValueError("a range needs lo < hi (nm)")
+        return self
+
+
+class ProcessorOutput(_Model):
+    name: str
+    description: str = ""
+
+
+class ProcessorConfig(_Model):
+    """A product computed by an external tool (any language): a command run as a subprocess, and/or
+    a container image (the product's deployment runs in that image on the ECS work pool).
+
+    The contract is docs/PROCESSORS.md: the tool gets the selected bands as one float32 file of
+    physical values (NaN = nodata), the input item JSON and an output directory, and writes
+    ``output.tif`` (or ``output.img`` with ``io: envi``) on the input's grid."""
+
+    command: list[str] | None = Field(
+        default=None,
+        description="argv; placeholders {input} {item} {output_dir} {bands} {width} {height} {params} "
+        "{param:NAME}; relative paths resolve against the configuration file's directory",
+    )
+    image: str | None = Field(default=None, description="container image (pin by @sha256 digest)")
+    version: str = Field(default="0", description="the processor's own version (part of the product key)")
+    version_command: list[str] | None = Field(
+        default=None, description="argv printing the tool's version (recorded and part of the key)"
+    )
+    title: str | None = None
+    description: str = ""
+    inputs: list[ProcessorInput] = Field(min_length=1)
+    outputs: list[ProcessorOutput] = Field(default_factory=lambda: [ProcessorOutput(name="value")])
+    dtype: Literal["uint8", "int16", "uint16", "int32", "float32", "float64"] = "float32"
+    nodata: float = -9999.0
+    io: Literal["geotiff", "envi"] = Field(
+        default="geotiff",
+        description="geotiff: bands.tif in, output.tif out; envi: BSQ .img/.hdr in, raw .img out",
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="parameter defaults (free-form)")
+    env: dict[str, str] = Field(default_factory=dict, description="extra environment (no secrets)")
+    timeout_s: float = Field(default=3600.0, gt=0, description="the tool is killed after this many seconds")
+    base_dir: str | None = Field(default=None, description="set by the loader: the configuration's directory")
+
+    @model_validator(mode="after")
+    def _runnable(self) -> ProcessorConfig:
+        if not self.command and not self.image:
+            raise ValueError("a processor needs a command, an image, or both")
+        return self
+
+
 class SourceConfig(_Model):
     """Per source: which object keys are its scenes (bridge) and which products follow activation."""
 
@@ -258,6 +326,9 @@ class PipelineConfig(_Model):
         default=f"./{DEFAULT_DATA_DIR}/work", description="scratch space for extraction/COG temp"
     )
     prefect_api_url: str | None = Field(default=None, description="Prefect API used by deployments/events")
+    processors: dict[str, ProcessorConfig] = Field(
+        default_factory=dict, description="products computed by external tools (docs/PROCESSORS.md)"
+    )
     extra: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("prefect_api_url")
@@ -299,5 +370,9 @@ class PipelineConfig(_Model):
                 "storage": self.storage.model_copy(update={"root": fix(self.storage.root)}),
                 "catalog": self.catalog.model_copy(update={"url": fix(self.catalog.url)}),
                 "work_dir": fix(self.work_dir),
+                "processors": {
+                    k: v.model_copy(update={"base_dir": v.base_dir or str(base.resolve())})
+                    for k, v in self.processors.items()
+                },
             }
         )

@@ -152,6 +152,11 @@ class ComputeContext:
     output: OutputSpec
     state: Any = None
     window: Any = None  # rasterio Window of the current chunk (None outside the engine)
+    # The grid of the whole scene (width, height, crs, transform) and the run's scratch directory;
+    # set by the engine (external processors write their input file on this grid).
+    grid: Mapping[str, Any] | None = None
+    scratch: Any = None  # Path of a directory the run may use (removed with the run's outputs dir)
+    extra: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"item": <input item dict>}
 
 
 class ChunkReader(Protocol):

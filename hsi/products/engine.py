@@ -83,6 +83,8 @@ class ProductResult:
                 for b in self.selected_bands
             ],
         }
+        if self.fit_summary and "processor" in self.fit_summary:  # an external tool's run record
+            props[f"{prefix}:processor"] = self.fit_summary["processor"]
         if self.class_fractions is not None:
             props[f"{prefix}:class_counts"] = self.class_counts
             props[f"{prefix}:class_fractions"] = self.class_fractions
@@ -280,6 +282,7 @@ def run_product(
     scene_id: str | None = None,
     max_chunk_mb: float = 256.0,
     rasterio_env: Any = None,
+    context: Mapping[str, Any] | None = None,
 ) -> ProductResult:
     """Compute ``product`` over the activated COG ``src_path`` into the COG ``dst_path`` (local).
 
@@ -292,7 +295,6 @@ def run_product(
     with env, rasterio.open(src_path) as ds:
         bands = bands_from_dataset(ds)
         p, selected, ctx = _prepare(product, bands, sid, params)
-        spec = ctx.output
         n_in = len({s.index for s in selected})
         bh, bw = ds.block_shapes[0]
         wsize = window_size
@@ -300,6 +302,9 @@ def run_product(
             wsize //= 2
         windows = list(iter_windows(ds.width, ds.height, (bh, bw), wsize))
         reader = _Reader(ds, product, p, selected, bands, windows)
+        ctx.grid = {"width": ds.width, "height": ds.height, "crs": ds.crs, "transform": ds.transform}
+        ctx.scratch = Path(dst_path).parent
+        ctx.extra = dict(context or {})
         log.info(
             "product %s on %s: %d bands of %d, %d windows of <= %d px",
             product.name,
@@ -311,72 +316,95 @@ def run_product(
         )
         if product.fit is not None:
             ctx.state = product.fit(reader, p, ctx)
-        stats = _Stats(spec)
-        dst = Path(dst_path)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        block = 512 if min(ds.width, ds.height) >= 512 else 256
-        tags = {
-            f"{TAG_PREFIX}PRODUCT": product.name,
-            f"{TAG_PREFIX}PRODUCT_VERSION": product.version,
-            f"{TAG_PREFIX}PARAMS": json.dumps(p.model_dump(mode="json"), sort_keys=True),
-            f"{TAG_PREFIX}SCENE_ID": sid,
-            f"{TAG_PREFIX}COLORMAP": spec.colormap,
-        }
-        if spec.classes is not None:
-            tags[f"{TAG_PREFIX}CLASSES"] = json.dumps({str(k): v for k, v in spec.classes.items()})
-            tags[f"{TAG_PREFIX}CLASS_BAND"] = str((spec.class_band or 0) + 1)
-            if spec.class_colors:
-                tags[f"{TAG_PREFIX}CLASS_COLORS"] = json.dumps(
-                    {str(k): list(v) for k, v in spec.class_colors.items()}
-                )
-        resampling = "nearest" if spec.classes is not None else "average"
-        sink = CogSink(
-            dst,
-            width=ds.width,
-            height=ds.height,
-            count=spec.count,
-            dtype=spec.dtype,
-            crs=ds.crs,
-            transform=ds.transform,
-            nodata=spec.nodata,
-            profile=CogProfile(blocksize=block, overview_level=_overview_levels(ds.width, ds.height, block)),
-            descriptions=[f"{b.name}: {b.description}" for b in spec.bands],
-            band_tags=[{"NAME": b.name} for b in spec.bands],
-            tags=tags,
-            overview_resampling=resampling,
-        )
-        with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS", GDAL_CACHEMAX=128), sink:
-            for k, w in enumerate(windows, start=1):
-                chunk = reader.read(w)
-                ctx.window = w
-                res, invalid = _finish(product.compute(chunk, p, ctx), chunk, spec, product.name)
-                del chunk
-                stats.update(res, invalid)
-                r0, c0 = int(w.row_off), int(w.col_off)
-                sink.write(res, (r0, r0 + int(w.height)), (c0, c0 + int(w.width)))
-                if progress is not None:
-                    progress(k, len(windows))
-        st, counts, fractions = stats.result()
-        fit_summary = None
-        if ctx.state is not None and hasattr(ctx.state, "summary"):
-            fit_summary = ctx.state.summary(spec.count)
-        return ProductResult(
-            product=product.name,
-            version=product.version,
-            params=p.model_dump(mode="json"),
-            scene_id=sid,
-            source=src_path,
-            output_path=str(dst),
-            selected_bands=[s.as_dict() for s in selected],
-            output_bands=[{"name": b.name, "description": b.description} for b in spec.bands],
-            dtype=spec.dtype,
-            nodata=spec.nodata,
-            width=ds.width,
-            height=ds.height,
-            stats=st,
-            class_counts=counts,
-            class_fractions=fractions,
-            fit_summary=fit_summary,
-            bands_read=reader.unique,
-            windows=len(windows),
-        )
+        try:
+            return _write(product, p, ctx, reader, windows, ds, sid, src_path, dst_path, selected, progress)
+        finally:
+            close = getattr(ctx.state, "close", None)
+            if close is not None:
+                close()
+
+
+def _write(
+    product: Product,
+    p: Params,
+    ctx: ComputeContext,
+    reader: _Reader,
+    windows: list[Window],
+    ds: Any,
+    sid: str,
+    src_path: str,
+    dst_path: str,
+    selected: Sequence[SelectedBand],
+    progress: Callable[[int, int], None] | None,
+) -> ProductResult:
+    """The compute pass: every window through ``compute`` into the streaming COG sink."""
+    spec = ctx.output
+    stats = _Stats(spec)
+    dst = Path(dst_path)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    block = 512 if min(ds.width, ds.height) >= 512 else 256
+    tags = {
+        f"{TAG_PREFIX}PRODUCT": product.name,
+        f"{TAG_PREFIX}PRODUCT_VERSION": product.version,
+        f"{TAG_PREFIX}PARAMS": json.dumps(p.model_dump(mode="json"), sort_keys=True),
+        f"{TAG_PREFIX}SCENE_ID": sid,
+        f"{TAG_PREFIX}COLORMAP": spec.colormap,
+    }
+    if spec.classes is not None:
+        tags[f"{TAG_PREFIX}CLASSES"] = json.dumps({str(k): v for k, v in spec.classes.items()})
+        tags[f"{TAG_PREFIX}CLASS_BAND"] = str((spec.class_band or 0) + 1)
+        if spec.class_colors:
+            tags[f"{TAG_PREFIX}CLASS_COLORS"] = json.dumps(
+                {str(k): list(v) for k, v in spec.class_colors.items()}
+            )
+    resampling = "nearest" if spec.classes is not None else "average"
+    sink = CogSink(
+        dst,
+        width=ds.width,
+        height=ds.height,
+        count=spec.count,
+        dtype=spec.dtype,
+        crs=ds.crs,
+        transform=ds.transform,
+        nodata=spec.nodata,
+        profile=CogProfile(blocksize=block, overview_level=_overview_levels(ds.width, ds.height, block)),
+        descriptions=[f"{b.name}: {b.description}" for b in spec.bands],
+        band_tags=[{"NAME": b.name} for b in spec.bands],
+        tags=tags,
+        overview_resampling=resampling,
+    )
+    with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS", GDAL_CACHEMAX=128), sink:
+        for k, w in enumerate(windows, start=1):
+            chunk = reader.read(w)
+            ctx.window = w
+            res, invalid = _finish(product.compute(chunk, p, ctx), chunk, spec, product.name)
+            del chunk
+            stats.update(res, invalid)
+            r0, c0 = int(w.row_off), int(w.col_off)
+            sink.write(res, (r0, r0 + int(w.height)), (c0, c0 + int(w.width)))
+            if progress is not None:
+                progress(k, len(windows))
+    st, counts, fractions = stats.result()
+    fit_summary = None
+    if ctx.state is not None and hasattr(ctx.state, "summary"):
+        fit_summary = ctx.state.summary(spec.count)
+    return ProductResult(
+        product=product.name,
+        version=product.version,
+        params=p.model_dump(mode="json"),
+        scene_id=sid,
+        source=src_path,
+        output_path=str(dst),
+        selected_bands=[s.as_dict() for s in selected],
+        output_bands=[{"name": b.name, "description": b.description} for b in spec.bands],
+        dtype=spec.dtype,
+        nodata=spec.nodata,
+        width=ds.width,
+        height=ds.height,
+        stats=st,
+        class_counts=counts,
+        class_fractions=fractions,
+        fit_summary=fit_summary,
+        bands_read=reader.unique,
+        windows=len(windows),
+    )
