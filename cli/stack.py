@@ -59,7 +59,7 @@ def up(
     ),
     timeout: Annotated[
         float, typer.Option(help="Seconds to wait for the services to become healthy")
-    ] = 180.0,
+    ] = 300.0,
     no_worker: Annotated[bool, typer.Option("--no-worker", help="Do not start the Prefect worker")] = False,
     as_json: AsJson = False,
 ) -> None:

@@ -418,7 +418,27 @@ def _prefect_ok(layout: Layout) -> bool:
     return _http_status(layout.prefect_api + "/health") == 200
 
 
-def up_prefect(layout: Layout) -> str:
+PREFECT_DB = "prefect"  # the Prefect server's database in the stack's PostgreSQL
+
+
+def ensure_prefect_db(layout: Layout, sec: dict[str, str]) -> None:
+    """The Prefect server's own database in the stack's PostgreSQL (idempotent)."""
+    if _psql(layout, f"SELECT 1 FROM pg_database WHERE datname = '{PREFECT_DB}'") != "1":
+        _psql(layout, f"CREATE DATABASE {PREFECT_DB} OWNER {PG_USER}")
+
+
+def prefect_db_url(layout: Layout, sec: dict[str, str]) -> str:
+    from urllib.parse import quote
+
+    return (
+        f"postgresql+asyncpg://{PG_USER}:{quote(sec['pg_password'], safe='')}@{HOST}:"
+        f"{layout.ports['postgres']}/{PREFECT_DB}"
+    )
+
+
+def up_prefect(layout: Layout, sec: dict[str, str] | None = None) -> str:
+    """The Prefect server: on the stack's PostgreSQL when ``sec`` is given (bursts of runs and
+    events make SQLite answer "database is locked"), else on SQLite under ``prefect_home``."""
     proc = Proc(layout, "prefect-server")
     if proc.pid():
         return "running"
@@ -426,9 +446,17 @@ def up_prefect(layout: Layout) -> str:
     if _port_open(port):
         raise StackError(f"port {port} is in use by another process (set HSI_STACK_PORT_PREFECT)")
     layout.prefect_home.mkdir(parents=True, exist_ok=True)
+    env = _prefect_env(layout)
+    if sec is not None:
+        ensure_prefect_db(layout, sec)
+        env.update(
+            PREFECT_SERVER_DATABASE_CONNECTION_URL=prefect_db_url(layout, sec),
+            PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE="10",
+            PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW="20",
+        )
     proc.start(
         [_prefect_bin(), "server", "start", "--host", HOST, "--port", str(port)],
-        _clean_env(_prefect_env(layout)),
+        _clean_env(env),
         layout.prefect_home,
     )
     return "started"

@@ -168,7 +168,7 @@ def up(
     layout: Layout | None = None,
     *,
     config_out: Path | None = Path("hsi.stack.yaml"),
-    timeout: float = 180.0,
+    timeout: float = 300.0,
     worker: bool = True,
 ) -> dict[str, Any]:
     """Bring the stack up (idempotent). Returns ``status()`` plus what was started and timings."""
@@ -189,12 +189,12 @@ def up(
         actions[name] = fn()
         timings[name] = round(time.monotonic() - t, 2)
 
-    # the Prefect server needs nothing from us and is the slowest to start: start it first
-    timed("prefect-server", lambda: up_prefect(layout))
+    # PostgreSQL first: pgstac and the Prefect server (its own database) both live in it
     timed("install-postgis", lambda: _done(ensure_postgis))
     timed("install-stac-venv", lambda: _done(ensure_stack_venv, layout))
-    timed("seaweedfs", lambda: up_seaweedfs(layout, sec))
     timed("postgres", lambda: up_postgres(layout, sec))
+    timed("prefect-server", lambda: up_prefect(layout, sec))
+    timed("seaweedfs", lambda: up_seaweedfs(layout, sec))
     timed("stac-api", lambda: up_stac(layout, sec))
     deadline = time.monotonic() + timeout
 
