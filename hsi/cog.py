@@ -62,6 +62,7 @@ __all__ = [
     "CogInfo",
     "CogProfile",
     "Progress",
+    "band_tags",
     "default_nodata",
     "CogSink",
     "write_cog",
@@ -273,6 +274,11 @@ def _band_tags(meta: SceneMetadata) -> tuple[list[dict[str, str]], list[dict[str
     return tags, ns_tags
 
 
+def band_tags(meta: SceneMetadata) -> tuple[list[dict[str, str]], list[dict[str, dict[str, str]]]]:
+    """Per-band tags (default and IMAGERY domains) of the scene's bands, as every cube COG carries."""
+    return _band_tags(meta)
+
+
 def write_cog(
     meta: SceneMetadata,
     dst_path: str | Path,
@@ -287,6 +293,11 @@ def write_cog(
     numbers; per-band scale/offset make them physical. A rotated grid is resampled north-up
     (nearest neighbour) with fill = nodata. The COG appears at ``dst_path`` only when complete.
     """
+    if meta.glt is not None:  # sensor geometry: exact lookup through the GLT
+        from hsi.glt import write_cog_glt
+
+        info: CogInfo = write_cog_glt(meta, dst_path, profile, progress=progress)
+        return info
     profile = profile or CogProfile()
     if meta.crs_wkt is None or meta.transform is None:
         log.warning("%s: no georeferencing in the header; the COG carries pixel coordinates", meta.scene_id)

@@ -11,23 +11,39 @@ from __future__ import annotations
 
 import os
 from types import TracebackType
+from typing import Any, Protocol
 
 import numpy as np
 from rasterio.transform import Affine
 
 from hsi.errors import DataFileError
-from hsi.scene import SceneMetadata
+from hsi.scene import RasterLayout, SceneMetadata
 
-__all__ = ["Cube", "open_cube", "read_rotated_window"]
+__all__ = ["Cube", "CubeReader", "open_cube", "read_rotated_window"]
+
+
+class CubeReader(Protocol):
+    """What every windowed cube reader offers: (bands, lines, samples) shape and window reads."""
+
+    shape: tuple[int, int, int]
+    dtype: np.dtype[Any]
+
+    def read(self, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, t: Any, e: Any, tb: Any) -> None: ...
 
 
 class Cube:
     """An open cube file: ``read(rows, cols)`` returns a (bands, h, w) native-endian array."""
 
-    def __init__(self, meta: SceneMetadata) -> None:
+    def __init__(self, meta: SceneMetadata | RasterLayout) -> None:
         from hsi.sources.envi import check_data_file
 
-        lay = meta.layout
+        lay = meta.layout if isinstance(meta, SceneMetadata) else meta
         check_data_file(lay)
         self.path = lay.data_path
         self.interleave = lay.interleave
@@ -84,13 +100,18 @@ class Cube:
         return out
 
 
-def open_cube(meta: SceneMetadata) -> Cube:
-    """Open the scene's cube for windowed reads (use as a context manager)."""
+def open_cube(meta: SceneMetadata) -> CubeReader:
+    """Open the scene's cube for windowed reads (use as a context manager). A cube stored as a
+    netCDF4 variable (``layout.variable``) is read through :class:`hsi.netcdf.NetcdfCube`."""
+    if meta.layout.variable is not None:
+        from hsi.netcdf import NetcdfCube
+
+        return NetcdfCube(meta.layout)
     return Cube(meta)
 
 
 def read_rotated_window(
-    cube: Cube,
+    cube: CubeReader,
     src_transform: Affine,
     dst_transform: Affine,
     rows: tuple[int, int],

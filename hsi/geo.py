@@ -47,6 +47,11 @@ def bbox_of(geom: dict[str, Any]) -> tuple[float, float, float, float]:
 
 def scene_footprint(meta: SceneMetadata) -> dict[str, Any] | None:
     """Footprint of a scene from its header georeferencing (None when it has none)."""
+    if meta.glt is not None:  # sensor geometry: the footprint is the GLT grid's
+        g = meta.glt
+        return footprint(
+            Affine(*g.transform), g.width, g.height, CRS.from_wkt(g.crs_wkt) if g.crs_wkt else None
+        )
     if meta.transform is None or meta.crs_wkt is None:
         return None
     return footprint(

@@ -29,13 +29,16 @@ class BandInfo:
     good: bool = True  # False when the sensor/header marks the band bad (bbl = 0)
     scale: float = 1.0  # physical = raw * scale + offset
     offset: float = 0.0
+    label: str | None = None  # what a non-spectral band holds (e.g. EMIT mask "Cloud flag")
 
     @property
     def name(self) -> str:
         return f"b{self.index:03d}"
 
     def description(self) -> str:
-        """GDAL band description: name and centre wavelength."""
+        """GDAL band description: name and centre wavelength (or label)."""
+        if self.label is not None:
+            return f"{self.name} {self.label}"
         if self.center_wavelength is None:
             return self.name
         return f"{self.name} {self.center_wavelength:.2f} nm"
@@ -69,6 +72,9 @@ class RasterLayout:
     interleave: Interleave
     byte_order: ByteOrder
     header_offset: int = 0
+    # Set when the cube is a variable of a netCDF4/HDF5 file (dims line, sample, band; e.g. EMIT's
+    # "reflectance"): read through h5netcdf instead of positioned reads.
+    variable: str | None = None
 
     @property
     def itemsize(self) -> int:
@@ -79,6 +85,31 @@ class RasterLayout:
     @property
     def expected_size(self) -> int:
         return self.header_offset + self.width * self.height * self.count * self.itemsize
+
+
+@dataclass(frozen=True)
+class GltRef:
+    """A geometric lookup table (GLT): a map grid whose two integer layers name, for every output
+    pixel, the sensor pixel (sample, line) to put there. Entries are 1-based, 0 = no pixel;
+    AVIRIS-NG marks nearest-neighbour infill with negative entries (the pixel is ``abs(v)``;
+    ``infill=False`` treats them as no pixel). EMIT: ``location/glt_x`` / ``location/glt_y`` of
+    the granule (netCDF); ENVI: a 2-band integer file, band 1 = sample, band 2 = line.
+    """
+
+    path: Path
+    width: int
+    height: int
+    # rasterio/Affine order, like SceneMetadata.transform (rotation allowed)
+    transform: tuple[float, float, float, float, float, float]
+    crs_wkt: str | None
+    x_variable: str | None = None  # netCDF variable path of the sample layer, e.g. "location/glt_x"
+    y_variable: str | None = None
+    layout: RasterLayout | None = None  # ENVI GLT file
+    infill: bool = True
+
+    @property
+    def is_rotated(self) -> bool:
+        return abs(self.transform[1]) > 1e-12 or abs(self.transform[3]) > 1e-12
 
 
 @dataclass(frozen=True)
@@ -100,6 +131,13 @@ class SceneMetadata:
     units: str | None = None
     sensor: str | None = None  # human-readable instrument name
     extra: Mapping[str, str] = field(default_factory=dict)  # other header fields, kept verbatim
+    # Sensor-geometry cube: the map grid is the GLT's (transform/crs_wkt above are the GLT grid's).
+    glt: GltRef | None = None
+
+    @property
+    def geometry(self) -> str:
+        """``sensor`` (raw instrument geometry, orthorectified through ``glt``) or ``map``."""
+        return "sensor" if self.glt is not None else "map"
 
     @property
     def item_id(self) -> str:

@@ -5,7 +5,7 @@
 
 A source accepts the header, the data file, a directory holding one scene or a ``.tar.gz`` /
 ``.tgz`` / ``.tar`` / ``.zip`` archive (extracted safely into ``work_dir``). :func:`detect_source`
-tries the most specific sources first: ``aviris-ng``, ``aviris-classic``, then the generic ``envi``.
+tries the most specific sources first: ``emit`` (netCDF4 granules), ``aviris-ng``, ``aviris-classic``, then the generic ``envi``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from hsi.scene import SceneMetadata
 from hsi.sources.archive import extract
 from hsi.sources.aviris_classic import AvirisClassicSource
 from hsi.sources.aviris_ng import AvirisNgSource
+from hsi.sources.emit import EmitSource
 from hsi.sources.generic import GenericEnviSource
 
 __all__ = [
@@ -61,7 +62,7 @@ def register_source(source: Source, *, first: bool = False) -> None:
             _SOURCES["envi"] = _SOURCES.pop("envi")
 
 
-for _src in (AvirisNgSource(), AvirisClassicSource(), GenericEnviSource()):
+for _src in (EmitSource(), AvirisNgSource(), AvirisClassicSource(), GenericEnviSource()):
     register_source(_src)
 
 
