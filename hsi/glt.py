@@ -37,6 +37,8 @@ from hsi.scene import GltRef, SceneMetadata
 __all__ = [
     "DEFAULT_BUDGET_BYTES",
     "GltReader",
+    "attach_glt",
+    "glt_from_envi",
     "glt_output_grid",
     "open_glt",
     "orthorectify_window",
@@ -117,6 +119,57 @@ def _decode(gx: np.ndarray, gy: np.ndarray, infill: bool) -> tuple[np.ndarray, n
     sx = np.where(none, -1, np.abs(gx) - 1)
     sy = np.where(none, -1, np.abs(gy) - 1)
     return sx, sy
+
+
+def glt_from_envi(path: Path | str, *, infill: bool = True) -> GltRef:
+    """The GLT of an ENVI GLT file (header or data path): 2 integer bands (sample, line), its grid
+    from ``map info`` (rotation allowed)."""
+    from hsi.errors import HeaderError
+    from hsi.scene import RasterLayout
+    from hsi.sources.envi import check_data_file, find_data_file, find_header, read_header
+    from hsi.sources.georef import map_info_crs_wkt, map_info_transform
+
+    p = Path(path)
+    hdr_path = p if p.suffix == ".hdr" else find_header(p)
+    if hdr_path is None:
+        raise HeaderError(p, "no ENVI header found for this GLT")
+    hdr = read_header(hdr_path)
+    lay = RasterLayout(
+        data_path=find_data_file(hdr.path) if p.suffix == ".hdr" else p,
+        header_path=hdr.path,
+        width=hdr.samples,
+        height=hdr.lines,
+        count=hdr.bands,
+        dtype=hdr.dtype,
+        interleave=hdr.interleave,  # type: ignore[arg-type]
+        byte_order=hdr.byte_order_name,  # type: ignore[arg-type]
+        header_offset=hdr.header_offset,
+    )
+    check_data_file(lay)
+    if lay.count < 2 or np.dtype(lay.dtype).kind not in "iu":
+        raise HeaderError(
+            hdr.path, f"a GLT has 2 integer bands (sample, line), this has {lay.count} x {lay.dtype}"
+        )
+    if hdr.map_info is None:
+        raise HeaderError(hdr.path, "a GLT needs 'map info' (its output grid)", field="map info")
+    transform = map_info_transform(hdr.map_info)
+    crs_wkt = map_info_crs_wkt(hdr.map_info, hdr.coordinate_system_string, hdr.path)
+    return GltRef(
+        path=lay.data_path,
+        width=lay.width,
+        height=lay.height,
+        transform=transform,
+        crs_wkt=crs_wkt,
+        layout=lay,
+        infill=infill,
+    )
+
+
+def attach_glt(meta: SceneMetadata, glt: GltRef) -> SceneMetadata:
+    """``meta`` as a sensor-geometry scene orthorectified through ``glt`` (its map grid = the GLT's)."""
+    from dataclasses import replace
+
+    return replace(meta, glt=glt, transform=glt.transform, crs_wkt=glt.crs_wkt)
 
 
 def open_glt(ref: GltRef) -> GltReader:
