@@ -74,21 +74,42 @@ def _quiet_prefect() -> None:
 @app.command()
 def synth(
     out_dir: Annotated[Path, typer.Argument(help="directory to write the scene into")] = Path("hsi-data/raw"),
-    source: Annotated[str, typer.Option(help="aviris-ng | aviris-classic")] = "aviris-ng",
-    level: Annotated[str, typer.Option(help="l1b (radiance) | l2 (reflectance)")] = "l2",
-    width: Annotated[int, typer.Option(help="samples")] = 256,
-    height: Annotated[int, typer.Option(help="lines")] = 512,
+    source: Annotated[str, typer.Option(help="aviris-ng | aviris-classic | emit")] = "aviris-ng",
+    level: Annotated[
+        str, typer.Option(help="l1b (radiance) | l2 (reflectance; EMIT: l2a) | l2a (EMIT reflectance)")
+    ] = "l2",
+    width: Annotated[int | None, typer.Option(help="samples (default 256; EMIT: 1242 cross-track)")] = None,
+    height: Annotated[int | None, typer.Option(help="lines (default 512; EMIT: 1280 down-track)")] = None,
     rotation: Annotated[float, typer.Option(help="grid rotation in degrees (map info rotation=)")] = 0.0,
     seed: Annotated[int, typer.Option(help="random seed (also picks the scene id)")] = 0,
     archive: Annotated[bool, typer.Option(help="pack the scene as .tar.gz like JPL ships it")] = False,
     truth: Annotated[bool, typer.Option(help="also write the ground-truth class map")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Write a realistic synthetic AVIRIS scene (exact file format, real band tables), streaming."""
+    """Write a realistic synthetic AVIRIS scene or EMIT granule (exact file format, real band tables), streaming."""
     from rich.progress import Progress
 
     from hsi.sources.synthetic import synthesize
 
+    if source == "emit":
+        from hsi.sources.emit_synth import synthesize_emit
+
+        lvl = {"l2": "l2a", "l2a": "l2a", "l1b": "l1b"}.get(level)
+        if lvl is None:
+            raise _fail(ValueError(f"--level for emit must be l1b or l2a, got {level!r}"))
+        with Progress(transient=True) as bar:
+            task = bar.add_task(f"synthesizing EMIT {lvl}", total=height or 1280)
+            path = synthesize_emit(
+                out_dir,
+                level=lvl,  # type: ignore[arg-type]
+                crosstrack=width or 1242,
+                downtrack=height or 1280,
+                seed=seed,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        typer.echo(str(path))
+        return
+    width, height = width or 256, height or 512
     with Progress(transient=True) as bar:
         task = bar.add_task(f"synthesizing {source} {level} {width}x{height}", total=height)
         path = synthesize(
