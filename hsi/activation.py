@@ -28,6 +28,7 @@ from hsi.scene import SceneMetadata
 from hsi.services import Services
 from hsi.sources import list_sources, read_scene
 from hsi.sources.archive import is_archive
+from hsi.sources.emit import EmitSource, companion_names
 from hsi.stac.items import COG_MEDIA_TYPE, AssetRef, activated_item, collection_for, raw_item
 from hsi.stac.provenance import InputRef, Provenance, RunInfo, apply_provenance, derivation_key
 from hsi.storage import ObjectInfo, file_checksum
@@ -53,6 +54,15 @@ log = logging.getLogger(__name__)
 ACTIVATION_ALGORITHM = "hsi.activate"
 ACTIVATION_VERSION = "1.0.0"
 _SIDECARS = (".hdr", ".gain", ".spc")
+# Companion rasters of a scene, orthorectified with it and registered as assets of the activated item.
+COMPANION_ASSETS = ("obs", "mask")
+_COMPANION_ROLES = {
+    "mask": (
+        ("data-mask", "cloud", "cirrus", "water", "dilated-cloud"),
+        "Quality masks (EMIT L2A MASK, orthorectified)",
+    ),
+    "obs": (("metadata", "sun-angle", "view-angle"), "Observation geometry (EMIT L1B OBS, orthorectified)"),
+}
 
 
 # ---------------------------------------------------------------------------------------- index
@@ -67,6 +77,9 @@ def _local_files(entry: Path, meta: SceneMetadata) -> dict[str, Path]:
     for p in sorted(data.parent.iterdir()):
         if p.suffix in (".gain", ".spc") and p.name.startswith(meta.scene_id):
             files[p.suffix.lstrip(".")] = p
+    for kind in COMPANION_ASSETS:  # EMIT: the OBS / MASK granule of the same acquisition
+        if kind in meta.extra:
+            files[kind] = Path(meta.extra[kind])
     return files
 
 
@@ -76,6 +89,8 @@ def _media_type(key: str, path: str) -> tuple[str, tuple[str, ...]]:
             "data",
             "archive",
         )
+    if path.endswith(".nc"):
+        return "application/x-netcdf", (("data",) if key == "data" else ("metadata",))
     if key == "data":
         return "application/octet-stream", ("data",)
     return "text/plain", ("metadata",)
@@ -122,9 +137,10 @@ def _fetch_siblings(services: Services, href: str, dest: Path) -> None:
     prefix, name = href.rsplit("/", 1)
     store = services.store_for(href)
     stem = name.split("_")[0].split(".")[0]
+    companions = set(companion_names(name))  # EMIT OBS / MASK granules
     for uri in store.list(prefix + "/"):
         base = uri.rsplit("/", 1)[-1]
-        if base != name and base.startswith(stem) and base.endswith(_SIDECARS):
+        if base in companions or (base != name and base.startswith(stem) and base.endswith(_SIDECARS)):
             services.fetch(uri, dest)
 
 
@@ -233,7 +249,19 @@ def convert(
     info = write_cog(meta, cube, profile, progress=progress)
     rgb, png = out_dir / f"{meta.item_id}_rgb.tif", out_dir / f"{meta.item_id}_quicklook.png"
     bands = write_quicklook(cube, rgb, png)
-    return Converted(meta=meta, cog=info, files={"cube": cube, "rgb": rgb, "thumbnail": png}, rgb_bands=bands)
+    files = {"cube": cube, "rgb": rgb, "thumbnail": png}
+    for kind, comp in _companions(meta).items():  # same GLT grid as the cube
+        files[kind] = out_dir / f"{meta.item_id}_{kind}.tif"
+        write_cog(comp, files[kind], profile)
+    return Converted(meta=meta, cog=info, files=files, rgb_bands=bands)
+
+
+def _companions(meta: SceneMetadata) -> dict[str, SceneMetadata]:
+    if meta.source != "emit":
+        return {}
+    from hsi.sources.emit import read_companion
+
+    return {k: read_companion(Path(meta.extra[k]), k) for k in COMPANION_ASSETS if k in meta.extra}
 
 
 _CONTENT_TYPES = {".tif": COG_MEDIA_TYPE, ".png": "image/png"}
@@ -285,6 +313,12 @@ def build_activated_item(
                 {"hsi:rgb_bands": list(conv.rgb_bands)},
             ),
             "thumbnail": ref("thumbnail", "image/png", ("thumbnail", "overview"), "True-colour quicklook"),
+            **{
+                k: ref(k, COG_MEDIA_TYPE, _COMPANION_ROLES[k][0], _COMPANION_ROLES[k][1])
+                for k in COMPANION_ASSETS
+                if k in uploaded
+            },
+            **_sensor_assets(conv.meta, raw),
         },
         fallback_datetime=raw.datetime,
     )
@@ -296,10 +330,38 @@ def build_activated_item(
         level=conv.meta.level.upper(),
         lineage=f"{conv.meta.source} {conv.meta.quantity} ({conv.meta.layout.interleave.upper()}, "
         f"{conv.meta.layout.dtype}) converted to a band-interleaved COG by hsi-pipeline"
-        + ("; rotated grid resampled north-up (nearest)" if conv.meta.is_rotated else ""),
+        + ("; rotated grid resampled north-up (nearest)" if conv.meta.is_rotated else "")
+        + (
+            "; orthorectified from sensor geometry through its GLT (exact lookup, fill = nodata)"
+            if conv.meta.glt is not None
+            else ""
+        ),
         run=run,
     )
     return apply_provenance(item, prov)
+
+
+def _sensor_assets(meta: SceneMetadata, raw: pystac.Item) -> dict[str, AssetRef]:
+    """A sensor-geometry scene keeps its raw cube + GLT as an asset (products may run before
+    orthorectification, EMIT's own practice): a reference to the raw object, nothing copied."""
+    data = raw.assets.get("data")
+    if meta.glt is None or data is None:
+        return {}
+    glt = meta.glt
+    where = (
+        f"{glt.x_variable}, {glt.y_variable}" if glt.x_variable else "ENVI GLT (band 1 sample, band 2 line)"
+    )
+    return {
+        "sensor": AssetRef(
+            href=data.href,
+            media_type=data.media_type or "application/x-netcdf",
+            roles=("data", "sensor-geometry"),
+            title="Sensor-geometry cube with its GLT (raw)",
+            size=data.extra_fields.get("file:size"),
+            checksum=data.extra_fields.get("file:checksum"),
+            extra={"hsi:glt": where, "hsi:glt_shape": [glt.height, glt.width]},
+        )
+    }
 
 
 def discover_scenes(href: str) -> list[str]:
@@ -314,8 +376,11 @@ def discover_scenes(href: str) -> list[str]:
     for f in sorted(p.rglob("*")):
         if not f.is_file():
             continue
-        if is_archive(f) or (
-            f.suffix == ".hdr" and not any(s in f.name for s in ("_glt", "_igm", "_loc", "_obs", "_h2o"))
+        if (
+            is_archive(f)
+            or (f.suffix == ".hdr" and not any(s in f.name for s in ("_glt", "_igm", "_loc", "_obs", "_h2o")))
+            or f.suffix == ".nc"
+            and EmitSource().matches(f)
         ):
             found.append(str(f))
     return found

@@ -330,7 +330,12 @@ def write_cog(
         band_ns_tags=band_ns_tags,
         scales=[b.scale for b in meta.bands],
         offsets=[b.offset for b in meta.bands],
-        tags={"HSI_SCENE_ID": meta.scene_id, "HSI_SOURCE": meta.source, "HSI_QUANTITY": meta.quantity},
+        tags={
+            "HSI_SCENE_ID": meta.scene_id,
+            "HSI_SOURCE": meta.source,
+            "HSI_QUANTITY": meta.quantity,
+            **({"HSI_UNITS": meta.units} if meta.units else {}),
+        },
     )
     env = {"GDAL_CACHEMAX": 256, "GDAL_NUM_THREADS": "ALL_CPUS"}
     with rasterio.Env(**env), cube, sink:

@@ -316,6 +316,7 @@ def write_cog_glt(
             "HSI_SOURCE": meta.source,
             "HSI_QUANTITY": meta.quantity,
             "HSI_GEOMETRY": "glt-orthorectified",
+            **({"HSI_UNITS": meta.units} if meta.units else {}),
         },
     )
     env = {"GDAL_CACHEMAX": 256, "GDAL_NUM_THREADS": "ALL_CPUS"}

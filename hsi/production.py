@@ -35,6 +35,14 @@ from hsi.activation import find_raw_item, public_href
 from hsi.activation import upload_outputs as _upload
 from hsi.errors import InvalidInputError, ItemNotFoundError
 from hsi.products import ProductResult, get_product, run_product, select_bands, write_preview
+from hsi.quantities import (
+    MASK_ASSET,
+    PIPELINE_RECORDS,
+    InputPlan,
+    build_adjustments,
+    plan_inputs,
+    split_params,
+)
 from hsi.scene import bands_from_dataset
 from hsi.services import Services
 from hsi.sources import list_sources
@@ -60,7 +68,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ACTIVATED_LEVELS = ("l2", "l1b")
+ACTIVATED_LEVELS = ("l2", "l1b", "l2a")
 CUBE_ASSET = "cube"
 PRODUCT_LEVEL = "L3"
 
@@ -109,6 +117,7 @@ class ProductPlan:
     item_id: str  # <activated id>-<slug>
     key: str
     bands_used: list[dict[str, Any]] = field(default_factory=list)
+    inputs: InputPlan | None = None  # TOA reflectance / quality mask (hsi.quantities)
 
     @property
     def scene_item(self) -> tuple[str, str]:
@@ -124,7 +133,8 @@ def plan_product(
     supply a band) or InvalidInputError (no cube asset) before any pixel is read.
     """
     prod = get_product(product)
-    p = prod.parse_params(params)
+    prod_params, opts = split_params(params)
+    p = prod.parse_params(prod_params)
     cube = activated.assets.get(CUBE_ASSET)
     if cube is None:
         raise InvalidInputError(
@@ -134,7 +144,14 @@ def plan_product(
     path, env = source_env(services, cube.href)
     with env, rasterio.open(path) as ds:
         bands = bands_from_dataset(ds)
+        cube_tags = ds.tags()
+    mask_desc = None
+    if MASK_ASSET in activated.assets:
+        mpath, menv = source_env(services, activated.assets[MASK_ASSET].href)
+        with menv, rasterio.open(mpath) as mds:
+            mask_desc = [d or "" for d in mds.descriptions]
     selected = select_bands(prod, bands, activated.id, p)
+    inputs = plan_inputs(prod.name, prod.needs, activated, cube_tags, bands, opts, mask_desc)
     checksum = cube.extra_fields.get("file:checksum") or f"size:{cube.extra_fields.get('file:size')}"
     cid = activated.collection_id or ""
     ref = InputRef(
@@ -143,7 +160,7 @@ def plan_product(
         href=services.catalog.item_href(cid, activated.id),
         checksums={CUBE_ASSET: checksum},
     )
-    params_json = p.model_dump(mode="json")
+    params_json = {**p.model_dump(mode="json"), **inputs.records}
     key = derivation_key([ref], prod.name, prod.version, params_json)
     return ProductPlan(
         product=prod.name,
@@ -156,6 +173,7 @@ def plan_product(
         item_id=product_item_id(activated.id, prod.name),
         key=key,
         bands_used=[s.as_dict() for s in selected],
+        inputs=inputs,
     )
 
 
@@ -198,19 +216,26 @@ def compute(
     if "processor" in prod.extra:  # an external tool gets the input item's JSON
         activated = services.catalog.get_item(plan.input.collection, plan.input.id)
         context["item"] = activated.to_dict() if activated is not None else {"id": plan.input.id}
-    result = run_product(
-        prod,
-        path,
-        str(cog),
-        plan.params,
-        rasterio_env=env,
-        scene_id=plan.input.id,
-        progress=progress,
-        window_size=window_size,
-        context=context,
-    )
+    params = {k: v for k, v in plan.params.items() if k not in PIPELINE_RECORDS}
+    adjust = build_adjustments(plan.inputs, lambda h: source_env(services, h)) if plan.inputs else []
+    try:
+        result = run_product(
+            prod,
+            path,
+            str(cog),
+            params,
+            rasterio_env=env,
+            scene_id=plan.input.id,
+            progress=progress,
+            window_size=window_size,
+            context=context,
+            adjust=adjust,
+        )
+    finally:
+        for a in adjust:
+            a.close()
     write_preview(cog, png)
-    spec = prod.output_spec(prod.parse_params(plan.params))
+    spec = prod.output_spec(prod.parse_params(params))
     return Computed(
         files={"data": cog, "thumbnail": png},
         result=result,

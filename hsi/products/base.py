@@ -190,6 +190,9 @@ class Product:
     reference: str = ""
     kind: Literal["index", "classifier", "spectral", "other"] = "other"
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # The physical quantity the algorithm is defined on. On a radiance scene a "reflectance" product
+    # runs on TOA reflectance (recorded in provenance and the key) or refuses (hsi.production).
+    needs: Literal["reflectance", "radiance", "any"] = "reflectance"
 
     def parse_params(self, params: Mapping[str, Any] | BaseModel | None = None) -> Params:
         """Validate parameters into the product's model; ProductError names the product."""

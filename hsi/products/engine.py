@@ -170,8 +170,10 @@ class _Reader:
         selected: Sequence[SelectedBand],
         bands: Sequence[BandInfo],
         windows: list[Window],
+        adjust: Sequence[Any] = (),
     ) -> None:
         self.ds = ds
+        self.adjust = list(adjust)  # hsi.products.inputs (TOA reflectance, quality masks)
         self.windows = windows
         self.unique = sorted({s.index for s in selected})
         pos = {b: i for i, b in enumerate(self.unique)}
@@ -192,6 +194,8 @@ class _Reader:
         del raw
         arr *= self.scale
         arr += self.offset
+        for adj in self.adjust:
+            adj(arr, self.unique, window)
         out = {}
         for name, single, idx in self.groups:
             out[name] = arr[idx[0]] if single else arr[idx]
@@ -283,12 +287,14 @@ def run_product(
     max_chunk_mb: float = 256.0,
     rasterio_env: Any = None,
     context: Mapping[str, Any] | None = None,
+    adjust: Sequence[Any] = (),
 ) -> ProductResult:
     """Compute ``product`` over the activated COG ``src_path`` into the COG ``dst_path`` (local).
 
     ``src_path`` is anything GDAL opens (local path, ``/vsis3/...``); ``rasterio_env`` (a
     ``rasterio.Env``, e.g. ``S3Store.rasterio_env()`` carrying credentials) replaces the plain
-    ``rasterio.Env(**gdal_env)`` the source is read under.
+    ``rasterio.Env(**gdal_env)`` the source is read under. ``adjust``: window adjustments applied to
+    the physical input values before ``compute`` (:mod:`hsi.products.inputs`: TOA reflectance, masks).
     """
     sid = scene_id or Path(src_path).name.split(".")[0]
     env = rasterio_env if rasterio_env is not None else rasterio.Env(**dict(gdal_env or {}))
@@ -301,7 +307,7 @@ def run_product(
         while n_in * wsize * wsize * 4 > max_chunk_mb * 2**20 and wsize > 16:
             wsize //= 2
         windows = list(iter_windows(ds.width, ds.height, (bh, bw), wsize))
-        reader = _Reader(ds, product, p, selected, bands, windows)
+        reader = _Reader(ds, product, p, selected, bands, windows, adjust)
         ctx.grid = {"width": ds.width, "height": ds.height, "crs": ds.crs, "transform": ds.transform}
         ctx.scratch = Path(dst_path).parent
         ctx.extra = dict(context or {})

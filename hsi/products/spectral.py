@@ -358,4 +358,5 @@ def pca_product() -> Product:
         params_model=PCAParams,
         reference="Jolliffe 2002, Principal Component Analysis",
         kind="spectral",
+        needs="any",  # a decorrelation of whatever the cube holds
     )

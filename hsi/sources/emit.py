@@ -40,6 +40,7 @@ __all__ = [
     "OBS_BANDS",
     "EmitName",
     "EmitSource",
+    "companion_names",
     "companion_path",
     "parse_emit_name",
     "read_companion",
@@ -53,6 +54,7 @@ NAME_RE = re.compile(
 )
 _CUBES = {"RAD": ("l1b", "radiance", "radiance"), "RFL": ("l2a", "reflectance", "reflectance")}
 _COMPANIONS = {"obs": ("L1B", "OBS", "obs"), "mask": ("L2A", "MASK", "mask")}
+_COMPANION_OF = {"RAD": "obs", "RFL": "mask"}  # the granule that travels with each cube
 # The EMIT L1B OBS bands and L2A MASK bands, in file order (product user guides).
 OBS_BANDS = (
     "Path length (m)",
@@ -101,6 +103,13 @@ class EmitName:
 def parse_emit_name(name: str) -> EmitName | None:
     m = NAME_RE.match(Path(name).name)
     return EmitName(m) if m else None
+
+
+def companion_names(name: str) -> list[str]:
+    """File names of the companion granule(s) that travel with an EMIT cube (RAD: OBS, RFL: MASK)."""
+    parsed = parse_emit_name(name)
+    kind = _COMPANION_OF.get(parsed.product) if parsed else None
+    return [parsed.companion(kind)] if parsed and kind else []
 
 
 def companion_path(cube: Path, kind: str) -> Path | None:
@@ -234,10 +243,10 @@ def read_granule(
     extra = {"product": name.product, "orbit": name.orbit, "emit_scene": name.scene, "format": "netcdf4"}
     if units is not None:
         extra["units_in_file"] = str(units)
-    for kind in _COMPANIONS:
-        comp = companion_path(path, kind)
-        if comp is not None and comp != path:
-            extra[kind] = str(comp)
+    kind = _COMPANION_OF.get(name.product)
+    comp = companion_path(path, kind) if kind else None
+    if kind and comp is not None:
+        extra[kind] = str(comp)
     return SceneMetadata(
         source="emit",
         scene_id=name.stem,

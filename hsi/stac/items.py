@@ -38,6 +38,7 @@ FILE = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
 _SENSORS = {
     "aviris-ng": ("AVIRIS-NG", "Airborne Visible/Infrared Imaging Spectrometer - Next Generation"),
     "aviris-classic": ("AVIRIS-Classic", "Airborne Visible/Infrared Imaging Spectrometer"),
+    "emit": ("EMIT", "Earth Surface Mineral Dust Source Investigation (ISS)"),
 }
 
 

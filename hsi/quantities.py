@@ -1,0 +1,182 @@
+"""What a product gets as input: quantity checks, radiance -> TOA reflectance, quality masks.
+
+Every product declares the quantity it ``needs`` (``reflectance`` | ``radiance`` | ``any``); the
+activated cube says what it holds (COG tag ``HSI_QUANTITY``, units in ``HSI_UNITS``). Two
+pipeline-level parameters, accepted next to a product's own parameters:
+
+* ``radiance``: ``"toa"`` (default) -- a reflectance product on a radiance cube runs on TOA
+  reflectance (:mod:`hsi.toa`); ``"refuse"`` -- it fails with a message saying why;
+* ``mask``: ``true`` (default) -- when the activated item has a quality-mask asset (EMIT L2A MASK),
+  pixels flagged cloud, cirrus, water or dilated cloud are nodata; ``false`` -- no masking.
+
+What was decided is recorded in the product's parameters (hence its provenance and product key):
+``input_quantity`` + ``toa_reflectance`` (the conversion) and ``quality_mask`` (asset, flags, or "off").
+Nothing is added when nothing happens (a reflectance cube without a mask asset), so keys of such
+products do not change.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pystac
+
+from hsi.errors import ProductError
+from hsi.scene import BandInfo
+
+__all__ = [
+    "MASK_ASSET",
+    "MASK_FLAGS",
+    "OBS_ASSET",
+    "PIPELINE_RECORDS",
+    "InputPlan",
+    "build_adjustments",
+    "plan_inputs",
+    "split_params",
+]
+
+log = logging.getLogger(__name__)
+
+OBS_ASSET = "obs"
+MASK_ASSET = "mask"
+OBS_SOLAR_ZENITH_BAND = 5  # 1-based: to-sun zenith in EMIT OBS and AVIRIS-NG obs/obs_ort
+MASK_FLAGS = ("Cloud flag", "Cirrus flag", "Water flag", "Dilated Cloud Flag")  # masked by default
+_OPTIONS = {"radiance": "toa", "mask": True}
+PIPELINE_RECORDS = ("input_quantity", "toa_reflectance", "quality_mask")
+DEFAULT_RADIANCE_UNITS = "uW nm-1 cm-2 sr-1"
+
+
+def split_params(params: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(product parameters, pipeline options ``radiance``/``mask`` with defaults)."""
+    prod = dict(params or {})
+    opts = dict(_OPTIONS)
+    for k in _OPTIONS:
+        if k in prod:
+            opts[k] = prod.pop(k)
+    for k in PIPELINE_RECORDS:
+        prod.pop(k, None)  # records of an earlier plan are recomputed, never trusted
+    if opts["radiance"] not in ("toa", "refuse"):
+        raise ProductError(f"parameter radiance must be 'toa' or 'refuse', got {opts['radiance']!r}")
+    if isinstance(opts["mask"], str):
+        opts["mask"] = opts["mask"].strip().lower() in ("1", "true", "yes", "on")
+    return prod, opts
+
+
+@dataclass(frozen=True)
+class InputPlan:
+    records: dict[str, Any]  # merged into the product parameters (provenance + key)
+    factors: dict[int, float] | None = None  # TOA factor per 1-based band
+    zenith_deg: float | None = None
+    zenith_href: str | None = None
+    mask_href: str | None = None
+    mask_bands: tuple[int, ...] = ()
+
+
+def _centre(item: pystac.Item) -> tuple[float, float]:
+    if item.bbox:
+        w, s, e, n = item.bbox[:4]
+        return (w + e) / 2, (s + n) / 2
+    raise ProductError(f"{item.id}: no bbox, cannot place the sun for TOA reflectance")
+
+
+def plan_inputs(
+    product_name: str,
+    needs: str,
+    item: pystac.Item,
+    cube_tags: Mapping[str, str],
+    bands: Sequence[BandInfo],
+    opts: Mapping[str, Any],
+    mask_descriptions: Sequence[str] | None = None,
+) -> InputPlan:
+    """Decide the input preparation of one product run on one activated item (no pixels read)."""
+    from hsi.toa import (
+        ToaConversion,
+        band_solar_irradiance,
+        earth_sun_distance,
+        radiance_units_factor,
+        solar_zenith,
+    )
+
+    quantity = cube_tags.get("HSI_QUANTITY", item.properties.get("hsi:quantity", "unknown"))
+    records: dict[str, Any] = {}
+    factors = zen_href = None
+    zen_deg = None
+    if needs == "reflectance" and quantity == "radiance":
+        if opts["radiance"] == "refuse":
+            raise ProductError(
+                f"product '{product_name}' needs reflectance but {item.id} holds radiance; "
+                "run it with radiance=toa (top-of-atmosphere reflectance) or on a reflectance scene"
+            )
+        units = cube_tags.get("HSI_UNITS")
+        assumed = units is None
+        units = units or DEFAULT_RADIANCE_UNITS
+        try:
+            uf = radiance_units_factor(units)
+        except ValueError as exc:
+            raise ProductError(f"{item.id}: {exc}") from exc
+        when = item.datetime
+        if when is None:
+            raise ProductError(f"{item.id}: no acquisition time; TOA reflectance needs the date")
+        d = earth_sun_distance(when)
+        wl = [b.center_wavelength for b in bands]
+        fw = [b.fwhm for b in bands]
+        if any(w is None for w in wl) or any(f is None for f in fw):
+            raise ProductError(f"{item.id}: TOA reflectance needs every band's centre and FWHM")
+        esun = band_solar_irradiance(np.asarray(wl, dtype=np.float64), np.asarray(fw, dtype=np.float64))
+        factors = {b.index: float(np.pi * d * d * uf / e) for b, e in zip(bands, esun, strict=True)}
+        obs = item.assets.get(OBS_ASSET)
+        if obs is not None:
+            zen_href = obs.href
+            zen_text = f"per pixel: asset '{OBS_ASSET}' band {OBS_SOLAR_ZENITH_BAND} (to-sun zenith)"
+        else:
+            lon, lat = _centre(item)
+            zen_deg = solar_zenith(when, lon, lat)
+            zen_text = (
+                f"scene: {zen_deg:.4f} deg at {when.isoformat()} over ({lon:.5f}, {lat:.5f}) (pvlib SPA)"
+            )
+        conv = ToaConversion(
+            distance_au=d,
+            zenith=zen_text,
+            zenith_deg=zen_deg,
+            units=units + (" (assumed: sensor convention)" if assumed else ""),
+            units_factor=uf,
+        )
+        records["input_quantity"] = "toa-reflectance"
+        records["toa_reflectance"] = conv.as_dict()
+        log.info("%s on %s: radiance -> TOA reflectance (%s)", product_name, item.id, zen_text)
+    mask_href, mask_bands = None, ()
+    mask = item.assets.get(MASK_ASSET)
+    if mask is not None:
+        if not opts["mask"]:
+            records["quality_mask"] = "off"
+        else:
+            desc = [d.split(" ", 1)[-1] for d in (mask_descriptions or ())]
+            mask_bands = tuple(i + 1 for i, d in enumerate(desc) if d in MASK_FLAGS)
+            if not mask_bands:
+                raise ProductError(
+                    f"{item.id}: mask asset has none of the flag bands {', '.join(MASK_FLAGS)}"
+                )
+            mask_href = mask.href
+            records["quality_mask"] = {"asset": MASK_ASSET, "flags": [desc[i - 1] for i in mask_bands]}
+    return InputPlan(records, factors, zen_deg, zen_href, mask_href, mask_bands)
+
+
+def build_adjustments(plan: InputPlan, env_for: Any) -> list[Any]:
+    """The engine adjustments of ``plan``; ``env_for(href) -> (gdal path, rasterio.Env)``."""
+    from hsi.products.inputs import MaskFlags, ToaReflectance
+
+    out: list[Any] = []
+    if plan.factors is not None:
+        if plan.zenith_href is not None:
+            path, env = env_for(plan.zenith_href)
+            out.append(ToaReflectance(plan.factors, zenith_cog=(path, env, OBS_SOLAR_ZENITH_BAND)))
+        else:
+            out.append(ToaReflectance(plan.factors, zenith_deg=plan.zenith_deg))
+    if plan.mask_href is not None:
+        path, env = env_for(plan.mask_href)
+        out.append(MaskFlags(path, env, plan.mask_bands))
+    return out
