@@ -41,6 +41,7 @@ class NetcdfCube:
         if layout.variable is None:
             raise ValueError("NetcdfCube needs layout.variable")
         self.path = layout.data_path
+        self._f: Any = None
         try:
             self._f = h5netcdf.File(self.path, "r")
         except OSError as exc:
@@ -77,7 +78,7 @@ class NetcdfCube:
     def close(self) -> None:
         if self._f is not None:
             self._f.close()
-            self._f = None  # type: ignore[assignment]
+            self._f = None
 
     def __enter__(self) -> NetcdfCube:
         return self

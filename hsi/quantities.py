@@ -148,7 +148,8 @@ def plan_inputs(
         records["input_quantity"] = "toa-reflectance"
         records["toa_reflectance"] = conv.as_dict()
         log.info("%s on %s: radiance -> TOA reflectance (%s)", product_name, item.id, zen_text)
-    mask_href, mask_bands = None, ()
+    mask_href: str | None = None
+    mask_bands: tuple[int, ...] = ()
     mask = item.assets.get(MASK_ASSET)
     if mask is not None:
         if not opts["mask"]:

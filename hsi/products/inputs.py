@@ -71,7 +71,7 @@ class ToaReflectance:
     def __call__(self, arr: np.ndarray, bands: Sequence[int], window: Window) -> None:
         f = np.array([self.factor[b] for b in bands], dtype=np.float64)[:, None, None]
         if self._side is None:
-            mu: Any = np.cos(np.radians(self.zenith_deg))
+            mu: Any = np.cos(np.radians(float(self.zenith_deg or 0.0)))
         else:
             z = self._side.read([self._band], window)[0].astype(np.float64)
             if z.shape != arr.shape[1:]:

@@ -133,7 +133,9 @@ def _open(path: Path, group: str | None = None) -> Any:
         raise DataFileError(path, f"cannot read as an EMIT netCDF4 granule{where}: {exc}") from exc
 
 
-def _geo(path: Path, attrs: dict[str, Any], loc: Any) -> tuple[tuple[float, ...], str, GltRef]:
+def _geo(
+    path: Path, attrs: dict[str, Any], loc: Any
+) -> tuple[tuple[float, float, float, float, float, float], str, GltRef]:
     if "geotransform" not in attrs or "spatial_ref" not in attrs:
         raise DataFileError(
             path, "global attributes 'geotransform' and 'spatial_ref' are required (EMIT V001)"
@@ -151,7 +153,7 @@ def _geo(path: Path, attrs: dict[str, Any], loc: Any) -> tuple[tuple[float, ...]
         path=path,
         width=int(w),
         height=int(h),
-        transform=transform,  # type: ignore[arg-type]
+        transform=transform,
         crs_wkt=wkt,
         x_variable="location/glt_x",
         y_variable="location/glt_y",
@@ -256,7 +258,7 @@ def read_granule(
         bands=bands,
         nodata=float(np.asarray(fill).ravel()[0]) if fill is not None else -9999.0,
         crs_wkt=wkt,
-        transform=transform,  # type: ignore[arg-type]
+        transform=transform,
         datetime=_when(attrs, name),
         units=EMIT_RADIANCE_UNITS if quantity == "radiance" else None,
         sensor="EMIT",
@@ -283,7 +285,8 @@ def _cube_in(directory: Path) -> Path | None:
         if (n := parse_emit_name(p.name)) is not None and n.product in _CUBES
     )
     rfl = [p for p in found if "_RFL_" in p.name]
-    return (rfl or found or [None])[0]
+    best = rfl or found
+    return best[0] if best else None
 
 
 class EmitSource:

@@ -93,8 +93,8 @@ def _common(f: h5netcdf.File, fl: FlightLine, lines: int, samples: int, when: da
     elev = 1500.0 + 200.0 * np.sin(fl.x * 40.0) * np.cos(fl.y * 35.0)
     v = loc.create_variable("elev", ("downtrack", "crosstrack"), "f8", data=elev, fillvalue=FILL)
     v.attrs["units"] = "m"
-    for name, arr in (("glt_x", fl.glt_x), ("glt_y", fl.glt_y)):
-        v = loc.create_variable(name, ("ortho_y", "ortho_x"), "i4", data=arr, fillvalue=0)
+    for name, glt in (("glt_x", fl.glt_x), ("glt_y", fl.glt_y)):
+        v = loc.create_variable(name, ("ortho_y", "ortho_x"), "i4", data=glt, fillvalue=0)
         v.attrs["long_name"] = f"GLT {'sample' if name == 'glt_x' else 'line'} lookup (1-based, 0 = no data)"
 
 
