@@ -58,7 +58,7 @@ def small_envi(
 
 
 def test_registry_order_and_protocol():
-    assert list_sources()[:3] == ["aviris-ng", "aviris-classic", "envi"]
+    assert list_sources()[:4] == ["emit", "aviris-ng", "aviris-classic", "envi"]
     for name in list_sources():
         src = get_source(name)
         assert isinstance(src, Source) and src.name == name
