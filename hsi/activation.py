@@ -29,6 +29,7 @@ from hsi.services import Services
 from hsi.sources import list_sources, read_scene
 from hsi.sources.archive import is_archive
 from hsi.sources.emit import EmitSource, companion_names
+from hsi.sources.ng_sidecars import SIDECAR_KINDS, glt_agrees, read_aux
 from hsi.stac.items import COG_MEDIA_TYPE, AssetRef, activated_item, collection_for, raw_item
 from hsi.stac.provenance import InputRef, Provenance, RunInfo, apply_provenance, derivation_key
 from hsi.storage import ObjectInfo, file_checksum
@@ -56,12 +57,23 @@ ACTIVATION_VERSION = "1.0.0"
 _SIDECARS = (".hdr", ".gain", ".spc")
 # Companion rasters of a scene, orthorectified with it and registered as assets of the activated item.
 COMPANION_ASSETS = ("obs", "mask")
+SIDECAR_ASSETS = ("glt", "igm", "loc", "obs_raw", "obs_ort")
+_SIDECAR_TITLES = {
+    "glt": "GLT: raw (sample, line) of each ortho pixel; 1-based, 0 = none, negative = infill (ENVI int32)",
+    "igm": "IGM: easting, northing, elevation of each raw pixel (ENVI float64)",
+    "loc": "LOC: longitude, latitude, elevation of each raw pixel (ENVI float64)",
+    "obs_raw": "OBS: observation geometry of each raw pixel, 11 bands (ENVI float64)",
+    "obs_ort": "OBS_ORT: observation geometry on the ortho grid, 11 bands (ENVI float64)",
+}
 _COMPANION_ROLES = {
     "mask": (
         ("data-mask", "cloud", "cirrus", "water", "dilated-cloud"),
         "Quality masks (EMIT L2A MASK, orthorectified)",
     ),
-    "obs": (("metadata", "sun-angle", "view-angle"), "Observation geometry (EMIT L1B OBS, orthorectified)"),
+    "obs": (
+        ("metadata", "sun-angle", "view-angle"),
+        "Observation geometry on the cube grid (EMIT OBS via the GLT, AVIRIS-NG _obs_ort)",
+    ),
 }
 
 
@@ -80,7 +92,16 @@ def _local_files(entry: Path, meta: SceneMetadata) -> dict[str, Path]:
     for kind in COMPANION_ASSETS:  # EMIT: the OBS / MASK granule of the same acquisition
         if kind in meta.extra:
             files[kind] = Path(meta.extra[kind])
+    for kind in SIDECAR_KINDS:  # AVIRIS-NG GLT / IGM / LOC / OBS / OBS_ORT (data + header)
+        if f"sidecar_{kind}" in meta.extra:
+            sc = Path(meta.extra[f"sidecar_{kind}"])
+            files[_sidecar_key(kind)] = sc
+            files[_sidecar_key(kind) + "_header"] = sc.with_name(sc.name + ".hdr")
     return files
+
+
+def _sidecar_key(kind: str) -> str:
+    return "obs_raw" if kind == "obs" else kind
 
 
 def _media_type(key: str, path: str) -> tuple[str, tuple[str, ...]]:
@@ -89,6 +110,8 @@ def _media_type(key: str, path: str) -> tuple[str, tuple[str, ...]]:
             "data",
             "archive",
         )
+    if key in SIDECAR_ASSETS:
+        return "application/octet-stream", ("metadata", key)
     if path.endswith(".nc"):
         return "application/x-netcdf", (("data",) if key == "data" else ("metadata",))
     if key == "data":
@@ -140,7 +163,12 @@ def _fetch_siblings(services: Services, href: str, dest: Path) -> None:
     companions = set(companion_names(name))  # EMIT OBS / MASK granules
     for uri in store.list(prefix + "/"):
         base = uri.rsplit("/", 1)[-1]
-        if base in companions or (base != name and base.startswith(stem) and base.endswith(_SIDECARS)):
+        ng_sidecar = base.startswith(stem) and base.rsplit("_", 1)[-1] in ("glt", "igm", "loc", "obs", "ort")
+        if (
+            base in companions
+            or ng_sidecar
+            or (base != name and base.startswith(stem) and base.endswith(_SIDECARS))
+        ):
             services.fetch(uri, dest)
 
 
@@ -231,6 +259,7 @@ class Converted:
     cog: CogInfo
     files: Mapping[str, Path]  # asset key -> local file (cube, rgb, thumbnail)
     rgb_bands: tuple[int, int, int]
+    notes: tuple[str, ...] = ()  # checks worth recording in the lineage (GLT vs ortho image)
 
 
 def convert(
@@ -250,13 +279,50 @@ def convert(
     rgb, png = out_dir / f"{meta.item_id}_rgb.tif", out_dir / f"{meta.item_id}_quicklook.png"
     bands = write_quicklook(cube, rgb, png)
     files = {"cube": cube, "rgb": rgb, "thumbnail": png}
-    for kind, comp in _companions(meta).items():  # same GLT grid as the cube
+    for kind, comp in _companions(meta).items():  # same grid as the cube
         files[kind] = out_dir / f"{meta.item_id}_{kind}.tif"
         write_cog(comp, files[kind], profile)
-    return Converted(meta=meta, cog=info, files=files, rgb_bands=bands)
+    notes = _ng_sidecars(meta, files)
+    return Converted(meta=meta, cog=info, files=files, rgb_bands=bands, notes=notes)
+
+
+def _ng_sidecars(meta: SceneMetadata, files: dict[str, Path]) -> tuple[str, ...]:
+    """AVIRIS-NG sidecars become assets as delivered; the GLT only when it agrees with the image."""
+    notes = []
+    for kind in SIDECAR_KINDS:
+        path = meta.extra.get(f"sidecar_{kind}")
+        if path is None:
+            continue
+        if kind == "glt":
+            problem = glt_agrees(
+                read_aux(Path(path), source=meta.source, scene_id=meta.scene_id, quantity="glt"), meta
+            )
+            if problem:
+                log.warning(
+                    "%s: GLT not registered, it does not match the ortho image: %s", meta.scene_id, problem
+                )
+                notes.append(f"GLT not registered (does not match the ortho image: {problem})")
+                continue
+            notes.append("GLT checked against the ortho image: same size and grid")
+        key = _sidecar_key(kind)
+        files[key] = Path(path)
+        files[key + "_header"] = Path(path + ".hdr")
+    return tuple(notes)
 
 
 def _companions(meta: SceneMetadata) -> dict[str, SceneMetadata]:
+    if meta.source == "aviris-ng" and "sidecar_obs_ort" in meta.extra:  # on the image's grid already
+        obs = read_aux(
+            Path(meta.extra["sidecar_obs_ort"]), source=meta.source, scene_id=meta.scene_id, quantity="obs"
+        )
+        if (obs.layout.width, obs.layout.height, obs.transform) != (
+            meta.layout.width,
+            meta.layout.height,
+            meta.transform,
+        ):
+            log.warning("%s: _obs_ort is not on the image's grid; not used", meta.scene_id)
+            return {}
+        return {"obs": obs}
     if meta.source != "emit":
         return {}
     from hsi.sources.emit import read_companion
@@ -319,6 +385,16 @@ def build_activated_item(
                 if k in uploaded
             },
             **_sensor_assets(conv.meta, raw),
+            **{
+                k: ref(k, "application/octet-stream", ("metadata", k), _SIDECAR_TITLES[k])
+                for k in SIDECAR_ASSETS
+                if k in uploaded
+            },
+            **{
+                f"{k}_header": ref(f"{k}_header", "text/plain", ("metadata",), f"ENVI header of {k}")
+                for k in SIDECAR_ASSETS
+                if f"{k}_header" in uploaded
+            },
         },
         fallback_datetime=raw.datetime,
     )
@@ -335,7 +411,8 @@ def build_activated_item(
             "; orthorectified from sensor geometry through its GLT (exact lookup, fill = nodata)"
             if conv.meta.glt is not None
             else ""
-        ),
+        )
+        + "".join(f"; {n}" for n in conv.notes),
         run=run,
     )
     return apply_provenance(item, prov)

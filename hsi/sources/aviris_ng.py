@@ -19,6 +19,7 @@ from typing import Any
 from hsi.errors import HeaderError
 from hsi.sources.envi import EnviHeader
 from hsi.sources.generic import EnviSource, SceneFacts, header_datetime
+from hsi.sources.ng_sidecars import find_sidecars
 
 __all__ = ["AvirisNgSource", "RADIANCE_UNITS", "parse_ng_name"]
 
@@ -92,4 +93,7 @@ class AvirisNgSource(EnviSource):
 
     def band_overrides(self, hdr: EnviHeader, data_path: Path, facts: SceneFacts) -> dict[str, Any]:
         parsed = parse_ng_name(data_path.name)
-        return {"extra": {"product": parsed[2]}} if parsed and parsed[2] else {}
+        extra = {"product": parsed[2]} if parsed and parsed[2] else {}
+        # GLT / IGM / LOC / OBS / OBS_ORT next to the image (single files or an extracted archive)
+        extra.update({f"sidecar_{k}": str(p) for k, p in find_sidecars(data_path).items()})
+        return {"extra": extra} if extra else {}

@@ -191,8 +191,11 @@ def synthesize(
     archive: bool | Literal["tar.gz", "zip"] = False,
     progress: Callable[[int, int], None] | None = None,
     truth: bool = False,
+    sidecars: bool = False,
 ) -> Path:
-    """Write one synthetic scene into ``out_dir``; return its header path (or archive path)."""
+    """Write one synthetic scene into ``out_dir``; return its header path (or archive path).
+    ``sidecars=True`` (AVIRIS-NG) also writes the GLT, IGM, LOC, OBS and OBS_ORT products
+    (:mod:`hsi.sources.ng_synth`)."""
     if level not in ("l2", "l1b"):
         raise InvalidInputError(f"synthetic level must be 'l2' or 'l1b', got {level!r}")
     if width <= 0 or height <= 0:
@@ -226,6 +229,12 @@ def synthesize(
         progress,
         (target / f"{cube_name}_truth") if truth else None,
     )
+    if sidecars:
+        if source != "aviris-ng":
+            raise InvalidInputError("sidecars (GLT/IGM/LOC/OBS) are synthesized for aviris-ng only")
+        from hsi.sources.ng_synth import write_ng_sidecars
+
+        write_ng_sidecars(hdr_path, seed=seed)
     if not archive:
         log.info("synthesized %s %s scene %s (%dx%d) at %s", source, level, scene_id, width, height, hdr_path)
         return hdr_path
