@@ -229,7 +229,15 @@ DEFAULT_RULES: tuple[SourceRule, ...] = (
         patterns=("**/f??????t??p??r??*_img", "**/f??????t??p??r??*.tar.gz"),
         scene_id_regex=r"^(?P<scene>f\d{6}t\d{2}p\d{2}r\d{2})",
     ),
+    # EMIT granules are self-contained netCDF4 files (no header); the OBS / MASK companion granule is
+    # picked up from the same prefix when the cube is indexed, so put it first.
+    SourceRule(
+        source="emit",
+        patterns=("**/EMIT_L1B_RAD_*.nc", "**/EMIT_L2A_RFL_*.nc"),
+        scene_id_regex=r"^(?P<scene>EMIT_L(?:1B|2A)_(?:RAD|RFL)_\d{3}_\d{8}T\d{6}_\d{7}_\d{3})",
+    ),
 )
+COMPLETE_SUFFIXES: tuple[str, ...] = (".nc",)  # single-file scenes: complete as is, like archives
 
 
 def rules_from_config(data: Any) -> tuple[SourceRule, ...]:
@@ -334,7 +342,7 @@ def classify_key(key: str, rules: Iterable[SourceRule] = DEFAULT_RULES) -> Class
         if not scene:
             return Classified("ignored", key, source=rule.source,
                               reason=f"{key!r} matches source {rule.source} but no scene id ({rule.scene_id_regex})")  # fmt: skip
-        if name.lower().endswith(ARCHIVE_SUFFIXES):
+        if name.lower().endswith(ARCHIVE_SUFFIXES + COMPLETE_SUFFIXES):
             return Classified("archive", key, source=rule.source, scene_id=scene, data_key=key)
         return Classified("data", key, source=rule.source, scene_id=scene, data_key=key,
                           header_key=key + rule.header_suffix)  # fmt: skip

@@ -149,6 +149,24 @@ def test_malformed_is_poison(body, fragment):
         ("f130329t01p00r06rdn_e_sc01_ort_img", "data", "aviris-classic", "f130329t01p00r06"),
         ("f/f130329t01p00r06rdn_e_sc01_ort_img.hdr", "header", "aviris-classic", "f130329t01p00r06"),
         ("f/f130329t01p00r06_refl.tar.gz", "archive", "aviris-classic", "f130329t01p00r06"),
+        (
+            "in/EMIT_L2A_RFL_001_20220903T163129_2224611_012.nc",
+            "archive",  # complete as is: one self-contained netCDF4 file
+            "emit",
+            "EMIT_L2A_RFL_001_20220903T163129_2224611_012",
+        ),
+        (
+            "EMIT_L1B_RAD_001_20220903T163129_2224611_012.nc",
+            "archive",
+            "emit",
+            "EMIT_L1B_RAD_001_20220903T163129_2224611_012",
+        ),
+        (
+            "in/EMIT_L2A_MASK_001_20220903T163129_2224611_012.nc",
+            "ignored",
+            "",
+            "",
+        ),  # a companion, not a scene
     ],
 )
 def test_pattern_mapping(key, kind, source, scene):
@@ -180,7 +198,7 @@ def test_patterns_are_data():
     rules = rules_from_config([{"source": "emit", "patterns": ["emit/**/EMIT_L1B_RAD_*.nc"],
                                 "scene_id_regex": r"^EMIT_L1B_RAD_(?P<scene>[^_]+_[^_]+)"}])  # fmt: skip
     c = classify_key("emit/2024/EMIT_L1B_RAD_001_20240501T120000_2412208_003.nc", rules)
-    assert (c.kind, c.source, c.scene_id) == ("data", "emit", "001_20240501T120000")
+    assert (c.kind, c.source, c.scene_id) == ("archive", "emit", "001_20240501T120000")  # .nc: complete as is
     assert rules_from_config(None) == DEFAULT_RULES
     assert isinstance(rules[0], SourceRule)
 
