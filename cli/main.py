@@ -226,6 +226,9 @@ def demo(
     width: Annotated[int, typer.Option(help="samples of the synthetic scene")] = 160,
     height: Annotated[int, typer.Option(help="lines of the synthetic scene")] = 240,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    source: Annotated[
+        str, typer.Option(help="aviris-ng | emit (an EMIT L2A granule with its GLT)")
+    ] = "aviris-ng",
 ) -> None:
     """Synthesize a scene, index it, activate it (and run products); print where everything is."""
     cfg_path = _config_arg(config)
@@ -234,7 +237,9 @@ def demo(
     from hsi_pipeline.flows.demo import demo as demo_flow
 
     try:
-        summary = demo_flow(config=cfg_path, width=width, height=height)
+        if source not in ("aviris-ng", "emit"):
+            raise ValueError(f"--source must be aviris-ng or emit, got {source!r}")
+        summary = demo_flow(config=cfg_path, width=width, height=height, source=source)
     except Exception as e:
         raise _fail(e) from e
     if as_json:

@@ -24,21 +24,28 @@ def demo(
     rotation_deg: float = 30.0,
     seed: int = 7,
     products: list[str] | None = None,
+    source: str = "aviris-ng",
 ) -> dict[str, Any]:
-    """One synthetic AVIRIS-NG L2 scene (rotated grid, realistic spectra) end to end."""
+    """One synthetic AVIRIS-NG L2 scene (rotated grid, realistic spectra) end to end; with
+    ``source="emit"`` one EMIT L2A granule (sensor geometry + GLT, MASK companion)."""
     log = get_run_logger()
     cfg = get_config(config)
     svc = services(cfg)
     raw_dir = Path(cfg.work_dir).parent / "raw"
-    hdr = synthesize(
-        raw_dir,
-        source="aviris-ng",
-        level="l2",
-        width=width,
-        height=height,
-        rotation_deg=rotation_deg,
-        seed=seed,
-    )
+    if source == "emit":
+        from hsi.sources.emit_synth import synthesize_emit
+
+        hdr = synthesize_emit(raw_dir, level="l2a", crosstrack=width, downtrack=height, seed=seed)
+    else:
+        hdr = synthesize(
+            raw_dir,
+            source="aviris-ng",
+            level="l2",
+            width=width,
+            height=height,
+            rotation_deg=rotation_deg,
+            seed=seed,
+        )
     log.info("synthesized %s", hdr)
     rows: list[dict[str, Any]] = []
     indexed = with_engine(index_scenes, cfg)(hrefs=[str(hdr)], config=config)
