@@ -53,7 +53,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ACTIVATION_ALGORITHM = "hsi.activate"
-ACTIVATION_VERSION = "1.0.0"
+ACTIVATION_VERSION = "1.1.0"  # 1.1: GLT orthorectification, companions/sidecars as assets, HSI_UNITS
 _SIDECARS = (".hdr", ".gain", ".spc")
 # Companion rasters of a scene, orthorectified with it and registered as assets of the activated item.
 COMPANION_ASSETS = ("obs", "mask")
