@@ -76,9 +76,9 @@ def write_ng_sidecars(image_hdr: Path, *, seed: int = 0) -> dict[str, Path]:
     flat = line * w + samp
     order = np.flatnonzero(~fill.ravel())
     _, first = np.unique(flat.ravel()[order], return_index=True)
-    infill = np.ones(h * w, dtype=bool)
-    infill[order[first]] = False
-    infill = infill.reshape(h, w)
+    infill_flat = np.ones(h * w, dtype=bool)
+    infill_flat[order[first]] = False
+    infill = infill_flat.reshape(h, w)
     gx = np.where(fill, 0, np.where(infill, -gx, gx)).astype(np.int32)
     gy = np.where(fill, 0, np.where(infill, -gy, gy)).astype(np.int32)
     out: dict[str, Path] = {}

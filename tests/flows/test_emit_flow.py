@@ -70,16 +70,12 @@ def test_reflectance_product_on_radiance_records_toa(env: dict[str, Any]) -> Non
     res = run_product(item_id=RAD, product="index:NDVI", config=env["config"])
     assert res["status"] == "published"
     item = env["svc"].catalog.get_item(res["collection"], res["item_id"])
-    params = (
-        item.properties["hsi:parameters"]
-        if "hsi:parameters" in item.properties
-        else item.properties["processing:parameters"]
-        if "processing:parameters" in item.properties
-        else None
-    )
-    text = str(item.properties)
-    assert "toa-reflectance" in text and "ASTM G173" in text and "per pixel: asset 'obs' band 5" in text
-    assert params is None or params.get("input_quantity") == "toa-reflectance"
+    validate_item(item)
+    params = item.properties["hsi:parameters"]
+    assert params["input_quantity"] == "toa-reflectance"
+    toa = params["toa_reflectance"]
+    assert "ASTM G173" in toa["esun"] and toa["solar_zenith"].startswith("per pixel: asset 'obs' band 5")
+    assert toa["units_to_W_m2_sr_nm"] == 0.01
     # refusing changes nothing that exists and says why
     with pytest.raises(Exception, match="needs reflectance but .* holds radiance"):
         run_product(item_id=RAD, product="index:NDVI", params={"radiance": "refuse"}, config=env["config"])
