@@ -1,0 +1,71 @@
+"""An EMIT L1B granule through the domain steps the Prefect tasks wrap one to one (no server): index
+(cube + OBS as raw assets), activate (GLT COG, OBS on the same grid, sensor cube + GLT kept), product
+plan/compute/register on radiance (TOA recorded in parameters and key, validated item) or refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pystac
+import pytest
+import yaml
+
+from hsi import production
+from hsi.activation import (
+    activated_collection,
+    activation_key,
+    build_activated_item,
+    convert,
+    fetch_raw,
+    index_scene,
+    upload_outputs,
+)
+from hsi.cog import CogProfile
+from hsi.config import load_config
+from hsi.errors import ProductError
+from hsi.services import Services
+from hsi.sources.emit_synth import synthesize_emit
+from hsi.stac.items import collection_for
+from hsi.stac.provenance import RunInfo
+from hsi.stac.validation import validate_item
+
+
+def test_emit_radiance_granule_index_activate_product(tmp_path: Path) -> None:
+    cfg = tmp_path / "hsi.yaml"
+    cfg.write_text(yaml.safe_dump({"storage": {"root": str(tmp_path / "assets")},
+                                   "catalog": {"url": str(tmp_path / "catalog")}, "work_dir": str(tmp_path / "work")}))  # fmt: skip
+    svc = Services.from_config(load_config(str(cfg)))
+    nc = synthesize_emit(tmp_path / "raw", level="l1b", crosstrack=26, downtrack=34, seed=3)
+    raw = index_scene(svc, str(nc))
+    assert (raw.collection_id, raw.id) == ("emit-raw", f"emit-{nc.stem}")
+    assert set(raw.assets) == {"data", "obs"} and raw.assets["obs"].media_type == "application/x-netcdf"
+    profile = CogProfile()
+    _, ref = activation_key(svc, raw, profile)
+    conv = convert(fetch_raw(svc, raw), tmp_path / "out", work_dir=svc.work_dir / "extract")
+    coll = activated_collection(raw)
+    assert coll == "emit-l1b"
+    up = upload_outputs(svc, coll, raw.id, conv.files)
+    item = build_activated_item(svc, conv, up, raw, ref, profile, RunInfo())
+    probe = item.clone()  # as the catalog stores it: with its collection link
+    probe.add_link(pystac.Link("collection", "../collection.json", media_type="application/json"))
+    validate_item(probe)
+    assert {"cube", "rgb", "thumbnail", "obs", "sensor"} == set(item.assets)
+    assert item.assets["sensor"].href == raw.assets["data"].href
+    svc.catalog.ensure_collection(collection_for(coll))
+    svc.catalog.upsert_item(item)
+
+    plan = production.plan_product(svc, item, "index:NDVI")
+    assert plan.params["input_quantity"] == "toa-reflectance"
+    assert plan.params["toa_reflectance"]["solar_zenith"].startswith("per pixel: asset 'obs' band 5")
+    computed = production.compute(svc, plan, tmp_path / "p")
+    uploaded = production.upload_outputs(svc, plan, computed.files)
+    pitem = production.register(
+        svc, production.build_product_item(svc, plan, computed, uploaded, item, RunInfo())
+    )
+    assert pitem.properties["hsi:parameters"]["input_quantity"] == "toa-reflectance"
+    assert pitem.properties["hsi:product_key"] == plan.key
+    st = computed.result.stats[0]
+    assert -1.0 <= st["min"] <= st["max"] <= 1.0  # NDVI of reflectance, not of radiance
+    # the conversion is part of the key: refusing it is a different request, and it fails precisely
+    with pytest.raises(ProductError, match="needs reflectance but .* holds radiance"):
+        production.plan_product(svc, item, "index:NDVI", {"radiance": "refuse"})
