@@ -288,10 +288,12 @@ def build_activated_item(
         },
         fallback_datetime=raw.datetime,
     )
+    requested = _profile_params(profile)
     prov = Provenance(
         algorithm=ACTIVATION_ALGORITHM,
         algorithm_version=ACTIVATION_VERSION,
-        parameters=_profile_params(profile),
+        parameters={**requested, **conv.cog.written},  # what the COG was written with, read back
+        key_parameters=requested,
         inputs=[key_input],
         level=conv.meta.level.upper(),
         lineage=f"{conv.meta.source} {conv.meta.quantity} ({conv.meta.layout.interleave.upper()}, "
