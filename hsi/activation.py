@@ -27,7 +27,7 @@ from hsi.geo import bbox_of, scene_footprint
 from hsi.scene import SceneMetadata
 from hsi.services import Services
 from hsi.sources import list_sources, read_scene
-from hsi.sources.archive import is_archive
+from hsi.sources.archive import ArchiveLimits, is_archive
 from hsi.stac.items import COG_MEDIA_TYPE, AssetRef, activated_item, collection_for, raw_item
 from hsi.stac.provenance import InputRef, Provenance, RunInfo, apply_provenance, derivation_key
 from hsi.storage import ObjectInfo, file_checksum
@@ -225,9 +225,12 @@ def convert(
     profile: CogProfile | None = None,
     work_dir: Path | None = None,
     progress: Progress | None = None,
+    limits: ArchiveLimits | None = None,
 ) -> Converted:
-    """Scene on disk -> analysis-ready COG + RGB quicklook COG + PNG thumbnail in ``out_dir``."""
-    meta = read_scene(entry, source=source, work_dir=work_dir)
+    """Scene on disk -> analysis-ready COG + RGB quicklook COG + PNG thumbnail in ``out_dir``.
+
+    An archive is extracted into ``work_dir`` within ``limits``."""
+    meta = read_scene(entry, source=source, work_dir=work_dir, limits=limits)
     out_dir.mkdir(parents=True, exist_ok=True)
     cube = out_dir / f"{meta.item_id}.tif"
     info = write_cog(meta, cube, profile, progress=progress)

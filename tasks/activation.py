@@ -86,6 +86,7 @@ def convert(
         profile=profile,
         work_dir=svc.work_dir / "extract",
         progress=progress_logger(log, f"writing {item_id}"),
+        limits=svc.config.archive_limits.limits(),
     )
     log.info(
         "%s: COG %dx%dx%d %s (%s-interleaved)",
