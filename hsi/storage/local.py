@@ -74,7 +74,7 @@ class LocalStore:
     def get_bytes(self, uri: str) -> bytes:
         return self._path(uri).read_bytes()
 
-    def get_file(self, uri: str, local: Path) -> Path:
+    def get_file(self, uri: str, local: Path, *, expect: ObjectInfo | None = None) -> Path:
         src = self._path(uri)
         if not src.is_file():
             raise FileNotFoundError(uri)
