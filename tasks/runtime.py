@@ -30,19 +30,27 @@ def get_config(config: str | PipelineConfig | None = None) -> PipelineConfig:
     return load_config(config or os.environ.get(CONFIG_ENV) or None)
 
 
+@lru_cache(maxsize=16)
+def block_session(name: str) -> Any:
+    """The ``boto3.Session`` of the prefect-aws ``AwsCredentials`` block ``name``."""
+    from prefect_aws import AwsCredentials
+
+    from hsi.errors import ConfigError
+
+    try:
+        creds = AwsCredentials.load(name, _sync=True)  # type: ignore[call-arg]
+    except ValueError as e:  # Prefect: "Unable to find block document named ..."
+        raise ConfigError(
+            f"credentials_block {name!r}: no such AwsCredentials block on the Prefect API ({e})"
+        ) from None
+    return creds.get_boto3_session()  # type: ignore[union-attr]
+
+
 @lru_cache(maxsize=8)
 def _services(cfg_json: str) -> Services:
-    cfg = PipelineConfig.model_validate_json(cfg_json)
-    store = None
-    if cfg.storage.credentials_block and cfg.storage.root.startswith("s3://"):
-        from prefect_aws import AwsCredentials
-
-        from hsi.storage.s3 import S3Store
-
-        creds = AwsCredentials.load(cfg.storage.credentials_block, _sync=True)  # type: ignore[call-arg]
-        session = creds.get_boto3_session()  # type: ignore[union-attr]
-        store = S3Store.from_config(cfg.storage, session=session)
-    return Services.from_config(cfg, store=store)
+    """Services of a configuration; ``credentials_block`` names (storage, inputs[], an s3:// static
+    catalog) are resolved to boto3 sessions from prefect-aws blocks."""
+    return Services.from_config(PipelineConfig.model_validate_json(cfg_json), sessions=block_session)
 
 
 def services(config: str | PipelineConfig | None = None) -> Services:
