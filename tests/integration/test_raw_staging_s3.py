@@ -145,3 +145,26 @@ def test_index_of_an_s3_archive_reads_only_its_headers(
         ]
         assert all("Range" in g for g in gets) and sum(ranged) < arc.stat().st_size / 4
     assert raw.assets["archive"].extra_fields["hsi:etag"]  # the identity a later fetch is pinned to
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_activation_of_an_s3_scene_stages_privately_and_leaves_nothing(
+    tmp_path: Path, s3: Any, svc: Services, moto_endpoint: str
+) -> None:
+    """The activation flow (new-scene path: index inline, then activate) downloads the raw object once,
+    into its own scratch directory, and removes it when the run ends; a rerun skips."""
+    import yaml
+
+    from hsi_pipeline.flows.activate import activate_scene
+
+    hdr = synthesize(tmp_path / "scene", source="aviris-ng", level="l2", width=24, height=32, seed=8)
+    _upload(s3, hdr.parent)
+    href = f"s3://{BUCKET}/raw/{hdr.with_suffix('').name}"
+    cfg = tmp_path / "hsi.yaml"
+    cfg.write_text(yaml.safe_dump(svc.config.model_dump(mode="json", exclude_defaults=True)))
+    res = activate_scene(uri=href, config=str(cfg))
+    assert res["status"] == "activated"
+    item = svc.catalog.get_item("aviris-ng-l2", res["item_id"])
+    assert item is not None and item.properties["hsi:inputs"][0]["checksums"]["data"].startswith("size:")
+    assert _left(svc) == []  # the staging copy went with the run
+    assert activate_scene(uri=href, config=str(cfg))["status"] == "skipped"
