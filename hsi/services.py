@@ -38,7 +38,9 @@ class Services:
     catalog: Catalog
     #: resolves ``credentials_block`` names (prefect-aws AwsCredentials) to boto3 sessions
     sessions: SessionResolver | None = None
-    _stores: dict[tuple[str, S3Access], ObjectStore] = field(default_factory=dict, repr=False)
+    _stores: dict[tuple[str, S3Access], ObjectStore] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def from_config(

@@ -74,7 +74,11 @@ def stage_headers(services: Services, href: str, dest: Path, limits: ArchiveLimi
             d = extract_headers(local, dest, name=name, size=info.size, limits=limits)
             local.unlink()
         else:
-            with urllib.request.urlopen(href, timeout=60) as r:  # noqa: S310
+            try:
+                r = urllib.request.urlopen(href, timeout=60)  # noqa: S310
+            except OSError as e:
+                raise StorageError(href, f"download failed: {e}") from e
+            with r:
                 d = extract_headers(
                     r, dest, name=name, size=info.size if info.size >= 0 else None, limits=limits
                 )
