@@ -375,3 +375,22 @@ class _Unseekable(io.RawIOBase):
         data = self._f.read(len(b))
         b[: len(data)] = data
         return len(data)
+
+
+@pytest.mark.parametrize("fmt", ["tar.gz", "zip"])
+def test_indexing_a_local_archive_extracts_nothing_and_leaves_nothing(tmp_path, fmt):
+    from hsi.activation import index_scene
+    from hsi.config import PipelineConfig
+    from hsi.services import Services
+    from hsi.storage import file_checksum
+
+    arc = synthesize(
+        tmp_path / "in", source="aviris-ng", level="l2", width=16, height=12, seed=2, archive=fmt
+    )
+    svc = Services.from_config(PipelineConfig.model_validate({
+        "storage": {"root": str(tmp_path / "assets")}, "catalog": {"url": str(tmp_path / "catalog")},
+        "work_dir": str(tmp_path / "work")}))  # fmt: skip
+    item = index_scene(svc, str(arc))
+    assert item.id == "aviris-ng-ang20240101t000200" and item.geometry is not None
+    assert item.assets["archive"].extra_fields["file:checksum"] == file_checksum(arc)
+    assert [p for p in _left(tmp_path / "work") if p.is_file()] == []  # the old index kept a full extraction
