@@ -126,7 +126,7 @@ def activate_scene(
     uploaded: dict[str, Any] = {}
     out_dir = svc.work_dir / "out" / f"{item_id}-{uuid.uuid4().hex[:8]}"  # private to this run (scratch only)
     try:
-        entry = t.fetch_raw(raw, out_dir / "raw", cfg)  # the run's private staging copy
+        entry = t.fetch_raw(raw, cfg, dest=out_dir / "raw")  # the run's private staging copy
         conv = t.convert(entry, item_id, source, prof, out_dir, cfg)
         uploaded = t.upload(coll, item_id, dict(conv.files), cfg)
         t.register_activated(conv, uploaded, raw, ref, prof, trigger, cfg)

@@ -69,7 +69,10 @@ def check_activated(
     retry_delay_seconds=10,
     retry_condition_fn=retry_if_transient,
 )
-def fetch_raw(raw: dict[str, Any], dest: Path, config: Any = None) -> Path:
+def fetch_raw(raw: dict[str, Any], config: Any = None, dest: Path | None = None) -> Path:
+    """Stage the raw assets into ``dest`` (the run's scratch directory, which the run deletes)."""
+    if dest is None:
+        raise ValueError("fetch_raw: dest (the run's private scratch directory) is required")
     return act.fetch_raw(services(config), pystac.Item.from_dict(raw), dest)
 
 
