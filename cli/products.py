@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from hsi.errors import ProductError
+from hsi_pipeline.cli.common import EXIT_NOT_FOUND, ConfigOpt, Mistake
 
 __all__ = ["app"]
 
@@ -22,8 +23,12 @@ def list_cmd(
     builtin_indices: bool = typer.Option(
         True, "--indices/--no-indices", help="include the spyndex index:* family"
     ),
+    config: ConfigOpt = None,
 ) -> None:
-    """List product names with version and title."""
+    """List product names with version and title.
+
+    Example: `hsi products list --family index:`
+    """
     from hsi.products.registry import default_registry
 
     reg = default_registry()
@@ -37,15 +42,20 @@ def list_cmd(
 
 
 @app.command("show")
-def show_cmd(name: str = typer.Argument(..., help="product name, e.g. oil-spill or index:NDVI")) -> None:
-    """Show a product's inputs, parameters (with defaults) and output bands."""
+def show_cmd(
+    name: str = typer.Argument(..., help="product name, e.g. oil-spill or index:NDVI"),
+    config: ConfigOpt = None,
+) -> None:
+    """Show a product's inputs, parameters (with defaults) and output bands.
+
+    Example: `hsi products show oil-spill`
+    """
     from hsi.products.registry import default_registry
 
     try:
         p = default_registry().get(name)
     except ProductError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(code=2) from exc
+        raise Mistake(str(exc), EXIT_NOT_FOUND) from exc
     typer.echo(f"{p.name}  (version {p.version})")
     typer.echo(f"  {p.title}")
     if p.reference:

@@ -21,6 +21,7 @@ from prefect.artifacts import (
 )
 
 from hsi.planning import Outcome, overall_status, summarize
+from hsi_pipeline.tasks.runtime import report_progress
 
 __all__ = ["Progress", "outcome_markdown", "outcome_rows", "publish_outcomes", "publish_table"]
 
@@ -153,6 +154,7 @@ class Progress:
     def __init__(self, total: int, *, key: str, description: str) -> None:
         self.total, self.done = max(total, 0), 0
         self.id: UUID | None = None
+        report_progress("scenes", 0, self.total)
         try:
             self.id = cast(
                 UUID,
@@ -170,6 +172,7 @@ class Progress:
 
     def advance(self, n: int = 1) -> float:
         self.done = min(self.done + n, self.total)
+        report_progress("scenes", self.done, self.total)
         pct = 100.0 * self.done / self.total if self.total else 100.0
         if self.id is not None:
             try:

@@ -32,7 +32,7 @@ import pystac
 import requests
 from requests.adapters import HTTPAdapter
 
-from hsi.catalog.base import BBox, DatetimeRange
+from hsi.catalog.base import BBox, DatetimeRange, derives_from
 from hsi.config import CatalogAuth
 from hsi.errors import CatalogError, CatalogUnavailableError
 
@@ -266,6 +266,34 @@ class StacApiCatalog:
             raise CatalogError(
                 url, f"unexpected search response: {type(e).__name__}: {self._scrub(str(e))}"
             ) from e
+
+    def derived(self, collection_id: str, item_id: str) -> Iterator[pystac.Item]:
+        """Items that record this one as an input. Derived ids start with the input's id (activated:
+        the same id; products: ``<id>-<product>``), so the API is asked for ``id LIKE '<id>%'``
+        (CQL2) and the answers are checked against their ``hsi:inputs``; an API without CQL2
+        ``like`` is scanned in full."""
+        from pystac_client.exceptions import APIError
+
+        like = {"op": "like", "args": [{"property": "id"}, item_id.replace("%", "_") + "%"]}
+        url = f"{self._url}/search"
+        try:
+            found = list(self._search_client().search(filter=like, filter_lang="cql2-json").items())
+        except APIError as e:
+            err = self._api_error(url, e)
+            if err.status is None or err.status >= 500 or err.status in (401, 403):
+                raise err from e
+            found = list(self.search())  # no CQL2 `like` here (HTTP 400): scan
+        for item in found:
+            if (item.collection_id, item.id) != (collection_id, item_id) and derives_from(
+                item, collection_id, item_id
+            ):
+                yield item
+
+    def collections(self) -> list[str]:
+        """Collection ids of the API."""
+        resp = self._request("GET", f"{self._url}/collections")
+        self._raise_for(resp, f"{self._url}/collections", "list collections")
+        return sorted(c["id"] for c in self._json(resp, f"{self._url}/collections").get("collections", []))
 
     # ------------------------------------------------------------------ internals
 

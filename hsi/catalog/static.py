@@ -213,6 +213,13 @@ class StaticCatalog:
                     return
 
 
+    def derived(self, collection_id: str, item_id: str) -> Iterator[pystac.Item]:
+        """Every item of the catalog that records this one as an input (a full scan)."""
+        for item in self.search():
+            if derives_from(item, collection_id, item_id):
+                yield item
+
+
 def _item(doc: dict[str, Any], uri: str) -> pystac.Item:
     """An item read from ``uri`` with absolute link hrefs and a self link (usable anywhere)."""
     base = uri.rsplit("/", 1)[0]
