@@ -54,7 +54,9 @@ def run(
     log_level: Annotated[str, typer.Option(envvar="HSI_LOG_LEVEL")] = "INFO",
 ) -> None:
     """Consume the queue until SIGTERM/SIGINT (the current batch is finished, exit code 0)."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
     import boto3
 
     from hsi.bridge import RecentIds
