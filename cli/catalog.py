@@ -90,7 +90,9 @@ def _describe(catalog: Any, item: Any) -> dict[str, Any]:
         "derived_from": [
             f"{i.get('collection')}/{i.get('id')}" for i in p.get("hsi:inputs") or [] if isinstance(i, dict)
         ],
-        "derived": sorted(f"{d.collection_id}/{d.id}" for d in catalog.derived(item.collection_id or "", item.id)),
+        "derived": sorted(
+            f"{d.collection_id}/{d.id}" for d in catalog.derived(item.collection_id or "", item.id)
+        ),
     }
 
 

@@ -1,6 +1,6 @@
 """Checks made before any orchestration starts: files, item ids, product names and parameters.
 
-Each failed check is a :class:`~hsi_pipeline.cli.common.Mistake`: one line naming the thing and what to
+Each failed check ends the command through :func:`~hsi_pipeline.cli.common.fail`: one line naming the thing and what to
 do, with close matches for ids and products. Uses the hsi library only (never prefect), so a mistake
 is answered in well under a second.
 """
@@ -49,12 +49,16 @@ def catalog_of(cfg: Any) -> Any:
     return open_catalog(c.url)
 
 
-def known_ids(catalog: Any, collections: Iterable[str] | None = None, limit: int = _SUGGEST_SCAN) -> list[str]:
+def known_ids(
+    catalog: Any, collections: Iterable[str] | None = None, limit: int = _SUGGEST_SCAN
+) -> list[str]:
     """Item ids in the catalog (first ``limit``), for suggestions."""
     from hsi.errors import CatalogError
 
     try:
-        return [i.id for i in catalog.search(collections=list(collections) if collections else None, limit=limit)]
+        return [
+            i.id for i in catalog.search(collections=list(collections) if collections else None, limit=limit)
+        ]
     except CatalogError:
         return []
 
@@ -79,7 +83,9 @@ def require_raw(cfg: Any, item_ids: Sequence[str], collection: str | None = None
         try:
             find_raw_item(svc, item_id, collection)
         except ItemNotFoundError:
-            _unknown_item(catalog, item_id, "raw item", "run `hsi index PATH` first; `hsi items` lists what is there")
+            _unknown_item(
+                catalog, item_id, "raw item", "run `hsi index PATH` first; `hsi items` lists what is there"
+            )
 
 
 def require_activated(cfg: Any, item_id: str, collection: str | None = None) -> None:

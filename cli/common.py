@@ -23,7 +23,6 @@ import traceback
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import click
 import typer
 
 __all__ = [
@@ -35,7 +34,6 @@ __all__ = [
     "EXIT_USAGE",
     "EXIT_CODES_HELP",
     "ConfigOpt",
-    "Mistake",
     "config_arg",
     "exit_code_for",
     "fail",
@@ -65,24 +63,10 @@ class _State:
 STATE = _State()
 
 
-class Mistake(click.ClickException):
-    """A user mistake found by the CLI itself: one line, an exit code, never a traceback
-    (click prints it with :meth:`show` and exits with ``exit_code``)."""
-
-    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.code = self.exit_code = code
-
-    def show(self, file: Any = None) -> None:
-        typer.secho(f"error: {self.format_message()}", fg="red", err=True)
-
-
 def exit_code_for(e: BaseException) -> int:
     """The documented exit code of an exception (hsi.errors families, CLI mistakes, anything else)."""
     from hsi.errors import HSIError, InvalidInputError, ItemNotFoundError, ProductError, TransientError
 
-    if isinstance(e, Mistake):
-        return e.code
     if isinstance(e, TransientError):
         return EXIT_UNAVAILABLE
     if isinstance(e, ItemNotFoundError) or (isinstance(e, ProductError) and "unknown product" in str(e)):
@@ -98,7 +82,7 @@ def _one_line(e: BaseException) -> str:
     text = " ".join(str(e).split()) or type(e).__name__
     from hsi.errors import HSIError
 
-    if isinstance(e, (HSIError, Mistake)):
+    if isinstance(e, HSIError):
         return text
     return f"{type(e).__name__}: {text}"
 
@@ -112,7 +96,9 @@ def report_error(e: BaseException, prefix: str = "error") -> int:
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    raise Mistake(message, code)
+    """A user mistake found by the CLI itself: print one line (no traceback) and exit with ``code``."""
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(code)
 
 
 ConfigOpt = Annotated[

@@ -16,7 +16,7 @@ import typer
 from hsi_pipeline.cli.bridge import app as bridge_app
 from hsi_pipeline.cli.catalog import info as info_command
 from hsi_pipeline.cli.catalog import items as items_command
-from hsi_pipeline.cli.common import EXIT_CODES_HELP, ConfigOpt, Mistake, report_error, setup_logging
+from hsi_pipeline.cli.common import EXIT_CODES_HELP, ConfigOpt, report_error, setup_logging
 from hsi_pipeline.cli.config import app as config_app
 from hsi_pipeline.cli.deploy import deploy as deploy_command
 from hsi_pipeline.cli.pipeline import activate, demo, index, product
@@ -101,7 +101,7 @@ def main() -> None:  # console entry point
     """Run the CLI: our own errors (hsi.errors, CLI mistakes) are one line with their exit code."""
     try:
         app()
-    except (Mistake, Exception) as e:  # typer/click handle their own; SystemExit passes through
+    except Exception as e:  # click handles its own usage errors; SystemExit passes through
         sys.exit(report_error(e))
 
 

@@ -204,4 +204,3 @@ def _demo_table(summary: dict[str, Any], assets: str) -> None:
     console.print(table)
     console.print(f"catalog: {short(summary['catalog'])}", overflow="fold")
     console.print(f"assets:  {short(assets)}", overflow="fold")
-

@@ -8,7 +8,7 @@ from __future__ import annotations
 import typer
 
 from hsi.errors import ProductError
-from hsi_pipeline.cli.common import EXIT_NOT_FOUND, ConfigOpt, Mistake
+from hsi_pipeline.cli.common import EXIT_NOT_FOUND, ConfigOpt, fail
 
 __all__ = ["app"]
 
@@ -55,7 +55,7 @@ def show_cmd(
     try:
         p = default_registry().get(name)
     except ProductError as exc:
-        raise Mistake(str(exc), EXIT_NOT_FOUND) from exc
+        fail(str(exc), EXIT_NOT_FOUND)
     typer.echo(f"{p.name}  (version {p.version})")
     typer.echo(f"  {p.title}")
     if p.reference:

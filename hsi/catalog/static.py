@@ -24,7 +24,7 @@ from typing import Any
 
 import pystac
 
-from hsi.catalog.base import BBox, DatetimeRange
+from hsi.catalog.base import BBox, DatetimeRange, derives_from
 from hsi.errors import CatalogError
 from hsi.stac.items import collection_for
 from hsi.storage import ObjectStore, open_store
@@ -211,7 +211,6 @@ class StaticCatalog:
                 n += 1
                 if limit is not None and n >= limit:
                     return
-
 
     def derived(self, collection_id: str, item_id: str) -> Iterator[pystac.Item]:
         """Every item of the catalog that records this one as an input (a full scan)."""
