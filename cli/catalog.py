@@ -53,12 +53,15 @@ def items(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{len(rows)} item(s) in {catalog.href}", title_justify="left")
-    for col in ("collection", "id", "datetime", "level", "assets"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        table.add_row(r["collection"], r["id"], r["datetime"][:19], r["level"], ", ".join(r["assets"]))
-    Console().print(table)
+    con = Console()
+    if rows:
+        table = Table(box=None, pad_edge=False)
+        for col in ("collection", "id", "datetime", "level", "assets"):
+            table.add_column(col, overflow="fold")
+        for r in rows:
+            table.add_row(r["collection"], r["id"], r["datetime"][:19], r["level"], ", ".join(r["assets"]))
+        con.print(table)
+    con.print(f"{len(rows)} item(s) in {catalog.href}", overflow="fold", markup=False)
 
 
 def _find(catalog: Any, item_id: str, collection: str | None) -> list[Any]:

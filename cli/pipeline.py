@@ -67,10 +67,11 @@ def index(
 
     try:
         rows = invoke(index_scenes, hrefs=hrefs, source=source, config=cfg)
-    except ScenesNotIndexed as e:
+    except ScenesNotIndexed as e:  # the indexed ones, then one line saying why each other one failed
         rows = e.rows
         for r in rows:
-            _index_row(r)
+            if r["status"] != "failed":
+                _index_row(r)
         typer.secho(f"error: {e.summary}", fg="red", err=True)
         raise typer.Exit(EXIT_PARTIAL if len(e.failed) < len(rows) else exit_code_for(e.failed[0])) from e
     for r in rows:
