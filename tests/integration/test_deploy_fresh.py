@@ -29,7 +29,7 @@ EXPECTED = ["activate/new-scene", "activate/activate", "index/index", "product/r
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivatePrefect]:
     server = PrivatePrefect(home=tmp_path_factory.mktemp("fresh-prefect"))
-    server.start_server()
+    server.start_server(timeout=600)  # a busy 2-core machine starts it slowly
     try:
         yield server
     finally:

@@ -72,7 +72,7 @@ def test_every_help_ends_with_an_example() -> None:
 @pytest.fixture(scope="module")
 def prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivatePrefect]:
     server = PrivatePrefect(home=tmp_path_factory.mktemp("examples-prefect"))
-    server.start_server()
+    server.start_server(timeout=600)  # a busy 2-core machine starts it slowly
     try:
         yield server
     finally:
