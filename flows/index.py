@@ -19,7 +19,9 @@ class ScenesNotIndexed(RuntimeError):
     def __init__(self, rows: list[dict[str, Any]], failed: list[BaseException]) -> None:
         self.rows, self.failed = rows, failed
         bad = [r for r in rows if r["status"] == "failed"]
-        why = "; ".join(f"{r['href']}: {r['reason']}" for r in bad)
+        why = "; ".join(
+            r["reason"] if r["href"] in r["reason"] else f"{r['href']}: {r['reason']}" for r in bad
+        )
         self.summary = f"{len(bad)} of {len(rows)} scenes could not be indexed: {why}"
         super().__init__(self.summary)
 

@@ -107,3 +107,12 @@ def test_unreachable_catalog_is_one_line_and_debug_shows_the_traceback(tmp_path:
     dbg = hsi(tmp_path, "--debug", "activate", ITEM)
     assert dbg.returncode == EXIT_UNAVAILABLE and "Traceback" in dbg.stderr
     assert dbg.stderr.count("connection error") == 2  # the traceback's last line + the one line
+
+
+def test_index_summary_says_why_each_scene_failed(work: Path) -> None:
+    (work / "bad").mkdir(exist_ok=True)
+    (work / "bad" / "broken_img.hdr").write_text("ENVI\nsamples = 10\nlines = x\n")
+    p = hsi(work, "index", "bad/broken_img.hdr", "raw")  # one bad, one good: partial
+    assert p.stdout.startswith(f"indexed\taviris-ng-raw/{ITEM}")
+    line = one_line(p, 3, "1 of 2 scenes could not be indexed", "bad/broken_img.hdr: field 'bands'")
+    assert line.count("broken_img.hdr") == 1
