@@ -36,8 +36,10 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp
 
 
-def hsi(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def hsi(cwd: Path, *args: str, api: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "HSI_"))}
+    if api:
+        env["PREFECT_API_URL"] = api
     env["HSI_CONFIG"] = str(cwd / "hsi.yaml") if (cwd / "hsi.yaml").exists() else ""
     return subprocess.run([HSI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
@@ -109,10 +111,13 @@ def test_unreachable_catalog_is_one_line_and_debug_shows_the_traceback(tmp_path:
     assert dbg.stderr.count("connection error") == 2  # the traceback's last line + the one line
 
 
+@pytest.mark.usefixtures("prefect_harness")
 def test_index_summary_says_why_each_scene_failed(work: Path) -> None:
+    from prefect.settings import PREFECT_API_URL
+
     (work / "bad").mkdir(exist_ok=True)
     (work / "bad" / "broken_img.hdr").write_text("ENVI\nsamples = 10\nlines = x\n")
-    p = hsi(work, "index", "bad/broken_img.hdr", "raw")  # one bad, one good: partial
+    p = hsi(work, "index", "bad/broken_img.hdr", "raw", api=str(PREFECT_API_URL.value()))  # one bad, one good
     assert p.stdout.startswith(f"indexed\taviris-ng-raw/{ITEM}")
     line = one_line(p, 3, "1 of 2 scenes could not be indexed", "bad/broken_img.hdr: field 'bands'")
     assert line.count("broken_img.hdr") == 1
