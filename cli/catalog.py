@@ -56,8 +56,9 @@ def items(
     con = Console()
     if rows:
         table = Table(box=None, pad_edge=False)
-        for col in ("collection", "id", "datetime", "level", "assets"):
-            table.add_column(col, overflow="fold")
+        for col in ("collection", "id", "datetime", "level"):
+            table.add_column(col, no_wrap=True)
+        table.add_column("assets", no_wrap=True, overflow="ellipsis")
         for r in rows:
             table.add_row(r["collection"], r["id"], r["datetime"][:19], r["level"], ", ".join(r["assets"]))
         con.print(table)
@@ -132,30 +133,32 @@ def info(
 
 
 def _print(d: dict[str, Any]) -> None:
-    from rich.console import Console
-
-    con = Console()
-    con.print(f"[bold]{d['collection']}/{d['id']}[/]  {d['datetime']}  level {d['level'] or '-'}")
-    con.print(f"  href: {d['href']}", overflow="fold")
+    """Plain lines (never wrapped: hrefs stay copyable)."""
+    echo = typer.echo
+    echo(f"{d['collection']}/{d['id']}  {d['datetime']}  level {d['level'] or '-'}")
+    echo(f"  href: {d['href']}")
     if d["algorithm"]:
         alg = d["algorithm"]
-        con.print(f"  algorithm: {alg.get('name')} {alg.get('version')}  key {d['product_key'][:16]}")
+        echo(f"  algorithm: {alg.get('name')} {alg.get('version')}  key {d['product_key'][:16]}")
     if d["parameters"]:
-        con.print(f"  parameters: {json.dumps(d['parameters'])}", overflow="fold")
-    con.print("assets:")
+        echo(f"  parameters: {json.dumps(d['parameters'])}")
+    echo("assets:")
     for k, a in d["assets"].items():
         size = f"  {a['size']} B" if a["size"] is not None else ""
-        con.print(f"  {k}: {a['href']}  {a['type']}{size}", overflow="fold", markup=False)
+        echo(f"  {k}: {a['href']}  ({a['type'] or '?'}){size}")
     prov = d["provenance"]
     if prov["lineage"] or prov["flow_run"]:
-        con.print("provenance:")
+        echo("provenance:")
         if prov["lineage"]:
-            con.print(f"  {prov['lineage']}", overflow="fold")
+            echo(f"  {prov['lineage']}")
         run = prov["flow_run"] or {}
         if run:
-            con.print(f"  flow run: {run.get('flow_name', '')}/{run.get('flow_run_name', '')} "
-                      f"{run.get('flow_run_id', '')}  {run.get('ui_url', '')}", overflow="fold")  # fmt: skip
+            name = run.get("name") or run.get("id") or "?"
+            via = ", ".join(f"{k} {run[k]}" for k in ("deployment_name", "work_pool") if run.get(k))
+            echo(f"  flow run: {run.get('flow_name', '?')} / {name}" + (f" ({via})" if via else ""))
+            if run.get("ui_url"):
+                echo(f"  ui: {run['ui_url']}")
         if prov["processed"]:
-            con.print(f"  processed: {prov['processed']}")
-    con.print("derives from: " + (", ".join(d["derived_from"]) or "-"), overflow="fold")
-    con.print("derived: " + (", ".join(d["derived"]) or "-"), overflow="fold")
+            echo(f"  processed: {prov['processed']}")
+    echo("derives from: " + (", ".join(d["derived_from"]) or "-"))
+    echo("derived: " + (", ".join(d["derived"]) or "-"))

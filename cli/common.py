@@ -147,7 +147,10 @@ def setup_logging(verbose: int, debug: bool) -> None:
     """
     STATE.verbose, STATE.debug = verbose, debug
     level = "DEBUG" if debug else ("INFO" if verbose else "WARNING")
-    os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = level
+    if debug or verbose:
+        os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = level
+    else:  # a level the user exported wins over the default
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", level)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "DEBUG" if debug else "INFO")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "hsi")
     # no usage telemetry from the ephemeral server (it prints an ERROR line when offline)
