@@ -11,10 +11,19 @@ from typing import Annotated, Any
 
 import typer
 
-from hsi_pipeline.cli.checks import catalog_of, known_ids
+from hsi_pipeline.cli.checks import catalog_of as _catalog_of
+from hsi_pipeline.cli.checks import known_ids
 from hsi_pipeline.cli.common import EXIT_NOT_FOUND, ConfigOpt, config_arg, fail, load
 
 __all__ = ["info", "items"]
+
+
+def catalog_of(cfg: Any) -> Any:
+    catalog = _catalog_of(cfg)
+    if catalog is None:
+        fail(f"catalog {cfg.catalog.url} is read with storage.credentials_block, which only the flows "
+             "resolve; give storage.aws_profile or the AWS environment to read it here")  # fmt: skip
+    return catalog
 
 
 def _row(item: Any) -> dict[str, Any]:

@@ -35,17 +35,21 @@ def require_scenes(hrefs: Sequence[str]) -> None:
 
 
 def catalog_of(cfg: Any) -> Any:
-    """The configured catalog (no object store, no prefect)."""
+    """The configured catalog (no object store, no prefect); None for an s3:// catalog reached
+    through a Prefect credentials block (resolved only inside the flows)."""
     from hsi.catalog import open_catalog
     from hsi.catalog.static import StaticCatalog
-    from hsi.services import _s3_opts
     from hsi.storage import open_store
 
     c = cfg.catalog
     if c.url.startswith(("http://", "https://")):
         return open_catalog(c.url, auth=c.auth, timeout_s=c.timeout_s, retries=c.retries)
     if c.url.startswith("s3://"):
-        return StaticCatalog(c.url, store=open_store(c.url, **_s3_opts(cfg)))
+        if cfg.storage.credentials_block:
+            return None
+        from hsi.services import _access_opts
+
+        return StaticCatalog(c.url, store=open_store(c.url, **_access_opts(cfg.storage, None, "storage")))
     return open_catalog(c.url)
 
 
@@ -78,6 +82,8 @@ def require_raw(cfg: Any, item_ids: Sequence[str], collection: str | None = None
     from hsi.services import Services
 
     catalog = catalog_of(cfg)
+    if catalog is None:
+        return  # the flow reads it with the credentials block
     svc = Services(config=cfg, store=None, catalog=catalog)  # type: ignore[arg-type]  # catalog reads only
     for item_id in item_ids:
         try:
@@ -96,6 +102,8 @@ def require_activated(cfg: Any, item_id: str, collection: str | None = None) -> 
     from hsi.services import Services
 
     catalog = catalog_of(cfg)
+    if catalog is None:
+        return  # the flow reads it with the credentials block
     svc = Services(config=cfg, store=None, catalog=catalog)  # type: ignore[arg-type]  # catalog reads only
     try:
         find_activated_item(svc, item_id, collection)

@@ -127,7 +127,12 @@ def load(config: str | Path | None) -> Any:
     from hsi.errors import ConfigError
 
     try:
-        return load_config(config)
+        cfg = load_config(config)
+        if cfg.processors:  # products computed by external tools are products like the others
+            from hsi.processors import register_processors
+
+            register_processors(cfg.processors)
+        return cfg
     except ConfigError as e:
         issues = getattr(e, "issues", None)
         if not issues:

@@ -142,9 +142,9 @@ def product(
     Example: `hsi product index:NDVI aviris-ng-ang20240101t000000`
     """
     params = _parse_params(param or [])
-    checks.require_product(name, params)
     cfg_path = config_arg(config)
-    cfg = load(cfg_path)
+    cfg = load(cfg_path)  # registers the configured processors as products
+    checks.require_product(name, params)
     checks.require_activated(cfg, item_id, collection)
     from hsi_pipeline.flows.product import run_product
 

@@ -5,16 +5,25 @@ A ``typer.Typer()`` named ``app``, mounted by cli/main.py as ``hsi products``. N
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from hsi.errors import ProductError
-from hsi_pipeline.cli.common import EXIT_NOT_FOUND, ConfigOpt, fail
+from hsi_pipeline.cli.common import EXIT_NOT_FOUND, ConfigOpt, config_arg, fail, load
 
 __all__ = ["app"]
 
 app = typer.Typer(
     help="Spectral products: indices, oil-spill, tree-mortality, SAM, PCA ...", no_args_is_help=True
 )
+
+
+def _with_processors(config: Path | None) -> None:
+    """With -c or $HSI_CONFIG, the configuration's processors are listed/shown too."""
+    path = config_arg(config)
+    if path is not None:
+        load(path)
 
 
 @app.command("list")
@@ -29,6 +38,7 @@ def list_cmd(
 
     Example: `hsi products list --family index:`
     """
+    _with_processors(config)
     from hsi.products.registry import default_registry
 
     reg = default_registry()
@@ -50,6 +60,7 @@ def show_cmd(
 
     Example: `hsi products show oil-spill`
     """
+    _with_processors(config)
     from hsi.products.registry import default_registry
 
     try:
