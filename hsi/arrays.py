@@ -107,7 +107,7 @@ class _BandReader:
         mask: bool,
     ) -> np.ndarray:
         with self.env(), rasterio.open(self.path) as ds:
-            raw = ds.read(band, window=Window(col, row, w, h))  # type: ignore[no-untyped-call]
+            raw = ds.read(band, window=Window(col, row, w, h))
         if not mask:
             return raw[None]
         out = raw.astype(np.float64 if raw.dtype == np.float64 else np.float32)

@@ -73,9 +73,9 @@ class Services:
 
                 # an s3:// static catalog is reached with the storage's S3 settings (and its block)
                 cat_store = open_store(c.url, **_access_opts(cfg.storage, sessions, "storage"))
-                catalog = StaticCatalog(c.url, store=cat_store)
+                catalog = StaticCatalog(c.url, store=cat_store, asset_roots=[cfg.storage.root])
             else:
-                catalog = open_catalog(c.url)
+                catalog = open_catalog(c.url, asset_roots=[cfg.storage.root])
         return cls(config=cfg, store=store, catalog=catalog, sessions=sessions)
 
     @property
