@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from hsi.config import PipelineConfig
     from hsi.services import Services
 
-__all__ = ["DEFAULT_CHUNK", "open_item", "open_product"]
+__all__ = ["DEFAULT_CHUNK", "odc_stac_config", "open_item", "open_product"]
 
 DEFAULT_CHUNK = 2048  # pixels along y and x (rounded up to the COG block size)
 CUBE_ASSET, PRODUCT_ASSET = "cube", "data"
@@ -441,3 +441,34 @@ def _open(
     da = da.rio.write_transform(transform)
     da = da.rio.write_nodata(np.nan if mask_and_scale else nodata, encoded=False)
     return da
+
+
+def odc_stac_config(items: Iterable[pystac.Item], asset: str = CUBE_ASSET) -> dict[str, Any]:
+    """``stac_cfg`` for ``odc.stac.load`` that loads the cube as ONE variable with a ``wavelength``
+    dimension (nm) instead of one variable per band (``cube.1`` ... ``cube.425``)::
+
+        ds = odc.stac.load(items, bands=["cube"], stac_cfg=odc_stac_config(items), chunks={})
+        cube = ds.cube  # (time, y, x, wavelength); nodata is kept as stored, scale/offset not applied
+
+    All items of one collection must share the band table (true for one sensor and level).
+    """
+    cfg: dict[str, Any] = {}
+    for it in items:
+        a = it.assets.get(asset)
+        bands = (a.extra_fields.get("bands") if a is not None else None) or []
+        if not bands or it.collection_id in cfg:
+            continue
+        wl = [round(float(b["eo:center_wavelength"]) * 1000.0, 4) for b in bands]
+        first = bands[0]
+        band_cfg: dict[str, Any] = {
+            "data_type": first.get("data_type", "float32"),
+            "dims": ["y", "x", "wavelength"],
+        }
+        if first.get("nodata") is not None:
+            band_cfg["nodata"] = first["nodata"]
+        cfg[it.collection_id or "*"] = {
+            "assets": {asset: band_cfg},
+            "dims": {"wavelength": len(wl)},
+            "coords": {"wavelength": wl},
+        }
+    return cfg
