@@ -88,6 +88,7 @@ def build_demo(
     rotation_deg: float = 30.0,
     seed: int = 7,
     products: Sequence[str] = DEMO_PRODUCTS,
+    scene_id: str | None = None,
 ) -> dict[str, Any]:
     """The ``hsi demo`` scene in ``services``' catalog and store; skips what is already done."""
     raw_dir = services.work_dir.parent / "raw"
@@ -99,6 +100,7 @@ def build_demo(
         height=height,
         rotation_deg=rotation_deg,
         seed=seed,
+        scene_id=scene_id,
     )
     raw = act.index_scene(services, str(hdr))
     status = {"activate": activate(services, raw.id)}
