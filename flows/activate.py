@@ -24,6 +24,7 @@ from hsi.events import (
     stage_outcome_event,
 )
 from hsi_pipeline.tasks import activation as t
+from hsi_pipeline.tasks.reporting import publish_item_artifacts, tag_run
 from hsi_pipeline.tasks.runtime import emit, get_config, services
 
 
@@ -105,6 +106,7 @@ def activate_scene(
         raw = t.resolve_raw_item(item_id, collection, cfg)
     props = raw["properties"]
     source, level, scene_id = props["hsi:source"], props.get("hsi:level", "l1b"), props["hsi:scene_id"]
+    tag_run(scene_id, source)
     coll = f"{source}-{level}"
     svc = services(cfg)
     resource = EventResource(collection=coll, item_id=item_id, source=source, scene_id=scene_id)
@@ -129,7 +131,7 @@ def activate_scene(
         entry = t.fetch_raw(raw, cfg, dest=out_dir / "raw")  # the run's private staging copy
         conv = t.convert(entry, item_id, source, prof, out_dir, cfg)
         uploaded = t.upload(coll, item_id, dict(conv.files), cfg)
-        t.register_activated(conv, uploaded, raw, ref, prof, trigger, cfg)
+        item = t.register_activated(conv, uploaded, raw, ref, prof, trigger, cfg)
     except Exception as e:
         # Assets uploaded before a failed registration stay at their deterministic keys (a concurrent
         # run may own an item pointing at them); they are recorded here and overwritten by the next run.
@@ -156,6 +158,7 @@ def activate_scene(
         raise
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
+    publish_item_artifacts(item, cfg)
     cube = uploaded["cube"]
     emit(
         scene_activated_event(

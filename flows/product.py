@@ -23,6 +23,7 @@ from hsi.config import ProductRun
 from hsi.events import EventResource, product_published_event, stage_outcome_event
 from hsi.stac.product import product_collection, product_item_id
 from hsi_pipeline.tasks import products as t
+from hsi_pipeline.tasks.reporting import publish_item_artifacts, tag_run
 from hsi_pipeline.tasks.runtime import emit, get_config, services
 
 __all__ = ["ProductRunsFailed", "run_product", "run_products"]
@@ -79,6 +80,7 @@ def run_product(
     try:
         activated = t.resolve_activated_item(item_id, collection, cfg)
         props = activated["properties"]
+        tag_run(props.get("hsi:scene_id") or "", props.get("hsi:source") or "none")
         resource = EventResource(
             collection=coll,
             item_id=pid,
@@ -105,6 +107,7 @@ def run_product(
         raise
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
+    publish_item_artifacts(item, cfg)
     data = uploaded["data"]
     emit(
         product_published_event(
