@@ -72,6 +72,16 @@ def activate_scene(
 
     Skips when the activated item is up to date (same key, assets complete) unless ``force``.
     ``trigger`` carries the triggering event (templated by the automation) for provenance.
+
+    Args:
+        item_id: Indexed raw item id, e.g. aviris-ng-ang20150420t182050 (or give uri instead).
+        collection: Collection of the raw item (default: <source>-raw).
+        force: Re-activate even when an up-to-date activated item exists.
+        config: Path of the hsi.yaml configuration (default: $HSI_CONFIG, else the embedded default).
+        profile: COG profile overrides, e.g. {"blocksize": 512, "compress": "ZSTD"}.
+        trigger: Set by automations from the triggering event (provenance); leave empty.
+        uri: A raw object to index first and then activate (s3://, http(s) or a local path).
+        source: Source of the raw object (default: detected from its name and header).
     """
     if (item_id is None) == (uri is None):
         got = "both" if item_id is not None else "neither"

@@ -55,6 +55,15 @@ def run_product(
     every ``<source>-<level>``); ``trigger`` carries the triggering event for provenance.
     Returns ``{"status": "published" | "skipped", "reason", "collection", "item_id", "item_href",
     "product_key", "asset", "product"}``; raises on failure (reason in the ``hsi.product.failed`` event).
+
+    Args:
+        item_id: Activated scene item id, e.g. aviris-ng-ang20150420t182050.
+        product: Product name from `hsi products list`, e.g. index:NDVI, tree-mortality, oil-spill.
+        params: Product parameters (see `hsi products show NAME`); empty = the product's defaults.
+        force: Recompute even when an up-to-date product item exists.
+        config: Path of the hsi.yaml configuration (default: $HSI_CONFIG, else the embedded default).
+        collection: Collection of the activated item (default: found from the raw item).
+        trigger: Set by automations from the triggering event (provenance); leave empty.
     """
     log = get_run_logger()
     cfg = get_config(config)

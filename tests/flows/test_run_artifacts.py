@@ -53,3 +53,12 @@ def test_activate_and_product_runs_publish_link_card_and_tags(config_file: Path,
     assert arts["link"].data.endswith(f"{raw.id}-index-ndvi.json)")
     card = arts["markdown"].data
     assert "data:image/png;base64," in card and "## Statistics" in card and "| NDVI |" in card
+
+
+def test_deployment_parameters_have_descriptions() -> None:
+    from prefect.utilities.callables import parameter_schema
+
+    for fl in (activate_scene, run_product):
+        props = parameter_schema(fl.fn).model_dump()["properties"]
+        missing = [k for k, v in props.items() if not v.get("description")]
+        assert not missing, f"{fl.name}: parameters without a description: {missing}"
