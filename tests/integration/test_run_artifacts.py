@@ -1,9 +1,12 @@
 """Activate and product runs publish their results to the Prefect UI (issue 12, must-show 6):
 a link artifact to the STAC item, a markdown card with the preview image, band table and
-statistics, and the run tags ``scene:<id>`` / ``source:<name>``. Read back through the Prefect API."""
+statistics, and the run tags ``scene:<id>`` / ``source:<name>``. The flows run in this process against the
+stack's Prefect server; everything is read back through its API."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,8 +18,15 @@ from hsi.services import Services
 from hsi.sources.synthetic import synthesize
 from hsi_pipeline.flows.activate import activate_scene
 from hsi_pipeline.flows.product import run_product
+from tests.integration.test_open_item_stack import _scene_id
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+@pytest.fixture
+def prefect_api(stack: dict) -> Iterator[str]:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: stack["prefect_api"]}):
+        yield stack["prefect_api"]
 
 
 def _artifacts(flow_run_id):  # noqa: ANN001, ANN202
@@ -29,9 +39,12 @@ def _artifacts(flow_run_id):  # noqa: ANN001, ANN202
     return {("link" if a.key.endswith("-item") else "markdown"): a for a in arts if a.key}, run.tags
 
 
+@pytest.mark.usefixtures("prefect_api")
 def test_activate_and_product_runs_publish_link_card_and_tags(config_file: Path, tmp_path: Path) -> None:
     svc = Services.from_config(config_file)
-    hdr = synthesize(tmp_path / "raw", width=32, height=40, rotation_deg=15)
+    hdr = synthesize(
+        tmp_path / "raw", width=32, height=40, rotation_deg=15, scene_id=_scene_id(uuid.uuid4().hex[:10])
+    )
     raw = act.index_scene(svc, str(hdr))
     scene = raw.properties["hsi:scene_id"]
 
