@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from hsi import activation as act
@@ -40,10 +38,10 @@ def activate(services: Services, item_id: str, *, force: bool = False, run: RunI
     done = act.check_done(services, act.activated_collection(raw), raw.id, key)
     if done and not force:
         return done
-    entry = act.fetch_raw(services, raw)
-    out = Path(tempfile.mkdtemp(prefix="activate-", dir=services.work_dir))
+    out = services.scratch_dir(f"activate-{raw.id}")  # private to this run, deleted at the end
     try:
-        conv = act.convert(entry, out, profile=profile, work_dir=services.work_dir / "extract")
+        entry = act.fetch_raw(services, raw, out / "raw")
+        conv = act.convert(entry, out / "cog", profile=profile, work_dir=out / "extract")
         uploaded = act.upload_outputs(services, act.activated_collection(raw), raw.id, conv.files)
         item = act.build_activated_item(services, conv, uploaded, raw, ref, profile, run or RunInfo())
         services.catalog.ensure_collection(collection_for(item.collection_id or ""))
@@ -68,7 +66,7 @@ def make_product(
     done = prod.check_done(services, plan)
     if done and not force:
         return done
-    out = Path(tempfile.mkdtemp(prefix="product-", dir=services.work_dir))
+    out = services.scratch_dir(f"product-{plan.item_id}")
     try:
         computed = prod.compute(services, plan, out)
         uploaded = prod.upload_outputs(services, plan, computed.files)
