@@ -46,15 +46,22 @@ def run(
         typer.Option(envvar="AWS_ENDPOINT_URL", help="S3/SQS endpoint (S3-compatible servers, tests)"),
     ] = None,
     config: Annotated[
-        Path | None, typer.Option(help="hsi.yaml; reads sources.<name>.patterns, catalog.url")
+        Path | None,
+        typer.Option("--config", "-c", help="hsi.yaml; reads sources.<name>.patterns, catalog.url"),
     ] = None,
     region: Annotated[str | None, typer.Option(envvar="AWS_DEFAULT_REGION")] = None,
     wait_seconds: Annotated[int, typer.Option(min=0, max=20, help="SQS long-poll wait")] = 20,
     until_empty: Annotated[bool, typer.Option(help="exit once the queue is empty")] = False,
     log_level: Annotated[str, typer.Option(envvar="HSI_LOG_LEVEL")] = "INFO",
 ) -> None:
-    """Consume the queue until SIGTERM/SIGINT (the current batch is finished, exit code 0)."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Consume the queue until SIGTERM/SIGINT (the current batch is finished, exit code 0).
+
+    The queue and the Prefect API come from the options or $HSI_BRIDGE_QUEUE_URL and $PREFECT_API_URL.
+    Example: `hsi bridge run --until-empty --wait-seconds 1`
+    """
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
     import boto3
 
     from hsi.bridge import RecentIds

@@ -12,39 +12,56 @@ import typer
 app = typer.Typer(help="The pipeline configuration (hsi.yaml): validate, show, schema.", no_args_is_help=True)
 
 PathArg = Annotated[
-    Path | None, typer.Argument(help="configuration file (default: $HSI_CONFIG, else the embedded default)")
+    Path | None,
+    typer.Argument(help="configuration file (same as --config; kept for compatibility)", show_default=False),
+]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="configuration file (default: $HSI_CONFIG, else the embedded default)"
+    ),
 ]
 
 
-def _path(path: Path | None) -> Path | None:
+def _path(path: Path | None, config: Path | None = None) -> Path | None:
+    if path is not None and config is not None and path != config:
+        from hsi_pipeline.cli.common import fail
+
+        fail(f"two configuration files given ({path} and --config {config}); give one")
+    path = path or config
     if path is None and os.environ.get("HSI_CONFIG"):
         return Path(os.environ["HSI_CONFIG"])
+    if path is not None and not path.is_file():
+        from hsi_pipeline.cli.common import EXIT_NOT_FOUND, fail
+
+        fail(f"configuration file {path} does not exist", EXIT_NOT_FOUND)
     return path
 
 
-def _load(path: Path | None):  # noqa: ANN202 - PipelineConfig
+def _load(path: Path | None, config: Path | None = None):  # noqa: ANN202 - PipelineConfig
     from hsi.config import load_config
     from hsi.errors import ConfigError
 
     try:
-        return load_config(_path(path))
+        return load_config(_path(path, config))
     except ConfigError as e:
         issues = getattr(e, "issues", None)
         for line in (str(i) for i in issues) if issues else str(e).splitlines():
             typer.secho(f"error: {line}", fg="red", err=True)
         if issues:
             typer.secho(f"{len(issues)} error(s)", fg="red", err=True)
-        raise typer.Exit(1) from e
+        raise typer.Exit(2) from e
 
 
 @app.command()
-def validate(path: PathArg = None) -> None:
+def validate(path: PathArg = None, config: ConfigOpt = None) -> None:
     """Check the file: types, sources, products and their parameters, URLs, no inline secrets.
 
-    Every error is reported in one run as FILE:LINE: FIELD: what is wrong and what is allowed.
+    Every error is reported in one run as FILE:LINE: FIELD: what is wrong and what is allowed
+    (exit code 2). Example: `hsi config validate`
     """
-    cfg = _load(path)
-    p = _path(path)
+    cfg = _load(path, config)
+    p = _path(path, config)
     n = sum(len(s.products) for s in cfg.sources.values())
     typer.echo(f"{p or '<embedded default>'}: OK ({len(cfg.sources)} source(s), {n} product run(s), "
                f"catalog {cfg.catalog.url}, storage {cfg.storage.root})")  # fmt: skip
@@ -54,13 +71,17 @@ def validate(path: PathArg = None) -> None:
 def show(
     path: PathArg = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of YAML")] = False,
+    config: ConfigOpt = None,
 ) -> None:
-    """The resolved configuration: every default filled in, relative paths absolute, secrets masked."""
+    """The resolved configuration: every default filled in, relative paths absolute, secrets masked.
+
+    Example: `hsi config show --json`
+    """
     import yaml
 
     from hsi.config import mask_secrets
 
-    data = mask_secrets(_load(path).model_dump(mode="json"))
+    data = mask_secrets(_load(path, config).model_dump(mode="json"))
     typer.echo(json.dumps(data, indent=2) if as_json else yaml.safe_dump(data, sort_keys=False).rstrip())
 
 
@@ -69,8 +90,12 @@ def schema(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="write to this file instead of stdout")
     ] = None,
+    config: ConfigOpt = None,
 ) -> None:
-    """The JSON Schema of hsi.yaml (from the pydantic models), for editors and CI."""
+    """The JSON Schema of hsi.yaml (from the pydantic models), for editors and CI.
+
+    Example: `hsi config schema --out hsi.schema.json`
+    """
     from hsi.config import PipelineConfig
 
     doc = {"$schema": "https://json-schema.org/draft/2020-12/schema", **PipelineConfig.model_json_schema(),

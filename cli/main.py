@@ -1,74 +1,62 @@
 """The ``hsi`` command line: an edge that parses arguments and calls flows or the hsi library.
 
-Prefect is imported only by the commands that run flows, so ``hsi synth``, ``hsi products`` and
-``--help`` stay fast.
+Commands live in modules next to this one (pipeline, catalog, products, config, run, deploy, stack,
+bridge). Prefect is imported only by the commands that run flows, and only after their inputs were
+checked, so mistakes, ``hsi products``, ``hsi items`` and ``--help`` answer fast.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from hsi_pipeline.cli.bridge import app as bridge_app
+from hsi_pipeline.cli.catalog import info as info_command
+from hsi_pipeline.cli.catalog import items as items_command
+from hsi_pipeline.cli.checks import SYNTH_SOURCES, require_choice
+from hsi_pipeline.cli.common import EXIT_CODES_HELP, ConfigOpt, fail, report_error, setup_logging
 from hsi_pipeline.cli.config import app as config_app
 from hsi_pipeline.cli.deploy import deploy as deploy_command
+from hsi_pipeline.cli.pipeline import activate, demo, index, product
 from hsi_pipeline.cli.products import app as products_app
 from hsi_pipeline.cli.run import run as run_command
 from hsi_pipeline.cli.stack import app as stack_app
 
 app = typer.Typer(
     name="hsi",
-    help="hsi-pipeline: hyperspectral scenes -> analysis-ready COGs, products and STAC, with Prefect.",
+    help="hsi-pipeline: hyperspectral scenes -> analysis-ready COGs, products and STAC, with Prefect.\n\n"
+    + EXIT_CODES_HELP
+    + "\n\nExample: `hsi demo --width 32 --height 48`",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _global(
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="Prefect's normal log lines instead of bars")
+    ] = 0,
+    debug: Annotated[bool, typer.Option("--debug", help="debug logs and the traceback of any error")] = False,
+) -> None:
+    setup_logging(verbose, debug)
+
+
 app.add_typer(products_app, name="products")
 app.add_typer(stack_app, name="stack")
 app.add_typer(bridge_app, name="bridge")
 app.add_typer(config_app, name="config")
 app.command(name="deploy")(deploy_command)
 app.command(name="run")(run_command)
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="settings file (hsi.yaml); default: $HSI_CONFIG or ./hsi-data"),
-]
-
-
-def _config_arg(config: Path | None) -> str | None:
-    if config is None:
-        return os.environ.get("HSI_CONFIG") or None
-    if not config.is_file():
-        typer.secho(f"error: configuration file {config} does not exist", fg="red", err=True)
-        raise typer.Exit(2)
-    return str(config.resolve())
-
-
-def _load(config: str | None) -> Any:
-    from hsi.config import load_config
-    from hsi.errors import ConfigError
-
-    try:
-        return load_config(config)
-    except ConfigError as e:
-        typer.secho(f"error: {e}", fg="red", err=True)
-        raise typer.Exit(2) from e
-
-
-def _fail(e: BaseException) -> typer.Exit:
-    typer.secho(f"error: {e}", fg="red", err=True)
-    return typer.Exit(1)
-
-
-def _quiet_prefect() -> None:
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
-    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "hsi")
+app.command(name="index")(index)
+app.command(name="activate")(activate)
+app.command(name="product")(product)
+app.command(name="demo")(demo)
+app.command(name="items")(items_command)
+app.command(name="info")(info_command)
 
 
 @app.command()
@@ -86,18 +74,24 @@ def synth(
     truth: Annotated[bool, typer.Option(help="also write the ground-truth class map")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Write a realistic synthetic AVIRIS scene or EMIT granule (exact file format, real band tables), streaming."""
+    """Write a realistic synthetic AVIRIS scene or EMIT granule (exact file format, real band tables),
+    streaming.
+
+    Example: `hsi synth raw --width 32 --height 48`, `hsi synth raw --source emit --level l2a`
+    """
+    from rich.console import Console
     from rich.progress import Progress
 
     from hsi.sources.synthetic import synthesize
 
+    require_choice("--source", source, SYNTH_SOURCES)
     if source == "emit":
         from hsi.sources.emit_synth import synthesize_emit
 
         lvl = {"l2": "l2a", "l2a": "l2a", "l1b": "l1b"}.get(level)
         if lvl is None:
-            raise _fail(ValueError(f"--level for emit must be l1b or l2a, got {level!r}"))
-        with Progress(transient=True) as bar:
+            fail(f"--level for emit must be l1b or l2a, got '{level}'")
+        with Progress(transient=True, console=Console(stderr=True)) as bar:
             task = bar.add_task(f"synthesizing EMIT {lvl}", total=height or 1280)
             path = synthesize_emit(
                 out_dir,
@@ -110,7 +104,7 @@ def synth(
         typer.echo(str(path))
         return
     width, height = width or 256, height or 512
-    with Progress(transient=True) as bar:
+    with Progress(transient=True, console=Console(stderr=True)) as bar:
         task = bar.add_task(f"synthesizing {source} {level} {width}x{height}", total=height)
         path = synthesize(
             out_dir,
@@ -127,147 +121,13 @@ def synth(
     typer.echo(str(path))
 
 
-@app.command()
-def index(
-    hrefs: Annotated[list[str], typer.Argument(help="scene files, directories, URLs or s3:// keys")],
-    source: Annotated[str | None, typer.Option(help="force a source (default: detect)")] = None,
-    config: ConfigOpt = None,
-) -> None:
-    """Register raw STAC items for scenes (reads headers only)."""
-    cfg = _config_arg(config)
-    _load(cfg)
-    _quiet_prefect()
-    from hsi_pipeline.flows.index import index_scenes
-
+def main() -> None:  # console entry point
+    """Run the CLI: our own errors (hsi.errors, CLI mistakes) are one line with their exit code."""
     try:
-        rows = index_scenes(hrefs=hrefs, source=source, config=cfg)
-    except Exception as e:
-        raise _fail(e) from e
-    for r in rows:
-        typer.echo(f"{r['status']}\t{r.get('collection', '')}/{r.get('item_id', '')}\t{r['href']}")
-
-
-@app.command()
-def activate(
-    item_ids: Annotated[list[str], typer.Argument(help="raw item ids, e.g. aviris-ng-ang20150420t182050")],
-    force: Annotated[bool, typer.Option(help="redo the work even when the item is up to date")] = False,
-    config: ConfigOpt = None,
-) -> None:
-    """Convert indexed raw scenes to analysis-ready COGs and register the activated items."""
-    cfg = _config_arg(config)
-    _load(cfg)
-    _quiet_prefect()
-    from hsi_pipeline.flows.activate import activate_scene
-
-    failed = 0
-    for item_id in item_ids:
-        try:
-            r = activate_scene(item_id=item_id, force=force, config=cfg)
-            typer.echo(f"{r['status']}\t{r['collection']}/{r['item_id']}\t{r.get('cube') or r['reason']}")
-        except Exception as e:
-            failed += 1
-            typer.secho(f"failed\t{item_id}\t{e}", fg="red", err=True)
-    if failed:
-        raise typer.Exit(1)
-
-
-def _parse_params(pairs: list[str]) -> dict[str, Any]:
-    """``key=value`` pairs; values are JSON when they parse (numbers, true/false, null, lists), else strings."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            typer.secho(f"error: --param expects key=value, got {pair!r}", fg="red", err=True)
-            raise typer.Exit(2)
-        try:
-            out[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key.strip()] = raw
-    return out
-
-
-@app.command()
-def product(
-    name: Annotated[str, typer.Argument(help="product name, e.g. index:NDVI, oil-spill, tree-mortality")],
-    item_id: Annotated[str, typer.Argument(help="activated item id, e.g. aviris-ng-ang20150420t182050")],
-    param: Annotated[
-        list[str] | None,
-        typer.Option("--param", "-p", help="product parameter key=value (repeatable; JSON values)"),
-    ] = None,
-    force: Annotated[bool, typer.Option(help="recompute even when the product item is up to date")] = False,
-    collection: Annotated[str | None, typer.Option(help="activated collection (default: found)")] = None,
-    config: ConfigOpt = None,
-) -> None:
-    """Compute one product on an activated scene and register the product item."""
-    params = _parse_params(param or [])
-    cfg = _config_arg(config)
-    _load(cfg)
-    _quiet_prefect()
-    from hsi_pipeline.flows.product import run_product
-
-    try:
-        r = run_product(
-            item_id=item_id,
-            product=name,
-            params=params or None,
-            force=force,
-            config=cfg,
-            collection=collection,
-        )
-    except Exception as e:
-        typer.secho(f"failed\t{name}\t{item_id}\t{e}", fg="red", err=True)
-        raise typer.Exit(1) from e
-    typer.echo(f"{r['status']}\t{r['collection']}/{r['item_id']}\t{r.get('asset') or r['reason']}")
-
-
-@app.command()
-def demo(
-    config: ConfigOpt = None,
-    width: Annotated[int, typer.Option(help="samples of the synthetic scene")] = 160,
-    height: Annotated[int, typer.Option(help="lines of the synthetic scene")] = 240,
-    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
-    source: Annotated[
-        str, typer.Option(help="aviris-ng | emit (an EMIT L2A granule with its GLT)")
-    ] = "aviris-ng",
-) -> None:
-    """Synthesize a scene, index it, activate it (and run products); print where everything is."""
-    cfg_path = _config_arg(config)
-    cfg = _load(cfg_path)
-    _quiet_prefect()
-    from hsi_pipeline.flows.demo import demo as demo_flow
-
-    try:
-        if source not in ("aviris-ng", "emit"):
-            raise ValueError(f"--source must be aviris-ng or emit, got {source!r}")
-        summary = demo_flow(config=cfg_path, width=width, height=height, source=source)
-    except Exception as e:
-        raise _fail(e) from e
-    if as_json:
-        typer.echo(json.dumps(summary, indent=2))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    def short(path: str) -> str:  # local paths relative to the current directory, when below it
-        if path and "://" not in path and os.path.isabs(path) and path.startswith(os.getcwd() + os.sep):
-            return os.path.relpath(path)
-        return path
-
-    console = Console(width=max(140, Console().width))
-    table = Table(title="hsi demo", show_lines=False)
-    for col in ("step", "status", "item", "asset"):
-        table.add_column(col, overflow="fold")
-    for row in summary["rows"]:
-        table.add_row(row["step"], row["status"], row["item"], short(row.get("asset", "")))
-    console.print(table)
-    console.print(f"catalog: {summary['catalog']}")
-    console.print(f"assets:  {cfg.storage.root}")
-
-
-def main() -> None:  # pragma: no cover - console entry point
-    logging.basicConfig(level=logging.WARNING)
-    app()
+        app()
+    except Exception as e:  # click handles its own usage errors; SystemExit passes through
+        sys.exit(report_error(e))
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+    main()

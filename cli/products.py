@@ -5,9 +5,12 @@ A ``typer.Typer()`` named ``app``, mounted by cli/main.py as ``hsi products``. N
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from hsi.errors import ProductError
+from hsi_pipeline.cli.common import EXIT_NOT_FOUND, ConfigOpt, config_arg, fail, load
 
 __all__ = ["app"]
 
@@ -16,14 +19,26 @@ app = typer.Typer(
 )
 
 
+def _with_processors(config: Path | None) -> None:
+    """With -c or $HSI_CONFIG, the configuration's processors are listed/shown too."""
+    path = config_arg(config)
+    if path is not None:
+        load(path)
+
+
 @app.command("list")
 def list_cmd(
     family: str = typer.Option("", "--family", "-f", help="only names starting with this (e.g. 'index:')"),
     builtin_indices: bool = typer.Option(
         True, "--indices/--no-indices", help="include the spyndex index:* family"
     ),
+    config: ConfigOpt = None,
 ) -> None:
-    """List product names with version and title."""
+    """List product names with version and title.
+
+    Example: `hsi products list --family index:`
+    """
+    _with_processors(config)
     from hsi.products.registry import default_registry
 
     reg = default_registry()
@@ -37,15 +52,21 @@ def list_cmd(
 
 
 @app.command("show")
-def show_cmd(name: str = typer.Argument(..., help="product name, e.g. oil-spill or index:NDVI")) -> None:
-    """Show a product's inputs, parameters (with defaults) and output bands."""
+def show_cmd(
+    name: str = typer.Argument(..., help="product name, e.g. oil-spill or index:NDVI"),
+    config: ConfigOpt = None,
+) -> None:
+    """Show a product's inputs, parameters (with defaults) and output bands.
+
+    Example: `hsi products show oil-spill`
+    """
+    _with_processors(config)
     from hsi.products.registry import default_registry
 
     try:
         p = default_registry().get(name)
     except ProductError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(code=2) from exc
+        fail(str(exc), EXIT_NOT_FOUND)
     typer.echo(f"{p.name}  (version {p.version})")
     typer.echo(f"  {p.title}")
     if p.reference:

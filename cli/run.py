@@ -1,19 +1,21 @@
 """``hsi run``: on-demand analysis of an AOI and time range (the ``on-demand`` flow), outcome table.
 
-Exit codes: 0 every (scene, product) published or skipped (also: no scene matched), 3 partial
-(some failed), 1 all failed or the run could not start, 2 invalid arguments/configuration.
+Exit codes (cli/common.py): 0 every (scene, product) published or skipped (also: no scene matched),
+3 partial (some failed), 1 all failed or the run could not start, 2 invalid arguments/configuration,
+4 unknown product.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-EXIT_PARTIAL = 3
+from hsi_pipeline.cli.common import EXIT_PARTIAL, ConfigOpt, config_arg, exit_code_for, fail, load
+
+__all__ = ["EXIT_PARTIAL", "run"]
 
 
 def _bbox(text: str) -> list[float]:
@@ -22,8 +24,7 @@ def _bbox(text: str) -> list[float]:
     except ValueError:
         vals = []
     if len(vals) != 4:
-        typer.secho(f"error: --bbox expects W,S,E,N (4 numbers, EPSG:4326), got {text!r}", fg="red", err=True)
-        raise typer.Exit(2)
+        fail(f"--bbox expects W,S,E,N (4 numbers, EPSG:4326), got {text!r}")
     return vals
 
 
@@ -33,17 +34,12 @@ def _products(names: list[str], params_json: str | None) -> list[Any]:
     try:
         params = json.loads(params_json)
     except json.JSONDecodeError as e:
-        typer.secho(f"error: --params is not JSON: {e}", fg="red", err=True)
-        raise typer.Exit(2) from e
+        fail(f"--params is not JSON: {e}")
     if not isinstance(params, dict) or not all(isinstance(v, dict) for v in params.values()):
-        typer.secho('error: --params expects {"<product>": {"<param>": value}}', fg="red", err=True)
-        raise typer.Exit(2)
+        fail('--params expects {"<product>": {"<param>": value}}')
     unknown = set(params) - set(names)
     if unknown:
-        typer.secho(
-            f"error: --params names products not requested: {', '.join(sorted(unknown))}", fg="red", err=True
-        )
-        raise typer.Exit(2)
+        fail(f"--params names products not requested: {', '.join(sorted(unknown))}")
     return [{"product": n, "params": params[n]} if n in params else n for n in names]
 
 
@@ -93,7 +89,7 @@ def run(
         list[str] | None, typer.Option("--source", help="only these sources (repeatable)")
     ] = None,
     params: Annotated[
-        str | None, typer.Option(help='product parameters: {"oil-spill": {"threshold": 0.2}}')
+        str | None, typer.Option(help='product parameters, e.g. {"oil-spill": {"hi_threshold": 0.01}}')
     ] = None,
     clip: Annotated[
         bool, typer.Option(help="also publish AOI-clipped product COGs (hsi-<product>-clips)")
@@ -102,34 +98,31 @@ def run(
         bool, typer.Option(help="recompute activation and products even when up to date")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="hsi.yaml (default: $HSI_CONFIG)")
-    ] = None,
+    config: ConfigOpt = None,
 ) -> None:
-    """Run products on every scene intersecting an AOI and time range; activate scenes as needed."""
-    from hsi_pipeline.cli.main import _config_arg, _load, _quiet_prefect
+    """Run products on every scene intersecting an AOI and time range; activate scenes as needed.
 
+    Example: `hsi run index:NDVI oil-spill --bbox=-180,-90,180,90 --params '{"oil-spill": {"hi_threshold": 0.01}}'`
+    """
     if (bbox is None) == (aoi is None):
-        typer.secho("error: give exactly one of --bbox or --aoi", fg="red", err=True)
-        raise typer.Exit(2)
-    cfg = _config_arg(config)
-    _load(cfg)
+        fail("give exactly one of --bbox or --aoi")
+    cfg = config_arg(config)
+    load(cfg)
     from hsi.errors import InvalidInputError
     from hsi.planning import load_aoi, product_requests, time_range
 
     try:
         geometry = dict(load_aoi(aoi).geometry) if aoi is not None else None
         prods = _products(products, params)
-        product_requests(prods)  # unknown products / bad parameters: exit 2 before Prefect starts
+        product_requests(prods)  # unknown products / bad parameters: answered before Prefect starts
         time_range(start, end)
     except InvalidInputError as e:
-        typer.secho(f"error: {e}", fg="red", err=True)
-        raise typer.Exit(2) from e
-    _quiet_prefect()
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        fail(str(e), exit_code_for(e))
+    from hsi_pipeline.cli.pipeline import invoke
     from hsi_pipeline.flows.on_demand import OnDemandFailed, on_demand
 
-    state = on_demand(
+    state = invoke(
+        on_demand,
         products=prods,
         bbox=_bbox(bbox) if bbox else None,
         aoi=geometry,
@@ -145,8 +138,9 @@ def run(
     if isinstance(res, OnDemandFailed):
         res = res.result
     elif isinstance(res, BaseException):
-        typer.secho(f"error: {type(res).__name__}: {res}", fg="red", err=True)
-        raise typer.Exit(1)
+        from hsi_pipeline.cli.common import report_error
+
+        raise typer.Exit(report_error(res))
     if as_json:
         typer.echo(json.dumps(res, indent=2, default=str))
     else:

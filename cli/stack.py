@@ -63,7 +63,10 @@ def up(
     no_worker: Annotated[bool, typer.Option("--no-worker", help="Do not start the Prefect worker")] = False,
     as_json: AsJson = False,
 ) -> None:
-    """Start (or confirm) every service; idempotent. Writes hsi.stack.yaml."""
+    """Start (or confirm) every service; idempotent. Writes hsi.stack.yaml.
+
+    Example: `hsi stack up`
+    """
     from hsi_pipeline.deployments.local.stack import StackError
     from hsi_pipeline.deployments.local.stack import up as stack_up
 
@@ -81,7 +84,10 @@ def up(
 
 @app.command()
 def down(state_dir: StateDir = None) -> None:
-    """Stop every process the stack started (data is kept in the state dir)."""
+    """Stop every process the stack started (data is kept in the state dir).
+
+    Example: `hsi stack down`
+    """
     from hsi_pipeline.deployments.local.stack import StackError
     from hsi_pipeline.deployments.local.stack import down as stack_down
 
@@ -99,7 +105,10 @@ def status(
     state_dir: StateDir = None,
     as_json: AsJson = False,
 ) -> None:
-    """Endpoints and health of each service (exit code 1 when not all are healthy)."""
+    """Endpoints and health of each service (exit code 1 when not all are healthy).
+
+    Example: `hsi stack status`
+    """
     from hsi_pipeline.deployments.local.stack import status as stack_status
 
     info = stack_status(_layout(state_dir))

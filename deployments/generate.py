@@ -224,3 +224,79 @@ def apply(cfg: PipelineConfig, *, config_path: str | Path | None = None, api_url
     if p.returncode != 0:
         raise RuntimeError(f"prefect deploy failed ({p.returncode}):\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}")
     return p
+
+
+def data_inside_checkout(cfg: PipelineConfig, config_path: str | Path | None) -> list[str]:
+    """The data locations deployed runs would write inside the code checkout (``ROOT``).
+
+    The embedded default keeps everything under ``./hsi-data`` of the run's working directory, which
+    for deployed runs is the checkout (the ``pull`` step); a file's local paths are checked as resolved.
+    """
+    if config_path is None:
+        return [f"{ROOT / 'hsi-data'} (the embedded default's ./hsi-data in the worker's directory)"]
+    out = []
+    for what, loc in (("storage.root", cfg.storage.root), ("catalog.url", cfg.catalog.url),
+                      ("work_dir", cfg.work_dir)):  # fmt: skip
+        if "://" in loc:
+            continue
+        p = Path(loc).resolve()
+        if p == ROOT or p.is_relative_to(ROOT):
+            out.append(f"{what} {p}")
+    return out
+
+
+def pool_type(cfg: PipelineConfig) -> str:
+    return "ecs" if cfg.engine.ecs is not None else "process"
+
+
+def create_pool_command(cfg: PipelineConfig, api_url: str) -> str:
+    """The exact command that creates the configured work pool."""
+    name = cfg.engine.work_pool
+    if pool_type(cfg) == "ecs":
+        return (f"PREFECT_API_URL={api_url} prefect work-pool create {name} --type ecs "
+                "--base-job-template hsi-ecs-template.json   # see deployments/ecs/README.md")  # fmt: skip
+    return f"PREFECT_API_URL={api_url} prefect work-pool create {name} --type process"
+
+
+def worker_command(cfg: PipelineConfig, api_url: str) -> str:
+    """The command that starts a worker for the configured pool (run it from the checkout)."""
+    prefect = Path(sys.executable).parent / "prefect"
+    return f"cd {ROOT} && PREFECT_API_URL={api_url} {prefect if prefect.exists() else 'prefect'} worker start --pool {cfg.engine.work_pool}"
+
+
+def ensure_work_pool(cfg: PipelineConfig, api_url: str, *, timeout_s: float = 30.0) -> bool:
+    """Create the configured process work pool when it is missing; True when it was created.
+
+    ECS pools need their job template (deployments/ecs): a missing one raises ``RuntimeError`` with the
+    exact command. Any refusal of the server raises ``RuntimeError`` naming the pool and the answer.
+    """
+    import httpx
+
+    from hsi_pipeline.deployments.bridge.consumer import prefect_auth_headers
+
+    name = cfg.engine.work_pool
+    with httpx.Client(base_url=api_url.rstrip("/"), timeout=timeout_s, headers=prefect_auth_headers()) as c:
+        try:
+            r = c.get(f"/work_pools/{name}")
+        except httpx.HTTPError as e:
+            raise RuntimeError(f"cannot reach the Prefect API {api_url}: {e}") from e
+        if r.status_code == 200:
+            return False
+        if r.status_code != 404:
+            raise RuntimeError(
+                f"cannot read work pool {name!r} at {api_url}: HTTP {r.status_code} {r.text[:200]}"
+            )
+        if pool_type(cfg) != "process":
+            raise RuntimeError(
+                f"work pool {name!r} does not exist; create it: {create_pool_command(cfg, api_url)}"
+            )
+        from prefect.workers.process import ProcessWorker
+
+        tpl = ProcessWorker.get_default_base_job_template()
+        r = c.post("/work_pools/", json={"name": name, "type": "process", "base_job_template": tpl})
+        if r.status_code == 409:  # created meanwhile
+            return False
+        if r.status_code >= 400:
+            raise RuntimeError(f"cannot create work pool {name!r} (HTTP {r.status_code} {r.text[:200]}); "
+                               f"create it yourself: {create_pool_command(cfg, api_url)}")  # fmt: skip
+    return True

@@ -24,6 +24,7 @@ from hsi.events import (
     stage_outcome_event,
 )
 from hsi_pipeline.tasks import activation as t
+from hsi_pipeline.tasks.reporting import publish_item_artifacts, tag_run
 from hsi_pipeline.tasks.runtime import emit, get_config, services
 
 
@@ -71,6 +72,16 @@ def activate_scene(
 
     Skips when the activated item is up to date (same key, assets complete) unless ``force``.
     ``trigger`` carries the triggering event (templated by the automation) for provenance.
+
+    Args:
+        item_id: Indexed raw item id, e.g. aviris-ng-ang20150420t182050 (or give uri instead).
+        collection: Collection of the raw item (default: <source>-raw).
+        force: Re-activate even when an up-to-date activated item exists.
+        config: Path of the hsi.yaml configuration (default: $HSI_CONFIG, else the embedded default).
+        profile: COG profile overrides, e.g. {"blocksize": 512, "compress": "ZSTD"}.
+        trigger: Set by automations from the triggering event (provenance); leave empty.
+        uri: A raw object to index first and then activate (s3://, http(s) or a local path).
+        source: Source of the raw object (default: detected from its name and header).
     """
     if (item_id is None) == (uri is None):
         got = "both" if item_id is not None else "neither"
@@ -105,6 +116,7 @@ def activate_scene(
         raw = t.resolve_raw_item(item_id, collection, cfg)
     props = raw["properties"]
     source, level, scene_id = props["hsi:source"], props.get("hsi:level", "l1b"), props["hsi:scene_id"]
+    tag_run(scene_id, source)
     coll = f"{source}-{level}"
     svc = services(cfg)
     resource = EventResource(collection=coll, item_id=item_id, source=source, scene_id=scene_id)
@@ -126,10 +138,10 @@ def activate_scene(
     uploaded: dict[str, Any] = {}
     out_dir = svc.work_dir / "out" / f"{item_id}-{uuid.uuid4().hex[:8]}"  # private to this run (scratch only)
     try:
-        entry = t.fetch_raw(raw, cfg)
+        entry = t.fetch_raw(raw, cfg, dest=out_dir / "raw")  # the run's private staging copy
         conv = t.convert(entry, item_id, source, prof, out_dir, cfg)
         uploaded = t.upload(coll, item_id, dict(conv.files), cfg)
-        t.register_activated(conv, uploaded, raw, ref, prof, trigger, cfg)
+        item = t.register_activated(conv, uploaded, raw, ref, prof, trigger, cfg)
     except Exception as e:
         # Assets uploaded before a failed registration stay at their deterministic keys (a concurrent
         # run may own an item pointing at them); they are recorded here and overwritten by the next run.
@@ -156,6 +168,7 @@ def activate_scene(
         raise
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
+    publish_item_artifacts(item, cfg)
     cube = uploaded["cube"]
     emit(
         scene_activated_event(

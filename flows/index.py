@@ -10,6 +10,24 @@ from hsi.activation import discover_scenes
 from hsi_pipeline.tasks.activation import index_raw_scene
 from hsi_pipeline.tasks.runtime import get_config
 
+__all__ = ["ScenesNotIndexed", "index_scenes"]
+
+
+class ScenesNotIndexed(RuntimeError):
+    """Some scenes could not be indexed; ``rows`` holds every scene's outcome, ``failed`` the errors."""
+
+    def __init__(self, rows: list[dict[str, Any]], failed: list[BaseException]) -> None:
+        self.rows, self.failed = rows, failed
+        bad = [r for r in rows if r["status"] == "failed"]
+        why = "; ".join(
+            r["reason"] if r["href"] in r["reason"] else f"{r['href']}: {r['reason']}" for r in bad
+        )
+        self.summary = f"{len(bad)} of {len(rows)} scenes could not be indexed: {why}"
+        super().__init__(self.summary)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable (Prefect may persist a failed state's exception)
+        return (type(self), (self.rows, self.failed))
+
 
 @flow(name="index", validate_parameters=True)
 def index_scenes(
@@ -24,7 +42,8 @@ def index_scenes(
     cfg = get_config(config)
     entries = [e for h in hrefs for e in discover_scenes(h)]
     futures = [(e, index_raw_scene.submit(e, source, cfg)) for e in entries]
-    out, failed = [], []
+    out: list[dict[str, Any]] = []
+    failed: list[BaseException] = []
     for entry, fut in futures:
         try:
             item = fut.result()
@@ -33,10 +52,8 @@ def index_scenes(
             )
         except Exception as e:
             log.error("cannot index %s: %s", entry, e)
-            failed.append(entry)
+            failed.append(e)
             out.append({"href": entry, "status": "failed", "reason": str(e)})
     if failed:
-        raise RuntimeError(
-            f"{len(failed)} of {len(entries)} scenes could not be indexed: {', '.join(failed)}"
-        )
+        raise ScenesNotIndexed(out, failed)
     return out

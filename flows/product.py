@@ -23,6 +23,7 @@ from hsi.config import ProductRun
 from hsi.events import EventResource, product_published_event, stage_outcome_event
 from hsi.stac.product import product_collection, product_item_id
 from hsi_pipeline.tasks import products as t
+from hsi_pipeline.tasks.reporting import publish_item_artifacts, tag_run
 from hsi_pipeline.tasks.runtime import emit, get_config, services
 
 __all__ = ["ProductRunsFailed", "run_product", "run_products"]
@@ -54,6 +55,15 @@ def run_product(
     every ``<source>-<level>``); ``trigger`` carries the triggering event for provenance.
     Returns ``{"status": "published" | "skipped", "reason", "collection", "item_id", "item_href",
     "product_key", "asset", "product"}``; raises on failure (reason in the ``hsi.product.failed`` event).
+
+    Args:
+        item_id: Activated scene item id, e.g. aviris-ng-ang20150420t182050.
+        product: Product name from `hsi products list`, e.g. index:NDVI, tree-mortality, oil-spill.
+        params: Product parameters (see `hsi products show NAME`); empty = the product's defaults.
+        force: Recompute even when an up-to-date product item exists.
+        config: Path of the hsi.yaml configuration (default: $HSI_CONFIG, else the embedded default).
+        collection: Collection of the activated item (default: found from the raw item).
+        trigger: Set by automations from the triggering event (provenance); leave empty.
     """
     log = get_run_logger()
     cfg = get_config(config)
@@ -79,6 +89,7 @@ def run_product(
     try:
         activated = t.resolve_activated_item(item_id, collection, cfg)
         props = activated["properties"]
+        tag_run(props.get("hsi:scene_id") or "", props.get("hsi:source") or "none")
         resource = EventResource(
             collection=coll,
             item_id=pid,
@@ -105,6 +116,7 @@ def run_product(
         raise
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
+    publish_item_artifacts(item, cfg)
     data = uploaded["data"]
     emit(
         product_published_event(

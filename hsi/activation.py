@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,16 +23,17 @@ from typing import Any
 import pystac
 
 from hsi.cog import CogInfo, CogProfile, Progress, write_cog, write_quicklook
-from hsi.errors import ItemNotFoundError, UnsupportedSourceError
+from hsi.errors import HSIError, ItemNotFoundError, UnsupportedSourceError
 from hsi.geo import bbox_of, scene_footprint
 from hsi.scene import SceneMetadata
 from hsi.services import Services
-from hsi.sources import list_sources, read_scene
-from hsi.sources.archive import is_archive
-from hsi.sources.emit import EmitSource, companion_names
+from hsi.sources import detect_source, list_sources, read_scene
+from hsi.sources.archive import METADATA_SUFFIXES, ArchiveLimits, is_archive
+from hsi.sources.emit import EmitSource
 from hsi.sources.ng_sidecars import SIDECAR_KINDS, glt_agrees, read_aux
 from hsi.stac.items import COG_MEDIA_TYPE, AssetRef, activated_item, collection_for, raw_item
 from hsi.stac.provenance import InputRef, Provenance, RunInfo, apply_provenance, derivation_key
+from hsi.staging import Staged, stage_headers
 from hsi.storage import ObjectInfo, file_checksum
 
 __all__ = [
@@ -54,7 +56,6 @@ log = logging.getLogger(__name__)
 
 ACTIVATION_ALGORITHM = "hsi.activate"
 ACTIVATION_VERSION = "1.1.0"  # 1.1: GLT orthorectification, companions/sidecars as assets, HSI_UNITS
-_SIDECARS = (".hdr", ".gain", ".spc")
 # Companion rasters of a scene, orthorectified with it and registered as assets of the activated item.
 COMPANION_ASSETS = ("obs", "mask")
 SIDECAR_ASSETS = ("glt", "igm", "loc", "obs_raw", "obs_ort")
@@ -120,32 +121,29 @@ def _media_type(key: str, path: str) -> tuple[str, tuple[str, ...]]:
 
 
 def index_scene(services: Services, href: str, *, source: str | None = None) -> pystac.Item:
-    """Read a raw scene's metadata (only headers, no pixels) and register its raw item (upsert)."""
-    work = services.work_dir / "raw"
-    local = services.fetch(href, work)
-    if href.startswith("s3://") and not is_archive(local):
-        _fetch_siblings(services, href, local.parent)
-    meta = read_scene(local, source=source, work_dir=services.work_dir / "extract")
-    files = _local_files(local, meta)
-    remote_dir = href.rsplit("/", 1)[0] if "://" in href else None
-    assets = {}
-    for key, path in files.items():
-        asset_href = (
-            f"{remote_dir}/{path.name}"
-            if remote_dir and key != "archive"
-            else (href if key == "archive" else str(path.resolve()))
+    """Read a raw scene's metadata (only headers, no pixels) and register its raw item (upsert).
+
+    Remote objects are not downloaded: only headers/sidecars are (or, in an archive, only its
+    metadata members are read), into a scratch directory removed afterwards. Each remote asset
+    records its size and identity (``file:checksum`` when the store knows it, ``hsi:etag``,
+    ``hsi:version_id``), so a re-uploaded scene is a new input even when its size is unchanged."""
+    scratch = services.scratch_dir("index")
+    try:
+        staged = stage_headers(services, href, scratch)
+        try:
+            meta = read_scene(staged.entry, source=source or _detect(staged, href))
+        except HSIError as e:  # name the input, not our scratch copy
+            msg = str(e).replace(str(staged.entry), href) if staged.archive else str(e)
+            raise UnsupportedSourceError(msg.replace(str(scratch), href.rsplit("/", 1)[0])) from None
+        assets = _raw_assets(staged, meta, href)
+        mtime = (
+            datetime.fromtimestamp(staged.entry.stat().st_mtime, tz=UTC)
+            if not staged.remote
+            else datetime.now(UTC)
         )
-        mt, roles = _media_type(key, path.name)
-        assets[key] = AssetRef(
-            href=asset_href,
-            media_type=mt,
-            roles=roles,
-            title=path.name,
-            size=path.stat().st_size,
-            checksum=file_checksum(path),
-        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     geom = scene_footprint(meta)
-    mtime = datetime.fromtimestamp(local.stat().st_mtime, tz=UTC)
     item = raw_item(
         meta, assets, geometry=geom, bbox=bbox_of(geom) if geom else None, fallback_datetime=mtime
     )
@@ -156,20 +154,43 @@ def index_scene(services: Services, href: str, *, source: str | None = None) -> 
     return item
 
 
-def _fetch_siblings(services: Services, href: str, dest: Path) -> None:
-    prefix, name = href.rsplit("/", 1)
-    store = services.store_for(href)
-    stem = name.split("_")[0].split(".")[0]
-    companions = set(companion_names(name))  # EMIT OBS / MASK granules
-    for uri in store.list(prefix + "/"):
-        base = uri.rsplit("/", 1)[-1]
-        ng_sidecar = base.startswith(stem) and base.rsplit("_", 1)[-1] in ("glt", "igm", "loc", "obs", "ort")
-        if (
-            base in companions
-            or ng_sidecar
-            or (base != name and base.startswith(stem) and base.endswith(_SIDECARS))
-        ):
-            services.fetch(uri, dest)
+def _detect(staged: Staged, href: str) -> str:
+    """The source of a staged scene, detected by the original name for archives (as for local ones)."""
+    if staged.archive is not None:
+        return detect_source(Path(staged.archive.rsplit("/", 1)[-1])).name
+    return detect_source(staged.entry).name
+
+
+def _raw_assets(staged: Staged, meta: SceneMetadata, href: str) -> dict[str, AssetRef]:
+    if staged.archive is not None:
+        arc = Path(staged.archive.rsplit("/", 1)[-1])
+        files: dict[str, Path] = {"archive": arc}
+    else:
+        files = _local_files(staged.entry, meta)
+    assets = {}
+    for key, path in files.items():
+        mt, roles = _media_type(key, path.name)
+        remote = staged.remote.get(path.name)
+        if remote is not None:
+            # headers (.hdr/.gain/.spc) are staged bytes; anything else (data, companions, binary
+            # sidecars) may be a sparse placeholder: its identity is the store's
+            staged_bytes = key not in ("archive", "data") and path.name.lower().endswith(METADATA_SUFFIXES)
+            local = path if staged_bytes else None
+            extra = {k: v for k, v in (("hsi:etag", remote.etag), ("hsi:version_id", remote.version_id)) if v}
+            asset_href = href if key == "archive" else f"{staged.remote_dir}/{path.name}"
+            checksum = file_checksum(local) if local is not None else remote.checksum
+            assets[key] = AssetRef(asset_href, mt, roles, path.name, remote.size, checksum, extra)
+        else:
+            local_path = Path(staged.archive) if key == "archive" and staged.archive else path
+            assets[key] = AssetRef(
+                href=str(local_path.resolve()),
+                media_type=mt,
+                roles=roles,
+                title=path.name,
+                size=local_path.stat().st_size,
+                checksum=file_checksum(local_path),
+            )
+    return assets
 
 
 def find_raw_item(services: Services, item_id: str, collection: str | None = None) -> pystac.Item:
@@ -193,12 +214,21 @@ def _profile_params(profile: CogProfile) -> dict[str, Any]:
     return params
 
 
+def _asset_identity(asset: pystac.Asset) -> str:
+    """An input asset's identity for the key: its checksum, else its ETag/version, else its size."""
+    f = asset.extra_fields
+    if f.get("file:checksum"):
+        return str(f["file:checksum"])
+    if f.get("hsi:etag") or f.get("hsi:version_id"):
+        return ObjectInfo(
+            asset.href, int(f.get("file:size", -1)), None, f.get("hsi:etag"), f.get("hsi:version_id")
+        ).identity
+    return f"size:{f.get('file:size')}"
+
+
 def activation_key(services: Services, raw: pystac.Item, profile: CogProfile) -> tuple[str, InputRef]:
     """The key of activating ``raw`` with ``profile`` and the input reference it is made of."""
-    checksums = {
-        k: a.extra_fields.get("file:checksum") or f"size:{a.extra_fields.get('file:size')}"
-        for k, a in raw.assets.items()
-    }
+    checksums = {k: _asset_identity(a) for k, a in raw.assets.items()}
     cid = raw.collection_id or ""
     ref = InputRef(
         collection=cid, id=raw.id, href=services.catalog.item_href(cid, raw.id), checksums=checksums
@@ -238,10 +268,11 @@ def check_done(
     return f"{collection}/{item_id} is up to date (key {key[:12]}, assets complete)"
 
 
-def fetch_raw(services: Services, raw: pystac.Item) -> Path:
-    """Local copies of the raw assets (downloads only what is remote); returns the scene entry path."""
-    dest = services.work_dir / "raw" / raw.id
-    paths = {k: services.fetch(a.href, dest) for k, a in raw.assets.items()}
+def fetch_raw(services: Services, raw: pystac.Item, dest: Path) -> Path:
+    """Local copies of the raw assets in ``dest`` (a run's private staging directory; local files are
+    used in place); returns the scene entry path. Each remote object is fetched as the raw item
+    recorded it (size + ETag/version): a re-uploaded object is refused, not silently processed."""
+    paths = {k: services.fetch(a.href, dest, expect=_recorded(a)) for k, a in raw.assets.items()}
     if "archive" in paths:
         return paths["archive"]
     if "header" in paths:
@@ -250,6 +281,20 @@ def fetch_raw(services: Services, raw: pystac.Item) -> Path:
         return paths["data"]
     raise UnsupportedSourceError(
         f"raw item {raw.collection_id}/{raw.id} has no data, header or archive asset"
+    )
+
+
+def _recorded(asset: pystac.Asset) -> ObjectInfo | None:
+    """The identity a raw asset recorded (None for assets indexed before identities were recorded)."""
+    f = asset.extra_fields
+    if not (f.get("hsi:etag") or f.get("hsi:version_id")):
+        return None
+    return ObjectInfo(
+        asset.href,
+        int(f.get("file:size", -1)),
+        f.get("file:checksum"),
+        f.get("hsi:etag"),
+        f.get("hsi:version_id"),
     )
 
 
@@ -270,9 +315,12 @@ def convert(
     profile: CogProfile | None = None,
     work_dir: Path | None = None,
     progress: Progress | None = None,
+    limits: ArchiveLimits | None = None,
 ) -> Converted:
-    """Scene on disk -> analysis-ready COG + RGB quicklook COG + PNG thumbnail in ``out_dir``."""
-    meta = read_scene(entry, source=source, work_dir=work_dir)
+    """Scene on disk -> analysis-ready COG + RGB quicklook COG + PNG thumbnail in ``out_dir``.
+
+    An archive is extracted into ``work_dir`` within ``limits``."""
+    meta = read_scene(entry, source=source, work_dir=work_dir, limits=limits)
     out_dir.mkdir(parents=True, exist_ok=True)
     cube = out_dir / f"{meta.item_id}.tif"
     info = write_cog(meta, cube, profile, progress=progress)
@@ -398,10 +446,12 @@ def build_activated_item(
         },
         fallback_datetime=raw.datetime,
     )
+    requested = _profile_params(profile)
     prov = Provenance(
         algorithm=ACTIVATION_ALGORITHM,
         algorithm_version=ACTIVATION_VERSION,
-        parameters=_profile_params(profile),
+        parameters={**requested, **conv.cog.written},  # what the COG was written with, read back
+        key_parameters=requested,
         inputs=[key_input],
         level=conv.meta.level.upper(),
         lineage=f"{conv.meta.source} {conv.meta.quantity} ({conv.meta.layout.interleave.upper()}, "

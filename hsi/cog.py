@@ -30,7 +30,7 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +121,8 @@ class CogInfo:
     bbox: tuple[float, float, float, float]  # lon/lat (EPSG:4326)
     footprint: dict[str, Any]  # GeoJSON polygon in EPSG:4326 (the scene's true outline)
     interleave: str
+    #: creation options as read back from the written file (compress, predictor, blocksize, overviews)
+    written: dict[str, Any] = field(default_factory=dict)
 
 
 def default_nodata(dtype: str) -> float:
@@ -363,7 +365,21 @@ def write_cog(
             bbox=bbox_of(fp),
             footprint=fp,
             interleave=(out.tags(ns="IMAGE_STRUCTURE").get("INTERLEAVE") or "").upper(),
+            written=written_options(out),
         )
+
+
+def written_options(ds: Any) -> dict[str, Any]:
+    """The creation options a GeoTIFF was actually written with, as GDAL reports them (open dataset)."""
+    ims = ds.tags(ns="IMAGE_STRUCTURE")
+    pred = ims.get("PREDICTOR")
+    by, bx = ds.block_shapes[0]
+    return {
+        "compress": (ims.get("COMPRESSION") or "NONE").upper(),
+        "predictor": int(pred) if pred else 1,  # GDAL reports none for the default (1 = no predictor)
+        "blocksize": bx if bx == by else [bx, by],
+        "overview_level": len(ds.overviews(1)),
+    }
 
 
 def write_quicklook(

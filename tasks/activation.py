@@ -69,8 +69,11 @@ def check_activated(
     retry_delay_seconds=10,
     retry_condition_fn=retry_if_transient,
 )
-def fetch_raw(raw: dict[str, Any], config: Any = None) -> Path:
-    return act.fetch_raw(services(config), pystac.Item.from_dict(raw))
+def fetch_raw(raw: dict[str, Any], config: Any = None, dest: Path | None = None) -> Path:
+    """Stage the raw assets into ``dest`` (the run's scratch directory, which the run deletes)."""
+    if dest is None:
+        raise ValueError("fetch_raw: dest (the run's private scratch directory) is required")
+    return act.fetch_raw(services(config), pystac.Item.from_dict(raw), dest)
 
 
 @task(name="convert-to-cog", cache_policy=NO_CACHE)
@@ -84,8 +87,9 @@ def convert(
         out_dir,
         source=source,
         profile=profile,
-        work_dir=svc.work_dir / "extract",
+        work_dir=out_dir / "extract",  # private to this run, removed with it
         progress=progress_logger(log, f"writing {item_id}"),
+        limits=svc.config.archive_limits.limits(),
     )
     log.info(
         "%s: COG %dx%dx%d %s (%s-interleaved)",

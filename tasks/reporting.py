@@ -9,20 +9,34 @@ Artifacts page shows the history of every keyed artifact across runs.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 from uuid import UUID
 
+from prefect import task
 from prefect.artifacts import (
+    create_link_artifact,
     create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.cache_policies import NO_CACHE
 
 from hsi.planning import Outcome, overall_status, summarize
+from hsi.stac.report import data_uri, item_card, preview_asset
+from hsi_pipeline.tasks.runtime import report_progress
 
-__all__ = ["Progress", "outcome_markdown", "outcome_rows", "publish_outcomes", "publish_table"]
+__all__ = [
+    "Progress",
+    "outcome_markdown",
+    "outcome_rows",
+    "publish_item_artifacts",
+    "publish_outcomes",
+    "publish_table",
+    "tag_run",
+]
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +167,7 @@ class Progress:
     def __init__(self, total: int, *, key: str, description: str) -> None:
         self.total, self.done = max(total, 0), 0
         self.id: UUID | None = None
+        report_progress("scenes", 0, self.total)
         try:
             self.id = cast(
                 UUID,
@@ -170,6 +185,7 @@ class Progress:
 
     def advance(self, n: int = 1) -> float:
         self.done = min(self.done + n, self.total)
+        report_progress("scenes", self.done, self.total)
         pct = 100.0 * self.done / self.total if self.total else 100.0
         if self.id is not None:
             try:
@@ -177,3 +193,67 @@ class Progress:
             except Exception as e:
                 log.warning("could not update progress artifact %s: %s", self.id, e)
         return pct
+
+
+def _artifact_key(text: str) -> str:
+    """Artifact keys: lower-case letters, digits and dashes."""
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:100]
+
+
+@task(name="tag-run", cache_policy=NO_CACHE)
+def tag_run(scene_id: str, source: str) -> list[str]:
+    """Add ``scene:<id>`` and ``source:<name>`` to the current flow run's tags (filterable in the UI)."""
+    from prefect import get_client
+    from prefect.runtime import flow_run
+
+    fr_id = flow_run.get_id()
+    if not fr_id:
+        return []
+    new = [f"scene:{scene_id}", f"source:{source}"]
+    try:
+        with get_client(sync_client=True) as client:
+            current = client.read_flow_run(UUID(fr_id)).tags or []
+            tags = [*current, *[t for t in new if t not in current]]
+            if tags != current:
+                client.update_flow_run(UUID(fr_id), tags=tags)
+            return tags
+    except Exception as e:  # reporting must not fail the run
+        log.warning("could not tag flow run %s: %s", fr_id, e)
+        return []
+
+
+@task(name="publish-item-artifacts", cache_policy=NO_CACHE)
+def publish_item_artifacts(item: dict[str, Any], config: Any = None) -> dict[str, str | None]:
+    """A link artifact to the STAC item and a markdown card (preview image, bands, statistics)."""
+    from hsi_pipeline.tasks.runtime import services
+
+    svc = services(config)
+    cid, iid = str(item.get("collection") or ""), str(item["id"])
+    href = svc.catalog.item_href(cid, iid)
+    link = href if "://" in href else f"file://{href}"
+    image = None
+    pa = preview_asset(item)
+    if pa is not None:
+        ph = str(pa[1].get("href", ""))
+        if ph.startswith(("http://", "https://")):
+            image = ph
+        else:
+            try:
+                image = data_uri(svc.store_for(ph).get_bytes(ph))
+            except Exception as e:
+                log.warning("could not read preview %s: %s", ph, e)
+    key = _artifact_key(f"{cid}-{iid}")
+    out: dict[str, str | None] = {"link": None, "markdown": None}
+    try:
+        out["link"] = str(
+            create_link_artifact(
+                link=link, link_text=f"{cid}/{iid}", key=f"{key}-item", description="STAC item"
+            )
+        )
+        md = item_card(item, item_link=link, image=image)
+        out["markdown"] = str(
+            create_markdown_artifact(markdown=md, key=f"{key}-card", description=f"{cid}/{iid}")
+        )
+    except Exception as e:  # reporting must not turn a good run into a failed one
+        log.warning("could not publish artifacts for %s/%s: %s", cid, iid, e)
+    return out

@@ -18,7 +18,16 @@ from hsi.config import PipelineConfig, load_config
 from hsi.services import Services
 from hsi.stac.provenance import RunInfo
 
-__all__ = ["emit", "get_config", "progress_logger", "retry_if_transient", "run_info", "services"]
+__all__ = [
+    "emit",
+    "get_config",
+    "progress_logger",
+    "report_progress",
+    "retry_if_transient",
+    "run_info",
+    "services",
+    "set_progress_sink",
+]
 
 CONFIG_ENV = "HSI_CONFIG"
 
@@ -30,19 +39,27 @@ def get_config(config: str | PipelineConfig | None = None) -> PipelineConfig:
     return load_config(config or os.environ.get(CONFIG_ENV) or None)
 
 
+@lru_cache(maxsize=16)
+def block_session(name: str) -> Any:
+    """The ``boto3.Session`` of the prefect-aws ``AwsCredentials`` block ``name``."""
+    from prefect_aws import AwsCredentials
+
+    from hsi.errors import ConfigError
+
+    try:
+        creds = AwsCredentials.load(name, _sync=True)  # type: ignore[call-arg]
+    except ValueError as e:  # Prefect: "Unable to find block document named ..."
+        raise ConfigError(
+            f"credentials_block {name!r}: no such AwsCredentials block on the Prefect API ({e})"
+        ) from None
+    return creds.get_boto3_session()  # type: ignore[union-attr]
+
+
 @lru_cache(maxsize=8)
 def _services(cfg_json: str) -> Services:
-    cfg = PipelineConfig.model_validate_json(cfg_json)
-    store = None
-    if cfg.storage.credentials_block and cfg.storage.root.startswith("s3://"):
-        from prefect_aws import AwsCredentials
-
-        from hsi.storage.s3 import S3Store
-
-        creds = AwsCredentials.load(cfg.storage.credentials_block, _sync=True)  # type: ignore[call-arg]
-        session = creds.get_boto3_session()  # type: ignore[union-attr]
-        store = S3Store.from_config(cfg.storage, session=session)
-    return Services.from_config(cfg, store=store)
+    """Services of a configuration; ``credentials_block`` names (storage, inputs[], an s3:// static
+    catalog) are resolved to boto3 sessions from prefect-aws blocks."""
+    return Services.from_config(PipelineConfig.model_validate_json(cfg_json), sessions=block_session)
 
 
 def services(config: str | PipelineConfig | None = None) -> Services:
@@ -104,11 +121,31 @@ def emit(event: Mapping[str, Any]) -> None:
     )
 
 
+ProgressSink = Callable[[str, int, int], None]
+_sink: list[ProgressSink] = []
+
+
+def set_progress_sink(sink: ProgressSink | None) -> None:
+    """Install (or remove, with None) a process-local display of long steps, e.g. the CLI's progress
+    bar. Runs on a worker have none; their progress is in the run's logs."""
+    _sink[:] = [sink] if sink is not None else []
+
+
+def report_progress(what: str, done: int, total: int) -> None:
+    """Tell the installed progress display (if any) that ``done`` of ``total`` units of ``what`` are done."""
+    for sink in _sink:
+        try:
+            sink(what, done, total)
+        except Exception as e:  # a display must never fail the work
+            logging.getLogger(__name__).debug("progress display failed: %s", e)
+
+
 def progress_logger(logger: Any, what: str, step: int = 10) -> Callable[[int, int], None]:
-    """A progress callback that logs every ``step`` percent of long work."""
+    """A progress callback that logs every ``step`` percent of long work (and feeds the display)."""
     last = [-step]
 
     def cb(done: int, total: int) -> None:
+        report_progress(what, done, total)
         pct = int(100 * done / max(total, 1))
         if pct >= last[0] + step or done == total:
             last[0] = pct - pct % step

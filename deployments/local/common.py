@@ -83,7 +83,10 @@ class Layout:
 
     @property
     def pg(self) -> Path:
-        return self.root / "pg"
+        """The cluster's directory: ``<root>/pg``, or where that link points when the ``postgres``
+        user cannot traverse the state dir (see ``services.ensure_pg_dir``)."""
+        p = self.root / "pg"
+        return p.resolve() if p.is_symlink() else p
 
     @property
     def pgdata(self) -> Path:
@@ -230,6 +233,8 @@ def _run(
 ) -> subprocess.CompletedProcess[str]:
     if user and _is_root():
         argv = ["runuser", "-u", user, "--", *argv]
+        # the caller's working directory may be closed to that user (a 0700 home, a mktemp -d)
+        cwd = cwd or Path("/")
     p = subprocess.run(argv, env=env, input=input, capture_output=True, text=True, cwd=cwd, timeout=timeout)
     if check and p.returncode != 0:
         tail = (p.stderr or p.stdout or "").strip()[-2000:]

@@ -169,9 +169,30 @@ def _psql(layout: Layout, sql: str, db: str = "postgres") -> str:
     return p.stdout.strip()
 
 
+def ensure_pg_dir(layout: Layout, user: str | None) -> None:
+    """Give the cluster a directory ``user`` can reach. When the state dir sits below a directory the
+    ``postgres`` user cannot traverse (a 0700 home, a ``mktemp -d``), the cluster lives in
+    ``~postgres/hsi-stack/<hash of the state dir>`` and ``<state dir>/pg`` links to it."""
+    link = layout.root / "pg"
+    if user is None or link.exists() or link.is_symlink():
+        return
+    layout.root.mkdir(parents=True, exist_ok=True)
+    if _run(["test", "-x", str(layout.root)], user=user, check=False).returncode == 0:
+        return
+    pw = pwd.getpwnam(user)
+    home = Path(pw.pw_dir) / "hsi-stack" / hashlib.sha256(str(layout.root).encode()).hexdigest()[:16]
+    home.mkdir(parents=True, exist_ok=True)
+    for d in (home.parent, home):
+        os.chown(d, pw.pw_uid, pw.pw_gid)
+        os.chmod(d, 0o700)
+    link.symlink_to(home)
+    _log(f"{layout.root} is closed to user {user!r}: the cluster lives in {home} (linked from {link})")
+
+
 def up_postgres(layout: Layout, sec: dict[str, str]) -> str:
     user = _pg_user()
     port = layout.ports["postgres"]
+    ensure_pg_dir(layout, user)
     if not (layout.pgdata / "PG_VERSION").exists():
         layout.pg.mkdir(parents=True, exist_ok=True)
         layout.pgsock.mkdir(parents=True, exist_ok=True)

@@ -58,3 +58,17 @@ class Catalog(Protocol):
     def item_href(self, collection_id: str, item_id: str) -> str:
         """Where the item can be read (file path/URI or API URL)."""
         ...
+
+    def derived(self, collection_id: str, item_id: str) -> Iterator[pystac.Item]:
+        """Items made from this one (reverse lineage: it is among their ``hsi:inputs``)."""
+        ...
+
+
+def derives_from(item: pystac.Item, collection_id: str, item_id: str) -> bool:
+    """Whether ``item`` records ``collection_id/item_id`` as an input (``hsi:inputs`` or a
+    ``derived_from`` link titled ``collection/id``)."""
+    for ref in item.properties.get("hsi:inputs") or []:
+        if isinstance(ref, dict) and ref.get("id") == item_id and ref.get("collection") == collection_id:
+            return True
+    title = f"{collection_id}/{item_id}"
+    return any(lk.rel == "derived_from" and lk.title == title for lk in item.links)

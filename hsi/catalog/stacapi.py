@@ -32,9 +32,10 @@ import pystac
 import requests
 from requests.adapters import HTTPAdapter
 
-from hsi.catalog.base import BBox, DatetimeRange
+from hsi.catalog.base import BBox, DatetimeRange, derives_from
 from hsi.config import CatalogAuth
 from hsi.errors import CatalogError, CatalogUnavailableError
+from hsi.stac.collections import merge_item
 
 if TYPE_CHECKING:  # pragma: no cover
     from pystac_client import Client
@@ -204,6 +205,7 @@ class StacApiCatalog:
                     ) from None
                 raise
             if resp.status_code in (200, 201):
+                self._refresh_collection(cid, body)
                 return
             if resp.status_code == 404:
                 raise CatalogError(
@@ -213,12 +215,38 @@ class StacApiCatalog:
                 self._raise_for(resp, items_url, f"create item {cid}/{item.id}")
             resp = self._request("PUT", item_url, body)
             if resp.status_code in (200, 201, 204):
+                self._refresh_collection(cid, body)
                 return
             if resp.status_code != 404:
                 self._raise_for(resp, item_url, f"replace item {cid}/{item.id}")
         raise CatalogError(
             item_url, "item kept appearing and disappearing during upsert (concurrent deletes?)"
         )
+
+    def _refresh_collection(self, cid: str, item_doc: dict[str, Any]) -> None:
+        """Fold the item into the collection's extent, summaries and item_assets (PUT when changed).
+
+        Best effort after the commit point: a failure is logged, never raised (the item is registered);
+        two concurrent writers may each miss the other's contribution until the next item arrives.
+        """
+        url = self.collection_href(cid)
+        try:
+            resp = self._request("GET", url)
+            if resp.status_code != 200:
+                return
+            col = self._json(resp, url)
+            new = merge_item(col, item_doc)
+            if new != col:
+                new["links"] = [
+                    lk
+                    for lk in new.get("links", [])
+                    if lk.get("rel") not in ("self", "root", "parent", "items")
+                ]
+                put = self._request("PUT", url, self._clean(new))
+                if put.status_code not in (200, 201, 204):
+                    log.warning("could not update collection %s: HTTP %s", cid, put.status_code)
+        except Exception as e:  # the item is registered; the summary catches up with the next item
+            log.warning("could not update collection %s: %s", cid, e)
 
     def delete_item(self, collection_id: str, item_id: str) -> bool:
         url = self.item_href(collection_id, item_id)
@@ -238,10 +266,15 @@ class StacApiCatalog:
         bbox: BBox | None = None,
         datetime_range: DatetimeRange | None = None,
         limit: int | None = None,
+        filter: dict[str, Any] | None = None,  # noqa: A002 - the STAC API parameter name
     ) -> Iterator[pystac.Item]:
+        """Items matching every criterion; ``filter`` is a CQL2-JSON expression (filter extension),
+        e.g. ``{"op": ">=", "args": [{"property": "hsi:wavelength_max"}, 2400]}``."""
         from pystac_client.exceptions import APIError
 
         kw: dict[str, Any] = {}
+        if filter is not None:
+            kw["filter"], kw["filter_lang"] = filter, "cql2-json"
         if collections:
             kw["collections"] = list(collections)
         if ids:
@@ -266,6 +299,34 @@ class StacApiCatalog:
             raise CatalogError(
                 url, f"unexpected search response: {type(e).__name__}: {self._scrub(str(e))}"
             ) from e
+
+    def derived(self, collection_id: str, item_id: str) -> Iterator[pystac.Item]:
+        """Items that record this one as an input. Derived ids start with the input's id (activated:
+        the same id; products: ``<id>-<product>``), so the API is asked for ``id LIKE '<id>%'``
+        (CQL2) and the answers are checked against their ``hsi:inputs``; an API without CQL2
+        ``like`` is scanned in full."""
+        from pystac_client.exceptions import APIError
+
+        like = {"op": "like", "args": [{"property": "id"}, item_id.replace("%", "_") + "%"]}
+        url = f"{self._url}/search"
+        try:
+            found = list(self._search_client().search(filter=like, filter_lang="cql2-json").items())
+        except APIError as e:
+            err = self._api_error(url, e)
+            if err.status is None or err.status >= 500 or err.status in (401, 403):
+                raise err from e
+            found = list(self.search())  # no CQL2 `like` here (HTTP 400): scan
+        for item in found:
+            if (item.collection_id, item.id) != (collection_id, item_id) and derives_from(
+                item, collection_id, item_id
+            ):
+                yield item
+
+    def collections(self) -> list[str]:
+        """Collection ids of the API."""
+        resp = self._request("GET", f"{self._url}/collections")
+        self._raise_for(resp, f"{self._url}/collections", "list collections")
+        return sorted(c["id"] for c in self._json(resp, f"{self._url}/collections").get("collections", []))
 
     # ------------------------------------------------------------------ internals
 

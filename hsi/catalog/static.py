@@ -6,6 +6,13 @@ Layout (pystac's best-practice layout, readable by any STAC tool)::
     <root>/<collection>/collection.json
     <root>/<collection>/<item id>/<item id>.json
 
+The catalog is relocatable: every href it owns is relative (links, ``derived_from`` links to items
+of this catalog, and assets stored on the same file system / bucket, e.g. ``../../../assets/...``),
+so the published tree (catalog + assets) can be moved, zipped or served as it is. Readers get
+absolute hrefs back (:meth:`get_item`, :meth:`search`). Collections keep their extent, summaries
+and ``item_assets`` current (:func:`hsi.stac.collections.merge_item`). Lock files live next to the
+catalog root (``.<root name>.locks/``), never inside the published tree.
+
 Item files are the source of truth: an upsert writes the item file atomically (temp + rename
 on disk, a single PUT on S3), which is the commit point. Collection ``item`` links are then
 refreshed under a lock (on disk) so crawlers find the items; search lists item files directly.
@@ -17,6 +24,8 @@ import contextlib
 import fcntl
 import json
 import logging
+import os
+import posixpath
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,10 +33,12 @@ from typing import Any
 
 import pystac
 
-from hsi.catalog.base import BBox, DatetimeRange
-from hsi.errors import CatalogError
+from hsi.catalog.base import BBox, DatetimeRange, derives_from
+from hsi.errors import CatalogError, InvalidInputError
+from hsi.stac.collections import merge_item
 from hsi.stac.items import collection_for
 from hsi.storage import ObjectStore, open_store
+from hsi.storage.local import _makedirs
 
 __all__ = ["StaticCatalog"]
 
@@ -47,10 +58,20 @@ def _aware(d: datetime) -> datetime:
 class StaticCatalog:
     """Static catalog rooted at a directory or an ``s3://`` prefix."""
 
-    def __init__(self, root: str, *, store: ObjectStore | None = None, title: str = "hsi-pipeline") -> None:
+    def __init__(
+        self,
+        root: str,
+        *,
+        store: ObjectStore | None = None,
+        title: str = "hsi-pipeline",
+        asset_roots: Sequence[str] = (),
+    ) -> None:
+        """``asset_roots``: where the pipeline stores assets (the configured storage root); asset
+        hrefs below them (or below the catalog) are written relative to the item."""
         self.store = store or open_store(root)
         self._root = self.store.root
         self.title = title
+        self._owned = tuple(r.rstrip("/") + "/" for r in (self._root, *(_norm(r) for r in asset_roots if r)))
 
     @property
     def href(self) -> str:
@@ -89,7 +110,9 @@ class StaticCatalog:
         if "://" in self._root or not root.exists():
             yield  # object stores: last writer wins on the (derived) link lists
             return
-        lock = root / f".{name}.lock"
+        lock_dir = root.parent / f".{root.name}.locks"  # outside the published tree
+        _makedirs(lock_dir)
+        lock = lock_dir / f"{name}.lock"
         with open(lock, "a+") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
@@ -108,7 +131,7 @@ class StaticCatalog:
 
     # -- Catalog protocol -----------------------------------------------------------------------
     def ensure_collection(self, collection: pystac.Collection) -> None:
-        Path(self._root).mkdir(parents=True, exist_ok=True) if "://" not in self._root else None
+        _makedirs(Path(self._root)) if "://" not in self._root else None
         with self._lock("catalog"):
             self._ensure_root()
             uri = self._collection_uri(collection.id)
@@ -153,10 +176,14 @@ class StaticCatalog:
             *keep,
         ]
         doc["collection"] = cid
-        self._write_json(self.item_href(cid, item.id), doc)  # the commit point
-        self._link_item(cid, item.id, add=True)
+        href = self.item_href(cid, item.id)
+        _relativize(doc, href, self._owned)
+        self._write_json(href, doc)  # the commit point
+        self._link_item(cid, item.id, add=True, item_doc=doc)
 
-    def _link_item(self, cid: str, item_id: str, *, add: bool) -> None:
+    def _link_item(
+        self, cid: str, item_id: str, *, add: bool, item_doc: dict[str, Any] | None = None
+    ) -> None:
         with self._lock(f"collection-{cid}"):
             uri = self._collection_uri(cid)
             col = self._read_json(uri)
@@ -168,9 +195,10 @@ class StaticCatalog:
             ]
             if add:
                 links.append({"rel": "item", "href": href, "type": "application/geo+json"})
-            if links != col.get("links"):
-                col["links"] = links
-                self._write_json(uri, col)
+            new = merge_item(col, item_doc) if item_doc is not None else dict(col)
+            new["links"] = links
+            if new != col:
+                self._write_json(uri, new)
 
     def delete_item(self, collection_id: str, item_id: str) -> bool:
         existed = self.store.delete(self.item_href(collection_id, item_id))
@@ -191,7 +219,10 @@ class StaticCatalog:
         bbox: BBox | None = None,
         datetime_range: DatetimeRange | None = None,
         limit: int | None = None,
+        filter: dict[str, Any] | None = None,  # noqa: A002 - the STAC API parameter name
     ) -> Iterator[pystac.Item]:
+        """Items matching every criterion; ``filter`` is CQL2-JSON over item properties (the subset
+        :func:`_cql2` evaluates: and/or/not, comparisons, isNull)."""
         n = 0
         for cid in collections or self.collections():
             for uri in self.store.list(self.store.uri(cid)):
@@ -207,30 +238,124 @@ class StaticCatalog:
                     continue
                 if datetime_range is not None and not _in_range(doc.get("properties", {}), datetime_range):
                     continue
+                if filter is not None and not _cql2(filter, doc):
+                    continue
                 yield _item(doc, uri)
                 n += 1
                 if limit is not None and n >= limit:
                     return
 
+    def derived(self, collection_id: str, item_id: str) -> Iterator[pystac.Item]:
+        """Every item of the catalog that records this one as an input (a full scan)."""
+        for item in self.search():
+            if derives_from(item, collection_id, item_id):
+                yield item
+
+
+def _absolute(href: str, base: str) -> str:
+    if not href or "://" in href or href.startswith("/"):
+        return href
+    parts = base.split("/")
+    for seg in href.split("/"):
+        if seg == "..":
+            parts.pop()
+        elif seg not in (".", ""):
+            parts.append(seg)
+    return "/".join(parts)
+
+
+def _relative(href: str, item_uri: str) -> str | None:
+    """``href`` relative to the item file when both are on the same file system / bucket."""
+    if not href:
+        return None
+    if item_uri.startswith("s3://"):
+        if not href.startswith("s3://"):
+            return None
+        ib, hb = item_uri[5:].split("/", 1)[0], href[5:].split("/", 1)[0]
+        if ib != hb:
+            return None
+        return posixpath.relpath(href[5:], posixpath.dirname(item_uri[5:]))
+    if "://" in href and not href.startswith("file://"):
+        return None
+    path = href[len("file://") :] if href.startswith("file://") else href
+    if not path.startswith("/"):
+        return None
+    return os.path.relpath(path, os.path.dirname(item_uri))
+
+
+def _norm(root: str) -> str:
+    if "://" in root and not root.startswith("file://"):
+        return root
+    return str(Path(root.removeprefix("file://")).expanduser().resolve())
+
+
+def _relativize(doc: dict[str, Any], item_uri: str, owned: tuple[str, ...]) -> None:
+    """Make the hrefs the catalog owns relative: assets below ``owned`` roots, links into the catalog."""
+    for a in (doc.get("assets") or {}).values():
+        href = a.get("href", "")
+        if href.removeprefix("file://").startswith(owned):
+            rel = _relative(href, item_uri)
+            if rel is not None:
+                a["href"] = rel
+    for lk in doc.get("links") or []:
+        href = lk.get("href", "")
+        if href.startswith(owned[0]):
+            rel = _relative(href, item_uri)
+            if rel is not None:
+                lk["href"] = rel
+
 
 def _item(doc: dict[str, Any], uri: str) -> pystac.Item:
-    """An item read from ``uri`` with absolute link hrefs and a self link (usable anywhere)."""
+    """An item read from ``uri`` with absolute link and asset hrefs and a self link (usable anywhere)."""
     base = uri.rsplit("/", 1)[0]
-    links = []
-    for lk in doc.get("links", []):
-        href = lk.get("href", "")
-        if href and "://" not in href and not href.startswith("/"):
-            parts = base.split("/")
-            for seg in href.split("/"):
-                if seg == "..":
-                    parts.pop()
-                elif seg not in (".", ""):
-                    parts.append(seg)
-            lk = {**lk, "href": "/".join(parts)}
-        links.append(lk)
+    links = [{**lk, "href": _absolute(lk.get("href", ""), base)} for lk in doc.get("links", [])]
     links = [lk for lk in links if lk.get("rel") != "self"]
     links.append({"rel": "self", "href": uri, "type": "application/geo+json"})
-    return pystac.Item.from_dict({**doc, "links": links}, preserve_dict=False)
+    assets = {
+        k: {**a, "href": _absolute(a.get("href", ""), base)} for k, a in (doc.get("assets") or {}).items()
+    }
+    return pystac.Item.from_dict({**doc, "links": links, "assets": assets}, preserve_dict=False)
+
+
+_CMP = {
+    "=": lambda a, b: a == b,
+    "<>": lambda a, b: a != b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+}
+
+
+def _cql2(expr: Any, doc: dict[str, Any]) -> bool:
+    """Evaluate a CQL2-JSON boolean expression over an item document (property comparisons)."""
+
+    def value(arg: Any) -> Any:
+        if isinstance(arg, dict) and "property" in arg:
+            name = arg["property"]
+            return doc.get(name) if name in ("id", "collection") else (doc.get("properties") or {}).get(name)
+        return arg
+
+    if not isinstance(expr, dict) or "op" not in expr:
+        raise InvalidInputError(f"filter: not a CQL2-JSON expression: {expr!r}")
+    op, args = str(expr["op"]).lower(), expr.get("args", [])
+    if op == "and":
+        return all(_cql2(a, doc) for a in args)
+    if op == "or":
+        return any(_cql2(a, doc) for a in args)
+    if op == "not":
+        return not _cql2(args[0], doc)
+    if op == "isnull":
+        return value(args[0]) is None
+    if op in _CMP:
+        a, b = value(args[0]), value(args[1])
+        if a is None or b is None:
+            return False
+        try:
+            return bool(_CMP[op](a, b))
+        except TypeError:
+            return False
+    raise InvalidInputError(f"filter: CQL2 operator '{expr['op']}' is not supported by static catalogs")
 
 
 def _bbox_intersects(item_bbox: Sequence[float] | None, q: BBox) -> bool:

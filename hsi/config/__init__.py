@@ -8,6 +8,7 @@ Everything has an embedded default: local directory storage and a static catalog
 from hsi.config.loading import ConfigIssue, check_config, load_config, mask_secrets, validate_text
 from hsi.config.models import (
     DEFAULT_DATA_DIR,
+    ArchiveLimitsConfig,
     CatalogAuth,
     CatalogConfig,
     EcsConfig,
@@ -21,7 +22,7 @@ from hsi.config.models import (
 )
 
 __all__ = [
-    "DEFAULT_DATA_DIR", "CatalogAuth", "CatalogConfig", "ConfigIssue", "EcsConfig", "EngineConfig", "InputConfig",
+    "DEFAULT_DATA_DIR", "ArchiveLimitsConfig", "CatalogAuth", "CatalogConfig", "ConfigIssue", "EcsConfig", "EngineConfig", "InputConfig",
     "PipelineConfig", "ProductRun", "S3Access", "SourceConfig", "StorageConfig", "check_config", "load_config",
     "mask_secrets", "validate_text",
 ]  # fmt: skip

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -31,8 +31,11 @@ from pydantic import (
     model_validator,
 )
 
+if TYPE_CHECKING:  # pragma: no cover
+    from hsi.sources.archive import ArchiveLimits
+
 __all__ = [
-    "CatalogAuth", "CatalogConfig", "EcsConfig", "EngineConfig", "InputConfig", "PipelineConfig", "ProductRun",
+    "ArchiveLimitsConfig", "CatalogAuth", "CatalogConfig", "EcsConfig", "EngineConfig", "InputConfig", "PipelineConfig", "ProductRun",
     "S3Access", "SourceConfig", "StorageConfig",
 ]  # fmt: skip
 
@@ -316,6 +319,20 @@ class EngineConfig(_Model):
     ecs: EcsConfig | None = None
 
 
+class ArchiveLimitsConfig(_Model):
+    """Bounds on archive expansion (zip/tar bombs); null disables a bound."""
+
+    max_bytes: int | None = Field(default=512 * 2**30, ge=1, description="total extracted bytes per archive")
+    max_ratio: float | None = Field(default=200.0, gt=1, description="extracted bytes / archive bytes")
+    max_members: int | None = Field(default=10_000, ge=1, description="members per archive")
+
+    def limits(self) -> ArchiveLimits:
+        """The :class:`hsi.sources.archive.ArchiveLimits` of these settings."""
+        from hsi.sources.archive import ArchiveLimits
+
+        return ArchiveLimits(max_bytes=self.max_bytes, max_ratio=self.max_ratio, max_members=self.max_members)
+
+
 class PipelineConfig(_Model):
     storage: StorageConfig = StorageConfig()
     catalog: CatalogConfig = CatalogConfig()
@@ -325,6 +342,7 @@ class PipelineConfig(_Model):
     work_dir: str = Field(
         default=f"./{DEFAULT_DATA_DIR}/work", description="scratch space for extraction/COG temp"
     )
+    archive_limits: ArchiveLimitsConfig = ArchiveLimitsConfig()
     prefect_api_url: str | None = Field(default=None, description="Prefect API used by deployments/events")
     processors: dict[str, ProcessorConfig] = Field(
         default_factory=dict, description="products computed by external tools (docs/PROCESSORS.md)"

@@ -11,13 +11,13 @@ turning the rest of a name into a product (spyndex indices are resolved this way
 
 from __future__ import annotations
 
-import difflib
 import importlib.metadata as md
 import logging
 import threading
 from collections.abc import Callable, Iterable
 
 from hsi.errors import ProductError
+from hsi.names import close_matches
 from hsi.products.base import Product
 
 __all__ = [
@@ -113,10 +113,8 @@ class ProductRegistry:
 
     def _unknown_message(self, name: str) -> str:
         names = self.names()
-        by_lower = {n.lower(): n for n in names}
-        close = difflib.get_close_matches(name.lower(), list(by_lower), n=5, cutoff=0.6)
-        close += [n for n in by_lower if name.lower() in n and n not in close][: max(0, 5 - len(close))]
-        hint = f"; did you mean: {', '.join(by_lower[c] for c in close)}" if close else ""
+        close = close_matches(name, names)
+        hint = f"; did you mean: {', '.join(close)}" if close else ""
         return f"unknown product '{name}'{hint} ({len(names)} products available; see `hsi products list`)"
 
 

@@ -15,13 +15,14 @@ from typing import Protocol, runtime_checkable
 
 from hsi.errors import UnsupportedSourceError
 from hsi.scene import SceneMetadata
-from hsi.sources.archive import extract
+from hsi.sources.archive import ArchiveLimits, extract
 from hsi.sources.aviris_classic import AvirisClassicSource
 from hsi.sources.aviris_ng import AvirisNgSource
 from hsi.sources.emit import EmitSource
 from hsi.sources.generic import GenericEnviSource
 
 __all__ = [
+    "ArchiveLimits",
     "Source",
     "detect_source",
     "extract",
@@ -90,7 +91,17 @@ def detect_source(path: Path | str) -> Source:
     )
 
 
-def read_scene(path: Path | str, source: str | None = None, work_dir: Path | None = None) -> SceneMetadata:
-    """Read the metadata of one scene, detecting the source unless ``source`` is given."""
+def read_scene(
+    path: Path | str,
+    source: str | None = None,
+    work_dir: Path | None = None,
+    limits: ArchiveLimits | None = None,
+) -> SceneMetadata:
+    """Read the metadata of one scene, detecting the source unless ``source`` is given.
+
+    ``limits`` bound the expansion of an archive (passed to sources that take it)."""
     src = get_source(source) if source else detect_source(path)
-    return src.read(Path(path), work_dir=Path(work_dir) if work_dir is not None else None)
+    wd = Path(work_dir) if work_dir is not None else None
+    if limits is not None:
+        return src.read(Path(path), work_dir=wd, limits=limits)  # type: ignore[call-arg]
+    return src.read(Path(path), work_dir=wd)

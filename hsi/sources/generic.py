@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Any
 
 from hsi.errors import HeaderError, UnsupportedSourceError
 from hsi.scene import SceneMetadata
-from hsi.sources.archive import archive_stem, extract, is_archive
+from hsi.sources.archive import ArchiveLimits, archive_stem, extract, is_archive
 from hsi.sources.envi import EnviHeader, find_data_file, find_header, read_header, scene_from_header
 
 __all__ = [
@@ -140,14 +141,20 @@ class EnviSource:
             log.info("%s: %d candidate cubes, picked %s", origin, len(cubes), cubes[0].name)
         return cubes[0]
 
-    def locate(self, path: Path, work_dir: Path | None = None) -> tuple[Path, Path | None, Path]:
+    def locate(
+        self, path: Path, work_dir: Path | None = None, limits: ArchiveLimits | None = None
+    ) -> tuple[Path, Path | None, Path]:
         """``(header, data file or None, origin)`` for any supported input shape."""
         path = Path(path)
         if not path.exists():
             raise UnsupportedSourceError(f"{path}: input not found")
         if is_archive(path):
-            directory = extract(path, work_dir or default_work_dir())
-            return self.pick_header(directory, path), None, path
+            directory = extract(path, work_dir or default_work_dir(), limits)
+            try:
+                return self.pick_header(directory, path), None, path
+            except HeaderError:  # an archive without a cube header: its extraction is of no use
+                shutil.rmtree(directory, ignore_errors=True)
+                raise
         if path.is_dir():
             return self.pick_header(path, path), None, path
         if path.suffix.lower() == ".hdr":
@@ -157,8 +164,11 @@ class EnviSource:
             raise HeaderError(path, "no ENVI header next to the data file (tried <file>.hdr and <stem>.hdr)")
         return header, path, path
 
-    def read(self, path: Path, work_dir: Path | None = None) -> SceneMetadata:
-        header, data, origin = self.locate(Path(path), work_dir)
+    def read(
+        self, path: Path, work_dir: Path | None = None, limits: ArchiveLimits | None = None
+    ) -> SceneMetadata:
+        """Metadata of the scene at ``path``; archives are extracted into ``work_dir`` within ``limits``."""
+        header, data, origin = self.locate(Path(path), work_dir, limits)
         hdr = read_header(header)
         data = data or find_data_file(header)
         facts = self.describe(hdr, data, origin)

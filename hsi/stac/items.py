@@ -27,6 +27,7 @@ __all__ = [
     "bands_field",
     "collection_for",
     "raw_item",
+    "wavelength_range",
 ]
 
 COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
@@ -106,7 +107,16 @@ def _common_properties(meta: SceneMetadata) -> dict[str, Any]:
         "hsi:scene_id": meta.scene_id,
         "hsi:quantity": meta.quantity,
         "hsi:bad_bands": [b.index for b in meta.bands if not b.good],
+        **wavelength_range(meta.bands),
     }
+
+
+def wavelength_range(bands: Sequence[BandInfo]) -> dict[str, float]:
+    """``hsi:wavelength_min``/``max`` (nm, band centres) for spectral-range search; {} without wavelengths."""
+    wl = [b.center_wavelength for b in bands if b.center_wavelength is not None]
+    if not wl:
+        return {}
+    return {"hsi:wavelength_min": round(min(wl), 3), "hsi:wavelength_max": round(max(wl), 3)}
 
 
 def _datetime(meta: SceneMetadata, fallback: datetime | None) -> datetime:
@@ -145,13 +155,18 @@ def raw_item(
         datetime=_datetime(meta, fallback_datetime),
         properties=props,
         collection=meta.raw_collection,
-        stac_extensions=[PROJ, FILE, EO, HSI_EXTENSION],
+        stac_extensions=[PROJ, FILE, HSI_EXTENSION],
     )
     for key, ref in assets.items():
         asset = ref.to_asset()
         if "data" in ref.roles and key == "data":
             asset.extra_fields["bands"] = bands_field(meta.bands, meta.layout.dtype, meta.nodata, meta.units)
         item.add_asset(key, asset)
+    # eo only when an eo:* field is present (an archive-only raw item has no band table to describe)
+    if any(
+        k.startswith("eo:") for a in item.assets.values() for b in a.extra_fields.get("bands", []) for k in b
+    ):
+        item.stac_extensions.insert(2, EO)
     return item
 
 

@@ -108,6 +108,9 @@ def product_item(
     if title:
         props["title"] = title
     props.update(result.stac_properties())
+    used = [b["wavelength_nm"] for b in props.get("hsi:bands_used", []) if b.get("wavelength_nm") is not None]
+    if used:  # the spectral range the product was computed from
+        props["hsi:wavelength_min"], props["hsi:wavelength_max"] = min(used), max(used)
     props.update({k: v for k, v in proj.items() if v is not None})
     if classes:
         props["hsi:classes"] = [{"value": int(k), "name": v} for k, v in sorted(classes.items())]

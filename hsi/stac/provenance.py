@@ -117,10 +117,14 @@ class Provenance:
     run: RunInfo = field(default_factory=RunInfo)
     software: Mapping[str, str] = field(default_factory=software_versions)
     processed: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: the parameters the key was computed from, when the recorded ``parameters`` are what was
+    #: actually written (e.g. an automatic predictor resolved to 2); default: ``parameters``
+    key_parameters: Mapping[str, Any] | None = None
 
     @property
     def key(self) -> str:
-        return derivation_key(self.inputs, self.algorithm, self.algorithm_version, self.parameters)
+        params = self.parameters if self.key_parameters is None else self.key_parameters
+        return derivation_key(self.inputs, self.algorithm, self.algorithm_version, params)
 
 
 def apply_provenance(item: pystac.Item, prov: Provenance) -> pystac.Item:

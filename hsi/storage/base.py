@@ -22,6 +22,20 @@ class ObjectInfo:
     uri: str
     size: int
     checksum: str | None  # multihash hex ("1220" + sha256 hex) when known
+    etag: str | None = None  # the server's entity tag (S3: changes whenever the content does)
+    version_id: str | None = None  # S3 object version (versioned buckets)
+
+    @property
+    def identity(self) -> str:
+        """What decides whether a copy is still this object: size + ETag/version (or checksum)."""
+        parts = [f"size:{self.size}"]
+        if self.version_id:
+            parts.append(f"version:{self.version_id}")
+        if self.etag:
+            parts.append(f"etag:{self.etag}")
+        elif self.checksum:
+            parts.append(f"sha256:{self.checksum}")
+        return ";".join(parts)
 
 
 def multihash_sha256(hexdigest: str) -> str:
@@ -69,7 +83,9 @@ class ObjectStore(Protocol):
         """Object content; raises FileNotFoundError when absent."""
         ...
 
-    def get_file(self, uri: str, local: Path) -> Path: ...
+    def get_file(self, uri: str, local: Path, *, expect: ObjectInfo | None = None) -> Path:
+        """Download to ``local``; with ``expect`` (an earlier :meth:`stat`), only that exact object."""
+        ...
 
     def stat(self, uri: str, checksum: bool = False) -> ObjectInfo | None:
         """Size (and checksum when ``checksum`` or cheaply known) or None when absent."""

@@ -11,9 +11,31 @@ from pathlib import Path
 from hsi.errors import StorageError
 from hsi.storage.base import ObjectInfo, file_checksum
 
+FILE_MODE = 0o644  # published files: readable by other users and web servers (whatever the umask)
+DIR_MODE = 0o755
+
+
+def _makedirs(path: Path) -> None:
+    """``mkdir -p`` whose new directories are ``DIR_MODE`` regardless of the umask."""
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:
+            continue
+        os.chmod(d, DIR_MODE)
+
 
 class LocalStore:
-    """Objects are files below a root directory; URIs are absolute paths."""
+    """Objects are files below a root directory; URIs are absolute paths.
+
+    Files are written ``0644`` and the directories the store creates ``0755`` (a catalog and its
+    assets are meant to be published), independent of the process umask.
+    """
 
     def __init__(self, root: str | Path) -> None:
         root_s = str(root)
@@ -34,8 +56,10 @@ class LocalStore:
         return Path(uri)
 
     def _atomic_target(self, dest: Path) -> tuple[int, str]:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        return tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        _makedirs(dest.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        os.fchmod(fd, FILE_MODE)  # mkstemp creates 0600
+        return fd, tmp
 
     def put_file(self, local: Path, uri: str, content_type: str | None = None) -> ObjectInfo:
         dest = self._path(uri)
@@ -74,7 +98,7 @@ class LocalStore:
     def get_bytes(self, uri: str) -> bytes:
         return self._path(uri).read_bytes()
 
-    def get_file(self, uri: str, local: Path) -> Path:
+    def get_file(self, uri: str, local: Path, *, expect: ObjectInfo | None = None) -> Path:
         src = self._path(uri)
         if not src.is_file():
             raise FileNotFoundError(uri)

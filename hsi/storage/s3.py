@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import io
 import mimetypes
 import os
 import tempfile
@@ -235,21 +236,69 @@ class S3Store:
                 raise FileNotFoundError(uri) from e
             raise self._error(uri, "get", e) from e
 
-    def get_file(self, uri: str, local: Path) -> Path:
+    def get_file(self, uri: str, local: Path, *, expect: ObjectInfo | None = None) -> Path:
+        """Download ``uri`` to ``local`` (atomically). With ``expect``, only that exact object: its
+        version is read, or the GET carries ``If-Match: <etag>`` so a changed object is refused
+        (:class:`~hsi.errors.StorageError` "changed since it was indexed") instead of mixed in."""
         bucket, key = self._key(uri)
         local = Path(local)
         local.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{local.name}.", suffix=".part", dir=local.parent)
         os.close(fd)
         try:
-            self._client.download_file(bucket, key, tmp, Config=self._transfer_config())
+            if expect is not None and (expect.etag or expect.version_id):
+                kw: dict[str, Any] = {"Bucket": bucket, "Key": key}
+                if expect.version_id:
+                    kw["VersionId"] = expect.version_id
+                if expect.etag:
+                    kw["IfMatch"] = expect.etag
+                body = self._client.get_object(**kw)["Body"]
+                with open(tmp, "wb") as f:
+                    for block in iter(lambda: body.read(CHUNK), b""):
+                        f.write(block)
+            else:
+                self._client.download_file(bucket, key, tmp, Config=self._transfer_config())
             os.replace(tmp, local)
         except Exception as e:
             Path(tmp).unlink(missing_ok=True)
             if _code(e) in _NOT_FOUND:
                 raise FileNotFoundError(uri) from e
+            if _code(e) in ("PreconditionFailed", "412"):
+                raise StorageError(
+                    uri, "object changed since it was indexed (ETag differs): index it again"
+                ) from None
             raise self._error(uri, "download", e) from e
         return local
+
+    def open_read(self, uri: str, *, expect: ObjectInfo | None = None) -> Any:
+        """A streaming binary reader of the object (read sequentially; bounded memory)."""
+        bucket, key = self._key(uri)
+        kw: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if expect is not None and expect.etag:
+            kw["IfMatch"] = expect.etag
+        try:
+            return self._client.get_object(**kw)["Body"]
+        except Exception as e:
+            if _code(e) in _NOT_FOUND:
+                raise FileNotFoundError(uri) from e
+            raise self._error(uri, "get", e) from e
+
+    def read_range(self, uri: str, start: int, length: int, *, etag: str | None = None) -> bytes:
+        """``length`` bytes from ``start`` (one ranged GET; ``etag`` pins the object)."""
+        bucket, key = self._key(uri)
+        kw: dict[str, Any] = {"Bucket": bucket, "Key": key, "Range": f"bytes={start}-{start + length - 1}"}
+        if etag:
+            kw["IfMatch"] = etag
+        try:
+            return bytes(self._client.get_object(**kw)["Body"].read())
+        except Exception as e:
+            if _code(e) in ("PreconditionFailed", "412"):
+                raise StorageError(uri, "object changed while it was read (ETag differs)") from None
+            raise self._error(uri, "ranged get", e) from e
+
+    def open_ranged(self, uri: str, info: ObjectInfo, buffer_size: int = 64 << 10) -> Any:
+        """A seekable binary reader of the object made of ranged GETs (e.g. for a zip's directory)."""
+        return io.BufferedReader(_RangedReader(self, uri, info), buffer_size=buffer_size)
 
     def stat(self, uri: str, checksum: bool = False) -> ObjectInfo | None:
         bucket, key = self._key(uri)
@@ -263,7 +312,14 @@ class S3Store:
         known = (head.get("Metadata") or {}).get(CHECKSUM_META)
         if known is None and checksum:
             known = self._stream_checksum(uri, bucket, key)
-        return ObjectInfo(uri, size, known)
+        version = head.get("VersionId")
+        return ObjectInfo(
+            uri,
+            size,
+            known,
+            etag=head.get("ETag"),
+            version_id=version if version not in (None, "null") else None,
+        )
 
     def _stream_checksum(self, uri: str, bucket: str, key: str) -> str:
         h = hashlib.sha256()
@@ -400,6 +456,36 @@ class S3Store:
         if code:
             return StorageError(uri, f"{op} failed{where}: {code}")
         return StorageError(uri, f"{op} failed{where}: {type(cause).__name__}")
+
+
+class _RangedReader(io.RawIOBase):
+    """Raw, seekable reads of one S3 object by ranged GETs, pinned to its ETag."""
+
+    def __init__(self, store: S3Store, uri: str, info: ObjectInfo) -> None:
+        self._store, self._uri, self._size, self._etag, self._pos = store, uri, info.size, info.etag, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, b: Any) -> int:
+        n = min(len(b), self._size - self._pos)
+        if n <= 0:
+            return 0
+        data = self._store.read_range(self._uri, self._pos, n, etag=self._etag)
+        b[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
 
 
 @functools.cache

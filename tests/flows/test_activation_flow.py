@@ -107,6 +107,26 @@ def test_second_run_skips_and_force_replaces(tmp_path: Path, config_file: Path) 
     assert after.properties["hsi:product_key"] == before.properties["hsi:product_key"]
 
 
+@pytest.mark.parametrize(("source", "level"), [("aviris-classic", "l1b"), ("aviris-ng", "l2")])
+def test_provenance_records_the_creation_options_of_the_written_cog(
+    tmp_path: Path, config_file: Path, source: str, level: str
+) -> None:
+    """``hsi:parameters`` says what the cube was written with (the automatic predictor resolved), as
+    rasterio reads it back from the file; the key still matches, so a rerun skips."""
+    synthesize(tmp_path / "raw", source=source, level=level, width=24, height=32, seed=5)  # type: ignore[arg-type]
+    item_id = index_scenes(hrefs=[str(tmp_path / "raw")], config=str(config_file))[0]["item_id"]
+    assert activate_scene(item_id=item_id, config=str(config_file))["status"] == "activated"
+    act = _catalog(config_file).catalog.get_item(f"{source}-{level}", item_id)
+    params = act.properties["hsi:parameters"]
+    with rasterio.open(act.assets["cube"].href) as ds:
+        ims = ds.tags(ns="IMAGE_STRUCTURE")
+        assert params["predictor"] == int(ims["PREDICTOR"]) == (2 if ds.dtypes[0] == "int16" else 3)
+        assert params["compress"] == ims["COMPRESSION"] == "ZSTD"
+        assert params["blocksize"] == ds.block_shapes[0][0] == ds.block_shapes[0][1]
+        assert params["overview_level"] == len(ds.overviews(1))
+    assert activate_scene(item_id=item_id, config=str(config_file))["status"] == "skipped"
+
+
 def test_missing_asset_makes_the_item_stale(tmp_path: Path, config_file: Path) -> None:
     synthesize(tmp_path / "raw", source="aviris-ng", level="l1b", width=24, height=24, seed=5)
     item_id = index_scenes(hrefs=[str(tmp_path / "raw")], config=str(config_file))[0]["item_id"]

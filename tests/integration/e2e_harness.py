@@ -67,12 +67,12 @@ class PrivatePrefect:
         except httpx.HTTPError:
             return False
 
-    def start_server(self) -> None:
+    def start_server(self, timeout: float = 120.0) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         log = (self.home / "server.log").open("ab")
         self.server = subprocess.Popen([_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port",
                                         str(self.port)], env=self._env(), stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-        wait_for(lambda: self.server.poll() is None and self.healthy(), timeout=120, interval=0.5,
+        wait_for(lambda: self.server.poll() is None and self.healthy(), timeout=timeout, interval=0.5,
                  what=f"prefect server on {self.port}")  # fmt: skip
 
     def stop_server(self) -> None:

@@ -376,3 +376,29 @@ def test_three_deliveries_trigger_one_deployment_run(aws: dict[str, Any], prefec
         assert run["parameters"]["event_id"] == ev["id"]
     finally:
         httpx.delete(f"{api}/automations/{r.json()['id']}", timeout=10)
+
+
+def test_hsi_bridge_run_logs_posted_and_ignored_lines(
+    aws: dict[str, Any], prefect_api: str, moto_endpoint: str
+) -> None:
+    """Through the real ``hsi`` entry point with HSI_LOG_LEVEL=DEBUG: the bridge's per-message lines
+    appear (the CLI used to configure logging at WARNING first, silencing them)."""
+    bucket = f"raw-logs-{uid()}"
+    queue, dlq = bucket_direct(aws, bucket)
+    ng = ng_scene()
+    put(aws, bucket, "unrelated/holiday.bin")
+    put(aws, bucket, f"x/{ng}.tar.gz")
+    env = {**os.environ, "AWS_ENDPOINT_URL": moto_endpoint, "HSI_LOG_LEVEL": "DEBUG"}
+    env.pop("PREFECT_API_URL", None)
+    hsi = str(Path(sys.executable).parent / "hsi")
+    p = subprocess.run([hsi, "bridge", "run", "--queue-url", queue, "--dlq-url", dlq, "--prefect-api-url",
+                        prefect_api, "--wait-seconds", "1", "--until-empty"],
+                       env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    log = p.stdout + p.stderr
+    ignored = [ln for ln in log.splitlines() if ": ignored: " in ln]
+    assert any("unrelated/holiday.bin" in ln for ln in ignored), log[-3000:]
+    posted = [ln for ln in log.splitlines() if "posted event" in ln]
+    assert len(posted) == 1, log[-3000:]
+    got = wait_for(lambda: raw_events(prefect_api, "aviris-ng", ng), timeout=60, what="the posted event")
+    assert posted[0].rstrip().endswith(got[0]["id"])

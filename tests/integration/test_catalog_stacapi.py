@@ -314,3 +314,15 @@ def test_items_written_carry_no_credentials(
     assert token not in raw and stack_secret_key not in raw
     assert json.loads(raw)["id"] == "clean"
     assert "@" not in cat.href
+
+
+def test_derived_is_reverse_lineage(stac_catalog: StacApiCatalog, collection: str) -> None:
+    src = f"scene-{uuid.uuid4().hex[:8]}"
+    ref = {"collection": collection, "id": src, "href": "", "checksums": {}}
+    stac_catalog.upsert_item(make_item(collection, src))
+    stac_catalog.upsert_item(make_item(collection, f"{src}-ndvi", **{"hsi:inputs": [ref]}))
+    stac_catalog.upsert_item(make_item(collection, f"{src}-pca", **{"hsi:inputs": [ref]}))
+    stac_catalog.upsert_item(make_item(collection, f"{src}-lookalike"))  # same prefix, other inputs
+    got = sorted(i.id for i in stac_catalog.derived(collection, src))
+    assert got == [f"{src}-ndvi", f"{src}-pca"]
+    assert list(stac_catalog.derived(collection, f"{src}-ndvi")) == []

@@ -56,7 +56,7 @@ def test_cli_validate_reports_all_errors_and_exit_code(tmp_path: Path) -> None:
 
     path = _write(tmp_path, THREE_MISTAKES)
     r = CliRunner().invoke(app, ["config", "validate", str(path)])
-    assert r.exit_code == 1
+    assert r.exit_code == 2
     assert r.output.count(f"error: {path}:") == 3 and "3 error(s)" in r.output
     ok = CliRunner().invoke(app, ["config", "validate", str(ROOT / "hsi.example.yaml")])
     assert ok.exit_code == 0, ok.output

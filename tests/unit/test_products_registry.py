@@ -85,7 +85,7 @@ def test_cli_show_and_errors() -> None:
     res = runner.invoke(app, ["show", "tree-mortality"])
     assert "classes: 0=non-vegetation, 1=healthy, 2=stressed, 3=dead" in res.output
     res = runner.invoke(app, ["show", "oil-spil"])
-    assert res.exit_code == 2 and "oil-spill" in res.output
+    assert res.exit_code == 4 and "did you mean: oil-spill" in res.output  # 4: not found
     res = runner.invoke(app, ["list", "--family", "index:"])
     assert res.exit_code == 0 and res.output.count("\n") > 200
 

@@ -15,6 +15,7 @@ import pytest
 from hsi.errors import HeaderError, UnsupportedSourceError
 from hsi.scene import SceneMetadata
 from hsi.sources import Source, detect_source, extract, get_source, list_sources, read_scene
+from hsi.sources.archive import ArchiveLimits, extract_headers
 from hsi.sources.aviris_classic import parse_classic_name
 from hsi.sources.aviris_ng import parse_ng_name
 from hsi.sources.envi import format_header
@@ -270,3 +271,126 @@ def test_classic_archive_with_sidecars(tmp_path):
     meta = read_scene(arc, work_dir=tmp_path / "w")
     assert meta.source == "aviris-classic" and meta.extra["gain file"].endswith(".gain")
     shutil.rmtree(tmp_path / "w")
+
+
+# --- bounded expansion (zip/tar bombs) and header-only reads -----------------------------------------
+
+BOMB = 24 << 20  # zeros: ~1000x smaller compressed
+
+
+def _tar_bomb(path: Path, members: dict[str, bytes | int]) -> Path:
+    with tarfile.open(path, "w:gz") as tf:
+        for name, body in members.items():
+            data = bytes(body) if isinstance(body, int) else body
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _zip_bomb(path: Path, members: dict[str, bytes | int]) -> Path:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, body in members.items():
+            zf.writestr(name, bytes(body) if isinstance(body, int) else body)
+    return path
+
+
+def _left(work: Path) -> list[Path]:
+    return sorted(work.rglob("*")) if work.exists() else []
+
+
+@pytest.mark.parametrize("make", [_tar_bomb, _zip_bomb], ids=["tar.gz", "zip"])
+def test_expansion_ratio_bound_refuses_a_bomb_and_leaves_nothing(tmp_path, make):
+    arc = make(tmp_path / f"ang20150420t182050_rfl.{'zip' if make is _zip_bomb else 'tar.gz'}",
+               {"ang20150420t182050_rfl_img.hdr": b"ENVI\n", "ang20150420t182050_rfl_img": BOMB})  # fmt: skip
+    assert BOMB / arc.stat().st_size > 200
+    with pytest.raises(UnsupportedSourceError, match=rf"{arc.name}.*max_ratio"):
+        read_scene(arc, work_dir=tmp_path / "work")
+    assert _left(tmp_path / "work") == []
+    # configurable: a looser ratio lets the same archive through to the size bound
+    with pytest.raises(UnsupportedSourceError, match=rf"{arc.name}.*max_bytes"):
+        extract(arc, tmp_path / "work", ArchiveLimits(max_ratio=None, max_bytes=BOMB - 1))
+    assert _left(tmp_path / "work") == []
+
+
+@pytest.mark.parametrize("make", [_tar_bomb, _zip_bomb], ids=["tar.gz", "zip"])
+def test_member_count_bound(tmp_path, make):
+    arc = make(
+        tmp_path / f"many.{'zip' if make is _zip_bomb else 'tar.gz'}", {f"f{i}.txt": b"x" for i in range(6)}
+    )
+    with pytest.raises(UnsupportedSourceError, match=r"many\..*6 members.*max_members"):
+        extract(arc, tmp_path / "work", ArchiveLimits(max_members=5))
+    assert _left(tmp_path / "work") == []
+    assert (extract(arc, tmp_path / "work", ArchiveLimits(max_members=6)) / "f5.txt").read_bytes() == b"x"
+
+
+def test_archive_limits_come_from_the_configuration():
+    from hsi.config import PipelineConfig
+
+    cfg = PipelineConfig.model_validate({"archive_limits": {"max_ratio": 50, "max_bytes": None}})
+    assert cfg.archive_limits.limits() == ArchiveLimits(max_bytes=None, max_ratio=50.0, max_members=10_000)
+
+
+def test_failed_read_of_an_archive_without_header_leaves_no_extraction(tmp_path):
+    arc = _tar_bomb(tmp_path / "ang20150420t182050.tar.gz", {"readme.txt": b"hi", "data/blob.bin": 1000})
+    with pytest.raises((HeaderError, UnsupportedSourceError), match=arc.name):
+        read_scene(arc, work_dir=tmp_path / "work")
+    assert _left(tmp_path / "work") == []
+
+
+@pytest.mark.parametrize("fmt", ["tar.gz", "zip"])
+def test_extract_headers_writes_metadata_and_sparse_placeholders(tmp_path, fmt):
+    arc = synthesize(
+        tmp_path / "in", source="aviris-ng", level="l2", width=40, height=30, seed=5, archive=fmt
+    )
+    with open(arc, "rb") as f:
+        stream = f if fmt == "zip" else io.BufferedReader(_Unseekable(f))  # a tar is read as a stream
+        d = extract_headers(stream, tmp_path / "hdrs", name=arc.name, size=arc.stat().st_size)
+    meta = read_scene(d, source="aviris-ng")
+    full = read_scene(arc, work_dir=tmp_path / "full")
+    assert meta.scene_id == full.scene_id and meta.layout.count == full.layout.count == 425
+    assert meta.bands == full.bands and meta.transform == full.transform
+    data = meta.layout.data_path
+    assert data.stat().st_size == full.layout.data_path.stat().st_size > 1 << 20
+    assert data.stat().st_blocks == 0  # not a byte of pixels written
+    with pytest.raises(UnsupportedSourceError, match="already exists"):
+        extract_headers(arc, tmp_path / "hdrs")
+
+
+def test_extract_headers_applies_the_limits_and_leaves_nothing(tmp_path):
+    arc = _tar_bomb(tmp_path / "x.tar.gz", {"x.hdr": b"ENVI\n", "x": BOMB})
+    with pytest.raises(UnsupportedSourceError, match="x.tar.gz.*max_ratio"):
+        extract_headers(arc, tmp_path / "hdrs")
+    assert _left(tmp_path / "hdrs") == []
+
+
+class _Unseekable(io.RawIOBase):
+    def __init__(self, f):
+        self._f = f
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        data = self._f.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+@pytest.mark.parametrize("fmt", ["tar.gz", "zip"])
+def test_indexing_a_local_archive_extracts_nothing_and_leaves_nothing(tmp_path, fmt):
+    from hsi.activation import index_scene
+    from hsi.config import PipelineConfig
+    from hsi.services import Services
+    from hsi.storage import file_checksum
+
+    arc = synthesize(
+        tmp_path / "in", source="aviris-ng", level="l2", width=16, height=12, seed=2, archive=fmt
+    )
+    svc = Services.from_config(PipelineConfig.model_validate({
+        "storage": {"root": str(tmp_path / "assets")}, "catalog": {"url": str(tmp_path / "catalog")},
+        "work_dir": str(tmp_path / "work")}))  # fmt: skip
+    item = index_scene(svc, str(arc))
+    assert item.id == "aviris-ng-ang20240101t000200" and item.geometry is not None
+    assert item.assets["archive"].extra_fields["file:checksum"] == file_checksum(arc)
+    assert [p for p in _left(tmp_path / "work") if p.is_file()] == []  # the old index kept a full extraction

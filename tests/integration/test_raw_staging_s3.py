@@ -1,0 +1,170 @@
+"""Raw staging keyed by identity, against a real S3 server (moto on 127.0.0.1).
+
+* indexing an S3 scene reads only headers: no GET of the data object; an archive is read as one
+  stream (tar) or by ranged GETs of its directory and header members (zip); nothing stays on disk;
+* a corrected scene of the same size re-uploaded to the same key is a new input: its raw item gets
+  a new ETag and the activation key changes (so the activated item is recomputed, not "up to date");
+* a staged copy is reused only for the same identity, and fetching an object that changed since it
+  was indexed is refused instead of silently processing other bytes;
+* the staging copy is the run's own (in the directory the caller gives, removed with it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import numpy as np
+import pytest
+
+from hsi import activation as act
+from hsi.cog import CogProfile
+from hsi.config import PipelineConfig
+from hsi.errors import StorageError
+from hsi.services import Services
+from hsi.sources.synthetic import synthesize
+from hsi.storage import file_checksum
+
+try:
+    from tests.integration.moto_server import aws_env, moto_endpoint
+except ImportError:  # pragma: no cover - run from tests/integration
+    from moto_server import aws_env, moto_endpoint  # type: ignore[no-redef]
+
+__all__ = ["aws_env", "moto_endpoint"]  # fixtures re-exported for pytest
+
+BUCKET = "landing-staging"
+
+
+@pytest.fixture
+def s3(moto_endpoint: str) -> Iterator[Any]:
+    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket=BUCKET)
+    yield client
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+        for o in page.get("Contents", []):
+            client.delete_object(Bucket=BUCKET, Key=o["Key"])
+    client.delete_bucket(Bucket=BUCKET)
+
+
+@pytest.fixture
+def svc(tmp_path: Path, moto_endpoint: str) -> Services:
+    cfg = PipelineConfig.model_validate({
+        "storage": {"root": str(tmp_path / "assets")}, "catalog": {"url": str(tmp_path / "catalog")},
+        "work_dir": str(tmp_path / "work"),
+        "inputs": [{"prefix": f"s3://{BUCKET}", "endpoint_url": moto_endpoint, "region": "us-east-1"}],
+    })  # fmt: skip
+    return Services.from_config(cfg)
+
+
+def _gets(svc: Services) -> list[dict[str, Any]]:
+    """GetObject requests the landing bucket's client really sends (recorded by botocore's event hooks)."""
+    seen: list[dict[str, Any]] = []
+    client = svc.store_for(f"s3://{BUCKET}/x").client  # type: ignore[attr-defined]
+    client.meta.events.register(
+        "provide-client-params.s3.GetObject", lambda params, **_: seen.append(dict(params))
+    )
+    return seen
+
+
+def _upload(s3: Any, directory: Path, prefix: str = "raw") -> dict[str, Path]:
+    files = {p.name: p for p in sorted(directory.iterdir()) if p.is_file()}
+    for name, p in files.items():
+        s3.upload_file(str(p), BUCKET, f"{prefix}/{name}")  # a plain upload: no sha256 metadata
+    return files
+
+
+def _left(svc: Services) -> list[Path]:
+    return sorted(p for p in svc.work_dir.rglob("*") if p.is_file())
+
+
+def test_index_reads_headers_only_and_a_same_size_reupload_is_a_new_input(
+    tmp_path: Path, s3: Any, svc: Services
+) -> None:
+    hdr = synthesize(tmp_path / "scene", source="aviris-ng", level="l2", width=32, height=48, seed=3)
+    data = hdr.with_suffix("")
+    _upload(s3, hdr.parent)
+    href = f"s3://{BUCKET}/raw/{data.name}"
+    gets = _gets(svc)
+
+    raw1 = act.index_scene(svc, href)
+    assert {g["Key"] for g in gets} == {f"raw/{hdr.name}"}  # the header; never the 2.6 MB data object
+    assert _left(svc) == []  # no staging copy outlives the index
+    asset = raw1.assets["data"]
+    assert asset.href == href and asset.extra_fields["file:size"] == data.stat().st_size
+    assert asset.extra_fields["hsi:etag"] == s3.head_object(Bucket=BUCKET, Key=f"raw/{data.name}")["ETag"]
+    assert raw1.assets["header"].extra_fields["file:checksum"] == file_checksum(hdr)
+    key1, _ = act.activation_key(svc, raw1, CogProfile())
+
+    # the run's private staging copy: the bytes the item describes
+    stage = svc.scratch_dir("activate-test")
+    entry = act.fetch_raw(svc, raw1, stage)
+    assert file_checksum(stage / data.name) == file_checksum(data) and entry == stage / hdr.name
+
+    # a corrected scene, same size, same key
+    cube = np.fromfile(data, dtype="<f4")
+    cube[:1000] += 0.01
+    corrected = tmp_path / "corrected"
+    cube.tofile(corrected)
+    assert corrected.stat().st_size == data.stat().st_size
+    s3.upload_file(str(corrected), BUCKET, f"raw/{data.name}")
+
+    raw2 = act.index_scene(svc, href)
+    assert raw2.assets["data"].extra_fields["hsi:etag"] != asset.extra_fields["hsi:etag"]
+    key2, _ = act.activation_key(svc, raw2, CogProfile())
+    assert key2 != key1  # the activated item is stale: it will be recomputed, not reported up to date
+
+    # the old copy in the staging directory has the same size but another identity: not reused
+    act.fetch_raw(svc, raw2, stage)
+    assert file_checksum(stage / data.name) == file_checksum(corrected)
+    # an item that describes the old object cannot fetch other bytes under its name
+    with pytest.raises(StorageError, match="changed since it was indexed"):
+        act.fetch_raw(svc, raw1, svc.scratch_dir("activate-stale"))
+
+
+@pytest.mark.parametrize("fmt", ["tar.gz", "zip"])
+def test_index_of_an_s3_archive_reads_only_its_headers(
+    tmp_path: Path, s3: Any, svc: Services, fmt: str
+) -> None:
+    arc = synthesize(tmp_path / "in", source="aviris-classic", level="l1b", width=48, height=64, seed=9,
+                     archive=fmt)  # fmt: skip
+    s3.upload_file(str(arc), BUCKET, f"raw/{arc.name}")
+    href = f"s3://{BUCKET}/raw/{arc.name}"
+    gets = _gets(svc)
+    raw = act.index_scene(svc, href)
+    assert raw.id == f"aviris-classic-{arc.name.split('.')[0]}" and raw.assets["archive"].href == href
+    assert raw.assets["archive"].extra_fields["file:size"] == arc.stat().st_size
+    assert raw.geometry is not None and raw.properties["hsi:level"] == "l1b"  # read from the header
+    assert _left(svc) == []  # nothing was extracted to stay
+    if fmt == "tar.gz":
+        assert len(gets) == 1 and "Range" not in gets[0]  # one streaming read, no extraction of pixels
+    else:
+        ranged = [
+            int(g["Range"].split("-")[1]) - int(g["Range"].split("=")[1].split("-")[0]) + 1 for g in gets
+        ]
+        assert all("Range" in g for g in gets) and sum(ranged) < arc.stat().st_size / 4
+    assert raw.assets["archive"].extra_fields["hsi:etag"]  # the identity a later fetch is pinned to
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_activation_of_an_s3_scene_stages_privately_and_leaves_nothing(
+    tmp_path: Path, s3: Any, svc: Services, moto_endpoint: str
+) -> None:
+    """The activation flow (new-scene path: index inline, then activate) downloads the raw object once,
+    into its own scratch directory, and removes it when the run ends; a rerun skips."""
+    import yaml
+
+    from hsi_pipeline.flows.activate import activate_scene
+
+    hdr = synthesize(tmp_path / "scene", source="aviris-ng", level="l2", width=24, height=32, seed=8)
+    _upload(s3, hdr.parent)
+    href = f"s3://{BUCKET}/raw/{hdr.with_suffix('').name}"
+    cfg = tmp_path / "hsi.yaml"
+    cfg.write_text(yaml.safe_dump(svc.config.model_dump(mode="json", exclude_defaults=True)))
+    res = activate_scene(uri=href, config=str(cfg))
+    assert res["status"] == "activated"
+    item = svc.catalog.get_item("aviris-ng-l2", res["item_id"])
+    assert item is not None and item.properties["hsi:inputs"][0]["checksums"]["data"].startswith("size:")
+    assert _left(svc) == []  # the staging copy went with the run
+    assert activate_scene(uri=href, config=str(cfg))["status"] == "skipped"
