@@ -51,6 +51,7 @@ __all__ = [
     "build_product_item",
     "check_done",
     "compute",
+    "expected_product_key",
     "find_activated_item",
     "plan_product",
     "register",
@@ -135,16 +136,7 @@ def plan_product(
     with env, rasterio.open(path) as ds:
         bands = bands_from_dataset(ds)
     selected = select_bands(prod, bands, activated.id, p)
-    checksum = cube.extra_fields.get("file:checksum") or f"size:{cube.extra_fields.get('file:size')}"
-    cid = activated.collection_id or ""
-    ref = InputRef(
-        collection=cid,
-        id=activated.id,
-        href=services.catalog.item_href(cid, activated.id),
-        checksums={CUBE_ASSET: checksum},
-    )
-    params_json = p.model_dump(mode="json")
-    key = derivation_key([ref], prod.name, prod.version, params_json)
+    key, ref, params_json = _key_parts(services, activated, cube, prod, p)
     return ProductPlan(
         product=prod.name,
         version=prod.version,
@@ -157,6 +149,35 @@ def plan_product(
         key=key,
         bands_used=[s.as_dict() for s in selected],
     )
+
+
+def _key_parts(
+    services: Services, activated: pystac.Item, cube: pystac.Asset, prod: Any, p: Any
+) -> tuple[str, InputRef, dict[str, Any]]:
+    checksum = cube.extra_fields.get("file:checksum") or f"size:{cube.extra_fields.get('file:size')}"
+    cid = activated.collection_id or ""
+    ref = InputRef(
+        collection=cid,
+        id=activated.id,
+        href=services.catalog.item_href(cid, activated.id),
+        checksums={CUBE_ASSET: checksum},
+    )
+    params_json = p.model_dump(mode="json")
+    return derivation_key([ref], prod.name, prod.version, params_json), ref, params_json
+
+
+def expected_product_key(
+    services: Services, activated: pystac.Item, product: str, params: Mapping[str, Any] | None = None
+) -> str:
+    """The key :func:`plan_product` would give, from the activated item alone (no cube read): what
+    ``hsi plan`` compares with the stored product item. Raises ProductError for bad parameters."""
+    prod = get_product(product)
+    cube = activated.assets.get(CUBE_ASSET)
+    if cube is None:
+        raise InvalidInputError(
+            f"activated item {activated.collection_id}/{activated.id} has no '{CUBE_ASSET}' asset"
+        )
+    return _key_parts(services, activated, cube, prod, prod.parse_params(params))[0]
 
 
 def check_done(services: Services, plan: ProductPlan, *, verify_checksums: bool = False) -> str | None:
