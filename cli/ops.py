@@ -161,9 +161,17 @@ def reprocess(
 
     path = _config_path(config)
     svc = _services(path)
-    rows = _plan_rows(svc, None, None, None, None, None)
-    if scene:
-        rows = [r for r in rows if r.scene in scene]
+    if scene:  # plan only these scenes (a shared catalog may hold many)
+        from hsi.operations import plan_catalog
+        from hsi.planning import raw_collections
+
+        cols = raw_collections(list(svc.config.sources) or None)
+        raws = list(_guard(lambda: list(svc.catalog.search(collections=cols, ids=scene))))
+        if missing_ids := sorted(set(scene) - {r.id for r in raws}):
+            raise _err(f"no raw item {', '.join(missing_ids)} in {', '.join(cols)}", 1)
+        rows = _guard(plan_catalog, svc, scenes=raws)
+    else:
+        rows = _plan_rows(svc, None, None, None, None, None)
     states = [s for s, on in (("stale", stale), ("missing", missing), ("failed", failed)) if on]
     jobs = _guard(select_jobs, svc, rows, states=states, product=product, collection=collection,
                   since=_since(since), downstream=downstream)  # fmt: skip
