@@ -83,11 +83,17 @@ def _guard(fn: Any, *args: Any, **kw: Any) -> Any:
 
 # ------------------------------------------------------------------------------------------ plan
 def _plan_rows(svc: Any, products: list[str] | None, bbox: str | None, start: str | None, end: str | None,
-               sources: list[str] | None) -> list[Any]:  # fmt: skip
+               sources: list[str] | None, scene_ids: list[str] | None = None) -> list[Any]:  # fmt: skip
     from hsi.operations import plan_catalog
-    from hsi.planning import aoi_from, find_scenes, time_range
+    from hsi.planning import aoi_from, find_scenes, raw_collections, time_range
 
     scenes = None
+    if scene_ids:  # only these scenes (a shared catalog may hold many)
+        cols = _guard(raw_collections, sources or list(svc.config.sources) or None)
+        scenes = _guard(lambda: list(svc.catalog.search(collections=cols, ids=scene_ids)))
+        if missing_ids := sorted(set(scene_ids) - {r.id for r in scenes}):
+            raise _err(f"no raw item {', '.join(missing_ids)} in {', '.join(cols)}", 1)
+        return _guard(plan_catalog, svc, scenes=scenes, products=products or None)
     if bbox or start or end:
         if not bbox:
             raise _err("--start/--end need --bbox (the area of an on-demand request)")
@@ -115,13 +121,14 @@ def plan(
         str | None, typer.Option(help="on-demand request: last acquisition date (inclusive)")
     ] = None,
     source: Annotated[list[str] | None, typer.Option(help="only these sources")] = None,
+    scene: Annotated[list[str] | None, typer.Option(help="only these scenes (raw item ids)")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Desired state vs the catalog, per scene and product: missing, stale, failed, up to date."""
     from hsi.operations import summary
 
     svc = _services(_config_path(config))
-    rows = _plan_rows(svc, product, bbox, start, end, source)
+    rows = _plan_rows(svc, product, bbox, start, end, source, scene)
     counts = summary(rows)
     if as_json:
         typer.echo(json.dumps({"catalog": svc.catalog.href, "summary": counts, "rows": [r.as_dict() for r in rows]},
@@ -161,17 +168,7 @@ def reprocess(
 
     path = _config_path(config)
     svc = _services(path)
-    if scene:  # plan only these scenes (a shared catalog may hold many)
-        from hsi.operations import plan_catalog
-        from hsi.planning import raw_collections
-
-        cols = raw_collections(list(svc.config.sources) or None)
-        raws = list(_guard(lambda: list(svc.catalog.search(collections=cols, ids=scene))))
-        if missing_ids := sorted(set(scene) - {r.id for r in raws}):
-            raise _err(f"no raw item {', '.join(missing_ids)} in {', '.join(cols)}", 1)
-        rows = _guard(plan_catalog, svc, scenes=raws)
-    else:
-        rows = _plan_rows(svc, None, None, None, None, None)
+    rows = _plan_rows(svc, None, None, None, None, None, scene)
     states = [s for s, on in (("stale", stale), ("missing", missing), ("failed", failed)) if on]
     jobs = _guard(select_jobs, svc, rows, states=states, product=product, collection=collection,
                   since=_since(since), downstream=downstream)  # fmt: skip

@@ -140,6 +140,12 @@ def test_reprocess_through_deployments_replaces_the_items(pipeline: dict[str, An
     hsi("backfill", f"s3://{p['bucket']}/archive/reprocess", "-c", p["path"], "--json")
     wait_for(lambda: _done(p, item_id), timeout=300, interval=2.0, what=f"{item_id} done")
     prod = p["catalog"].get_item(product_collection(PRODUCT), product_item_id(item_id, PRODUCT))
+    plan = hsi("plan", "-c", p["path"], "--scene", item_id, "--json")  # on the STAC API
+    assert [(r["stage"], r["state"]) for r in plan["rows"]] == [
+        ("activate", "up-to-date"),
+        ("product", "up-to-date"),
+    ]
+    assert all(r["current_key"] == r["expected_key"] != "" for r in plan["rows"])
     out = hsi("reprocess", "-c", p["path"], "--collection", "aviris-ng-l2", "--scene", item_id, "--downstream",
               "--limit", "2", "--json")  # fmt: skip
     assert out["mode"] == "deployments"
@@ -154,6 +160,7 @@ def test_reprocess_through_deployments_replaces_the_items(pipeline: dict[str, An
     assert again.properties["hsi:flow_run"]["id"] in runs  # the replaced item was made by the reprocess run
     found = list(p["catalog"].search(collections=[product_collection(PRODUCT)], ids=[again.id]))
     assert len(found) == 1  # replaced, never duplicated
+    assert hsi("plan", "-c", p["path"], "--scene", item_id, "--json")["summary"]["up-to-date"] == 2
 
 
 def _s3_message(bucket: str, key: str) -> str:
