@@ -88,18 +88,15 @@ def deployments_available(api_url: str | None = None) -> bool:
     api = _api(api_url)
     if not api:
         return False
-    import httpx
-
-    from hsi_pipeline.deployments.bridge.consumer import prefect_auth_headers
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     try:
-        for name in (ACTIVATE_DEPLOYMENT, PRODUCT_DEPLOYMENT):
-            r = httpx.get(
-                f"{api.rstrip('/')}/deployments/name/{name}", headers=prefect_auth_headers(), timeout=10
-            )
-            if r.status_code != 200:
-                return False
-    except httpx.HTTPError:
+        with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+            for name in (ACTIVATE_DEPLOYMENT, PRODUCT_DEPLOYMENT):
+                client.read_deployment_by_name(name)
+    except ObjectNotFound:  # not applied there: the flows run in this process
         return False
     return True
 
