@@ -37,6 +37,7 @@ from tests.integration.e2e_harness import (
     flow_runs,
     ng_scene_id,
     pipeline_config,
+    prefect_api,
     wait_for,
 )  # fmt: skip
 from tests.integration.moto_server import aws_env, moto_endpoint
