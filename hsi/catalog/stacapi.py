@@ -327,6 +327,7 @@ class StacApiCatalog:
         resp = self._request("GET", f"{self._url}/collections")
         self._raise_for(resp, f"{self._url}/collections", "list collections")
         return sorted(c["id"] for c in self._json(resp, f"{self._url}/collections").get("collections", []))
+
     def search_id_prefix(self, prefix: str) -> Iterator[pystac.Item]:
         """Items of every collection whose id starts with ``prefix`` (CQL2 ``like`` on ``id``)."""
         from pystac_client.exceptions import APIError

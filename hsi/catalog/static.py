@@ -250,6 +250,7 @@ class StaticCatalog:
         for item in self.search():
             if derives_from(item, collection_id, item_id):
                 yield item
+
     def search_id_prefix(self, prefix: str) -> Iterator[pystac.Item]:
         """Items of every collection whose id starts with ``prefix`` (file names first: cheap)."""
         for cid in self.collections():

@@ -67,7 +67,7 @@ def pipeline(stack: dict[str, Any], moto_endpoint: str, tmp_path_factory: pytest
     run_id = ng_scene_id()[-6:]
     bucket = f"archive-{run_id}"
     prefect = PrivatePrefect(tmp / "prefect")
-    prefect.start_server()
+    prefect.start_server(timeout=300)  # a loaded 2-core machine takes minutes
     try:
         prefect.start_worker()
         kw = {"endpoint_url": moto_endpoint, "region_name": "us-east-1", "aws_access_key_id": "testing",
