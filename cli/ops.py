@@ -189,8 +189,7 @@ def reprocess(
     api = os.environ.get("PREFECT_API_URL") or svc.config.prefect_api_url
     mode = "deployments" if not direct and deployments_available(api) else "direct"
     if mode == "deployments":
-        os.environ["PREFECT_API_URL"] = api or ""
-        out = submit_jobs(payload, limit=limit)
+        out = submit_jobs(payload, limit=limit, api=api)
     else:
         out = reprocess_flow(jobs=payload, config=path)
     _report("hsi reprocess", mode, jobs=payload, rows=out, as_json=as_json)
@@ -364,8 +363,7 @@ def replay(
 
     api = os.environ.get("PREFECT_API_URL") or svc.config.prefect_api_url
     if not direct and deployments_available(api):
-        os.environ["PREFECT_API_URL"] = api or ""
-        out, mode = submit_records(records, limit=limit), "deployments"
+        out, mode = submit_records(records, limit=limit, api=api), "deployments"
     else:
         out, mode = replay_failed(records=records, config=path), "direct"
     _report("hsi replay --failed", mode, rows=out, as_json=as_json, at=datetime.now(UTC).isoformat())

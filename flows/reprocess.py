@@ -101,12 +101,16 @@ def deployments_available(api_url: str | None = None) -> bool:
     return True
 
 
-def _run(name: str, parameters: dict[str, Any]) -> tuple[str, str, str]:
-    """Start a deployment run and wait for its end: (status, reason, flow run id)."""
-    from prefect.deployments import run_deployment
+def _run(name: str, parameters: dict[str, Any], api: str | None = None) -> tuple[str, str, str]:
+    """Start a deployment run on ``api`` and wait for its end: (status, reason, flow run id).
 
-    fr: Any = run_deployment(name, parameters=parameters, timeout=None, poll_interval=1, as_subflow=False,
-                        tags=[REPROCESS_TAG])  # fmt: skip
+    The API is set per call: submitter threads do not inherit the caller's settings context."""
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api} if api else {}):
+        fr: Any = run_deployment(name, parameters=parameters, timeout=None, poll_interval=1, as_subflow=False,
+                                 tags=[REPROCESS_TAG])  # fmt: skip
     state = fr.state
     if state is not None and state.is_completed():
         return "done", "", str(fr.id)
@@ -117,10 +121,10 @@ def _run(name: str, parameters: dict[str, Any]) -> tuple[str, str, str]:
     )
 
 
-def _submit_one(job: dict[str, Any]) -> list[dict[str, Any]]:
+def _submit_one(job: dict[str, Any], api: str | None = None) -> list[dict[str, Any]]:
     rows = []
     if job["activate"]:
-        status, why, run = _run(ACTIVATE_DEPLOYMENT, {"item_id": job["scene"], "collection": job["raw_collection"] or None,
+        status, why, run = _run(ACTIVATE_DEPLOYMENT, api=api, parameters={"item_id": job["scene"], "collection": job["raw_collection"] or None,
                                                       "force": True})  # fmt: skip
         rows.append(_row(job, "activate", job["scene"], status, why, run))
         if status == "failed":
@@ -129,19 +133,19 @@ def _submit_one(job: dict[str, Any]) -> list[dict[str, Any]]:
                 for p in job["products"]
             ]
     for p in job["products"]:
-        status, why, run = _run(PRODUCT_DEPLOYMENT, {"item_id": job["scene"], "product": p["product"],
+        status, why, run = _run(PRODUCT_DEPLOYMENT, api=api, parameters={"item_id": job["scene"], "product": p["product"],
                                                      "params": p.get("params") or None, "force": True,
                                                      "collection": job["activated_collection"] or None})  # fmt: skip
         rows.append(_row(job, "product", p["product"], status, why, run))
     return rows
 
 
-def submit_jobs(jobs: Sequence[dict[str, Any]], *, limit: int = 4,
+def submit_jobs(jobs: Sequence[dict[str, Any]], *, limit: int = 4, api: str | None = None,
                 on_done: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Run the jobs through the deployments, at most ``limit`` scenes at once; one row per run."""
     rows: list[dict[str, Any]] = []
     with ThreadPoolExecutor(max_workers=max(1, limit), thread_name_prefix="hsi-reprocess") as pool:
-        futures = {pool.submit(_submit_one, dict(j)): j for j in jobs}
+        futures = {pool.submit(_submit_one, dict(j), api): j for j in jobs}
         for fut in as_completed(futures):
             try:
                 got = fut.result()
@@ -180,12 +184,14 @@ def replay_failed(records: list[dict[str, Any]], config: str | None = None) -> l
     return rows
 
 
-def submit_records(records: Sequence[dict[str, Any]], *, limit: int = 4) -> list[dict[str, Any]]:
+def submit_records(
+    records: Sequence[dict[str, Any]], *, limit: int = 4, api: str | None = None
+) -> list[dict[str, Any]]:
     """Run the work of each failure record through its deployment (at most ``limit`` at once)."""
 
     def one(rec: dict[str, Any]) -> dict[str, Any]:
         name, params = _record_call(rec)
-        status, why, run = _run(name, params)
+        status, why, run = _run(name, params, api)
         return _record_row(rec, status, why, run)
 
     with ThreadPoolExecutor(max_workers=max(1, limit), thread_name_prefix="hsi-replay") as pool:

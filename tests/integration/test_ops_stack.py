@@ -16,6 +16,7 @@ import json
 import os
 import random
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +167,8 @@ def test_reprocess_through_deployments_replaces_the_items(pipeline: dict[str, An
 
 
 def _s3_message(bucket: str, key: str) -> str:
-    return json.dumps({"Records": [{"eventName": "ObjectCreated:Put", "eventTime": "2025-01-01T00:00:00Z",
+    now = datetime.now(UTC).isoformat()  # within the bridge's 30-day look-up window of event ids
+    return json.dumps({"Records": [{"eventName": "ObjectCreated:Put", "eventTime": now,
                                     "s3": {"bucket": {"name": bucket}, "object": {"key": key}}}]})  # fmt: skip
 
 
