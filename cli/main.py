@@ -20,6 +20,7 @@ from hsi_pipeline.cli.checks import SYNTH_SOURCES, require_choice
 from hsi_pipeline.cli.common import EXIT_CODES_HELP, ConfigOpt, fail, report_error, setup_logging
 from hsi_pipeline.cli.config import app as config_app
 from hsi_pipeline.cli.deploy import deploy as deploy_command
+from hsi_pipeline.cli.ops import register as register_ops
 from hsi_pipeline.cli.pipeline import activate, demo, index, product
 from hsi_pipeline.cli.products import app as products_app
 from hsi_pipeline.cli.run import run as run_command
@@ -57,6 +58,7 @@ app.command(name="product")(product)
 app.command(name="demo")(demo)
 app.command(name="items")(items_command)
 app.command(name="info")(info_command)
+register_ops(app)  # plan, reprocess, lineage, backfill, replay (cli/ops.py)
 
 
 @app.command()

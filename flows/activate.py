@@ -24,6 +24,7 @@ from hsi.events import (
     stage_outcome_event,
 )
 from hsi_pipeline.tasks import activation as t
+from hsi_pipeline.tasks.ops import note_done, note_failure
 from hsi_pipeline.tasks.reporting import publish_item_artifacts, tag_run
 from hsi_pipeline.tasks.runtime import emit, get_config, services
 
@@ -134,6 +135,7 @@ def activate_scene(
                 payload={"catalog_href": svc.catalog.href, "item_href": item_href, "product_key": key},
             )
         )
+        note_done(cfg, coll, item_id)
         return {**out, "status": "skipped", "reason": skip, **base}
     uploaded: dict[str, Any] = {}
     out_dir = svc.work_dir / "out" / f"{item_id}-{uuid.uuid4().hex[:8]}"  # private to this run (scratch only)
@@ -151,6 +153,14 @@ def activate_scene(
                 "registration failed; unregistered assets left at %s (the next run replaces them)",
                 ", ".join(orphans),
             )
+        again = (
+            {"uri": uri, "source": source}
+            if uri is not None
+            else {"item_id": item_id, "collection": collection}
+        )
+        note_failure(
+            cfg, "activate", coll, item_id, f"{type(e).__name__}: {e}", {**again, "profile": profile}
+        )
         emit(
             stage_outcome_event(
                 "activate",
@@ -185,5 +195,6 @@ def activate_scene(
             raw_item=(raw["collection"], item_id),
         )
     )
+    note_done(cfg, coll, item_id)
     log.info("activated %s/%s -> %s", coll, item_id, cube.uri)
     return {**out, "status": "activated", "reason": "", "cube": cube.uri, **base}

@@ -23,6 +23,7 @@ from hsi.config import ProductRun
 from hsi.events import EventResource, product_published_event, stage_outcome_event
 from hsi.stac.product import product_collection, product_item_id
 from hsi_pipeline.tasks import products as t
+from hsi_pipeline.tasks.ops import note_done, note_failure
 from hsi_pipeline.tasks.reporting import publish_item_artifacts, tag_run
 from hsi_pipeline.tasks.runtime import emit, get_config, services
 
@@ -103,6 +104,7 @@ def run_product(
         if skip:
             log.info("skipped: %s", skip)
             emit(stage_outcome_event("product", "skipped", resource=resource, reason=skip, payload=payload()))
+            note_done(cfg, coll, pid)
             stored = svc.catalog.get_item(coll, pid)
             asset = stored.assets["data"].href if stored is not None and "data" in stored.assets else ""
             return {**out, "status": "skipped", "reason": skip, "asset": asset}
@@ -113,6 +115,8 @@ def run_product(
         reason = f"{type(e).__name__}: {e}"
         log.error("product %s on %s failed: %s", product, item_id, reason)
         emit(stage_outcome_event("product", "failed", resource=resource, reason=reason, payload=payload()))
+        again = {"item_id": item_id, "product": product, "params": params, "collection": collection}
+        note_failure(cfg, "product", coll, pid, reason, again)
         raise
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -132,6 +136,7 @@ def run_product(
             inputs=[plan.scene_item],
         )
     )
+    note_done(cfg, coll, pid)
     log.info("published %s/%s -> %s", coll, pid, data.uri)
     return {**out, "status": "published", "reason": "", "asset": item["assets"]["data"]["href"]}
 

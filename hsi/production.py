@@ -59,6 +59,8 @@ __all__ = [
     "build_product_item",
     "check_done",
     "compute",
+    "expected_product_key",
+    "expected_product_params",
     "find_activated_item",
     "plan_product",
     "register",
@@ -141,27 +143,10 @@ def plan_product(
             f"activated item {activated.collection_id}/{activated.id} has no "
             f"'{CUBE_ASSET}' asset (assets: {', '.join(activated.assets) or 'none'})"
         )
-    path, env = source_env(services, cube.href)
-    with env, rasterio.open(path) as ds:
-        bands = bands_from_dataset(ds)
-        cube_tags = ds.tags()
-    mask_desc = None
-    if MASK_ASSET in activated.assets:
-        mpath, menv = source_env(services, activated.assets[MASK_ASSET].href)
-        with menv, rasterio.open(mpath) as mds:
-            mask_desc = [d or "" for d in mds.descriptions]
-    selected = select_bands(prod, bands, activated.id, p)
-    inputs = plan_inputs(prod.name, prod.needs, activated, cube_tags, bands, opts, mask_desc)
-    checksum = cube.extra_fields.get("file:checksum") or f"size:{cube.extra_fields.get('file:size')}"
-    cid = activated.collection_id or ""
-    ref = InputRef(
-        collection=cid,
-        id=activated.id,
-        href=services.catalog.item_href(cid, activated.id),
-        checksums={CUBE_ASSET: checksum},
-    )
-    params_json = {**p.model_dump(mode="json"), **inputs.records}
-    key = derivation_key([ref], prod.name, prod.version, params_json)
+    header = _cube_header(services, activated, cube)
+    selected = select_bands(prod, header[1], activated.id, p)
+    inputs = _input_plan(activated, prod, opts, header)
+    key, ref, params_json = _key_parts(services, activated, cube, prod, p, inputs.records)
     return ProductPlan(
         product=prod.name,
         version=prod.version,
@@ -175,6 +160,86 @@ def plan_product(
         bands_used=[s.as_dict() for s in selected],
         inputs=inputs,
     )
+
+
+def _cube_header(
+    services: Services, activated: pystac.Item, cube: pystac.Asset
+) -> tuple[dict[str, str], tuple[Any, ...], list[str] | None]:
+    """(cube tags, cube bands, mask band descriptions): COG headers only, no pixels."""
+    path, env = source_env(services, cube.href)
+    with env, rasterio.open(path) as ds:
+        bands = bands_from_dataset(ds)
+        cube_tags = ds.tags()
+    mask_desc = None
+    if MASK_ASSET in activated.assets:
+        mpath, menv = source_env(services, activated.assets[MASK_ASSET].href)
+        with menv, rasterio.open(mpath) as mds:
+            mask_desc = [d or "" for d in mds.descriptions]
+    return cube_tags, bands, mask_desc
+
+
+def _header_needed(activated: pystac.Item, prod: Any, opts: Mapping[str, Any]) -> bool:
+    """Whether the input plan depends on the COG headers: a reflectance product on a radiance scene
+    (TOA: band centres/FWHM, HSI_UNITS) or an applied quality mask (its flag bands)."""
+    toa = prod.needs == "reflectance" and activated.properties.get("hsi:quantity") == "radiance"
+    return toa or (MASK_ASSET in activated.assets and bool(opts["mask"]))
+
+
+def _input_plan(
+    activated: pystac.Item,
+    prod: Any,
+    opts: Mapping[str, Any],
+    header: tuple[dict[str, str], tuple[Any, ...], list[str] | None] | None,
+) -> InputPlan:
+    tags, bands, mask_desc = header if header is not None else ({}, (), None)
+    return plan_inputs(prod.name, prod.needs, activated, tags, bands, opts, mask_desc)
+
+
+def _key_parts(
+    services: Services,
+    activated: pystac.Item,
+    cube: pystac.Asset,
+    prod: Any,
+    p: Any,
+    records: Mapping[str, Any],
+) -> tuple[str, InputRef, dict[str, Any]]:
+    checksum = cube.extra_fields.get("file:checksum") or f"size:{cube.extra_fields.get('file:size')}"
+    cid = activated.collection_id or ""
+    ref = InputRef(
+        collection=cid,
+        id=activated.id,
+        href=services.catalog.item_href(cid, activated.id),
+        checksums={CUBE_ASSET: checksum},
+    )
+    params_json = {**p.model_dump(mode="json"), **records}
+    return derivation_key([ref], prod.name, prod.version, params_json), ref, params_json
+
+
+def expected_product_key(
+    services: Services, activated: pystac.Item, product: str, params: Mapping[str, Any] | None = None
+) -> str:
+    """The key :func:`plan_product` would give, from the activated item (no pixels): what ``hsi plan``
+    compares with the stored product item. Raises ProductError for bad parameters."""
+    return expected_product_params(services, activated, product, params)[0]
+
+
+def expected_product_params(
+    services: Services, activated: pystac.Item, product: str, params: Mapping[str, Any] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """(key, recorded parameters) :func:`plan_product` would give. Only when the input plan depends on
+    the COG headers (TOA on a radiance scene, an applied quality mask) are they read; never pixels."""
+    prod = get_product(product)
+    prod_params, opts = split_params(params)
+    p = prod.parse_params(prod_params)
+    cube = activated.assets.get(CUBE_ASSET)
+    if cube is None:
+        raise InvalidInputError(
+            f"activated item {activated.collection_id}/{activated.id} has no '{CUBE_ASSET}' asset"
+        )
+    header = _cube_header(services, activated, cube) if _header_needed(activated, prod, opts) else None
+    inputs = _input_plan(activated, prod, opts, header)
+    key, _, params_json = _key_parts(services, activated, cube, prod, p, inputs.records)
+    return key, params_json
 
 
 def check_done(services: Services, plan: ProductPlan, *, verify_checksums: bool = False) -> str | None:

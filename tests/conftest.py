@@ -26,7 +26,7 @@ def prefect_harness() -> Iterator[None]:
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "hsi")
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=300):
         yield
 
 

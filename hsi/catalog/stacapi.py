@@ -328,6 +328,20 @@ class StacApiCatalog:
         self._raise_for(resp, f"{self._url}/collections", "list collections")
         return sorted(c["id"] for c in self._json(resp, f"{self._url}/collections").get("collections", []))
 
+    def search_id_prefix(self, prefix: str) -> Iterator[pystac.Item]:
+        """Items of every collection whose id starts with ``prefix`` (CQL2 ``like`` on ``id``)."""
+        from pystac_client.exceptions import APIError
+
+        like = prefix.replace("%", "\\%") + "%"
+        url = f"{self._url}/search"
+        try:
+            found = self._search_client().search(
+                filter={"op": "like", "args": [{"property": "id"}, like]}, filter_lang="cql2-json"
+            )
+            yield from (i for i in found.items() if i.id.startswith(prefix))
+        except APIError as e:
+            raise self._api_error(url, e) from e
+
     # ------------------------------------------------------------------ internals
 
     def _search_client(self) -> Client:

@@ -251,6 +251,17 @@ class StaticCatalog:
             if derives_from(item, collection_id, item_id):
                 yield item
 
+    def search_id_prefix(self, prefix: str) -> Iterator[pystac.Item]:
+        """Items of every collection whose id starts with ``prefix`` (file names first: cheap)."""
+        for cid in self.collections():
+            for uri in self.store.list(self.store.uri(cid)):
+                name = uri.rsplit("/", 1)[-1]
+                if not name.endswith(".json") or name == "collection.json" or not name.startswith(prefix):
+                    continue
+                doc = self._read_json(uri)
+                if doc is not None and doc.get("type") == "Feature":
+                    yield _item(doc, uri)
+
 
 def _absolute(href: str, base: str) -> str:
     if not href or "://" in href or href.startswith("/"):

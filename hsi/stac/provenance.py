@@ -140,6 +140,7 @@ def apply_provenance(item: pystac.Item, prov: Provenance) -> pystac.Item:
     p["processing:level"] = prov.level
     p["processing:software"] = dict(prov.software)
     p["processing:datetime"] = prov.processed.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    p["processing:version"] = prov.algorithm_version  # of the algorithm that made this item (also in the key)
     if prov.run.flow_run_id:
         p["processing:facility"] = "prefect"
     p["hsi:product_key"] = prov.key

@@ -102,7 +102,7 @@ def moto_endpoint(aws_env: dict[str, str], tmp_path_factory: pytest.TempPathFact
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: proc.poll() is None and httpx.get(f"{url}/moto-api/", timeout=2).status_code == 200,
-                 timeout=30, what="moto server")  # fmt: skip
+                 timeout=120, what="moto server")  # fmt: skip
         yield url
     finally:
         _stop(proc)
