@@ -121,3 +121,20 @@ def test_index_summary_says_why_each_scene_failed(work: Path) -> None:
     assert p.stdout.startswith(f"indexed\taviris-ng-raw/{ITEM}")
     line = one_line(p, 3, "1 of 2 scenes could not be indexed", "bad/broken_img.hdr: field 'bands'")
     assert line.count("broken_img.hdr") == 1
+
+
+def test_source_names_include_emit(work: Path) -> None:
+    # emit is a known source for index/synth/demo; typos are refused before Prefect with the close name
+    one_line(hsi(work, "index", "missing.nc", "--source", "emit"), EXIT_NOT_FOUND, "missing.nc: no such file")
+    one_line(
+        hsi(work, "synth", "x", "--source", "emitt"), EXIT_USAGE, "--source", "'emitt'", "did you mean: emit"
+    )
+    one_line(hsi(work, "demo", "--source", "emitt"), EXIT_USAGE, "--source", "did you mean: emit")
+    one_line(hsi(work, "synth", "x", "--source", "emit", "--level", "l3"), EXIT_USAGE, "l1b or l2a", "'l3'")
+    ok = hsi(
+        work, "synth", "emit-raw", "--source", "emit", "--level", "l2a", "--width", "12", "--height", "16"
+    )
+    assert ok.returncode == 0, ok.stderr
+    nc = Path(ok.stdout.strip())
+    assert nc.name.startswith("EMIT_L2A_RFL_") and nc.suffix == ".nc"
+    assert (work / nc).is_file() or nc.is_file()

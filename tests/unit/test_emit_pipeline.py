@@ -41,7 +41,7 @@ def test_emit_radiance_granule_index_activate_product(tmp_path: Path) -> None:
     assert set(raw.assets) == {"data", "obs"} and raw.assets["obs"].media_type == "application/x-netcdf"
     profile = CogProfile()
     _, ref = activation_key(svc, raw, profile)
-    conv = convert(fetch_raw(svc, raw), tmp_path / "out", work_dir=svc.work_dir / "extract")
+    conv = convert(fetch_raw(svc, raw, tmp_path / "stage"), tmp_path / "out", work_dir=svc.work_dir / "extract")
     coll = activated_collection(raw)
     assert coll == "emit-l1b"
     up = upload_outputs(svc, coll, raw.id, conv.files)
@@ -64,6 +64,10 @@ def test_emit_radiance_granule_index_activate_product(tmp_path: Path) -> None:
     )
     assert pitem.properties["hsi:parameters"]["input_quantity"] == "toa-reflectance"
     assert pitem.properties["hsi:product_key"] == plan.key
+    # `hsi plan` computes the same key (TOA records included) without running the product
+    assert production.expected_product_key(svc, item, "index:NDVI") == plan.key
+    other_opts = production.expected_product_key(svc, item, "index:NDVI", {"mask": False})
+    assert other_opts == production.plan_product(svc, item, "index:NDVI", {"mask": False}).key
     st = computed.result.stats[0]
     assert -1.0 <= st["min"] <= st["max"] <= 1.0  # NDVI of reflectance, not of radiance
     # the conversion is part of the key: refusing it is a different request, and it fails precisely
