@@ -26,13 +26,16 @@ import logging
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hsi.errors import DataFileError, UnsupportedSourceError
 from hsi.scene import BandInfo, GltRef, RasterLayout, SceneMetadata
 from hsi.sources.envi import is_bad_default
+
+if TYPE_CHECKING:
+    from hsi.sources.archive import ArchiveLimits
 
 __all__ = [
     "EMIT_RADIANCE_UNITS",
@@ -302,7 +305,11 @@ class EmitSource:
             return parsed.product in _CUBES
         return p.is_dir() and _cube_in(p) is not None
 
-    def read(self, path: Path, work_dir: Path | None = None) -> SceneMetadata:
+    def read(
+        self, path: Path, work_dir: Path | None = None, limits: ArchiveLimits | None = None
+    ) -> SceneMetadata:
+        """Metadata of a granule (or of the RAD/RFL granule in a directory); ``limits`` is accepted for
+        the source protocol and unused (EMIT granules are not archives)."""
         p = Path(path)
         if p.is_dir():
             cube = _cube_in(p)

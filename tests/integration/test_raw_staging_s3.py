@@ -18,6 +18,7 @@ from typing import Any
 import boto3
 import numpy as np
 import pytest
+import rasterio
 
 from hsi import activation as act
 from hsi.cog import CogProfile
@@ -168,3 +169,50 @@ def test_activation_of_an_s3_scene_stages_privately_and_leaves_nothing(
     assert item is not None and item.properties["hsi:inputs"][0]["checksums"]["data"].startswith("size:")
     assert _left(svc) == []  # the staging copy went with the run
     assert activate_scene(uri=href, config=str(cfg))["status"] == "skipped"
+
+
+def test_index_of_an_s3_emit_granule_and_activation_stages_its_companion(
+    tmp_path: Path, s3: Any, svc: Services
+) -> None:
+    """EMIT from S3: netCDF4 metadata cannot be read from a placeholder, so indexing downloads the
+    granule (only it); its OBS companion is found by name (never a GET, no other EMIT_* key touched)
+    and recorded as an asset, and activation's fetch stages the companion next to the granule."""
+    from hsi.sources.emit import companion_names
+    from hsi.sources.emit_synth import synthesize_emit
+
+    nc = synthesize_emit(tmp_path / "emit", level="l1b", crosstrack=20, downtrack=24, seed=4)
+    other = synthesize_emit(tmp_path / "other", level="l2a", crosstrack=8, downtrack=8, seed=9)
+    (obs_name,) = companion_names(nc.name)
+    _upload(s3, nc.parent)
+    _upload(s3, other.parent)  # another acquisition under the same prefix: not this scene's sibling
+    heads: list[str] = []
+    client = svc.store_for(f"s3://{BUCKET}/x").client  # type: ignore[attr-defined]
+    client.meta.events.register(
+        "provide-client-params.s3.HeadObject", lambda params, **_: heads.append(params["Key"])
+    )
+    gets = _gets(svc)
+
+    raw = act.index_scene(svc, f"s3://{BUCKET}/raw/{nc.name}")
+    assert [g["Key"] for g in gets] == [f"raw/{nc.name}"]  # the granule; never the companion
+    assert f"raw/{obs_name}" in heads  # the companion: a HEAD for its identity
+    assert not any(other.stem in k or "MASK" in k for k in heads)  # the other granule is not looked at
+    assert _left(svc) == []
+    assert (raw.collection_id, raw.properties["hsi:level"]) == ("emit-raw", "l1b")
+    assert set(raw.assets) == {"data", "obs"}
+    obs = raw.assets["obs"]
+    assert obs.href == f"s3://{BUCKET}/raw/{obs_name}" and obs.media_type == "application/x-netcdf"
+    assert obs.extra_fields["file:size"] == (nc.parent / obs_name).stat().st_size
+    assert obs.extra_fields["hsi:etag"] == s3.head_object(Bucket=BUCKET, Key=f"raw/{obs_name}")["ETag"]
+    # no checksum was computed from the companion's sparse placeholder
+    assert "file:checksum" not in obs.extra_fields or obs.extra_fields["file:checksum"] == file_checksum(
+        nc.parent / obs_name
+    )
+
+    stage = svc.scratch_dir("activate-emit")
+    entry = act.fetch_raw(svc, raw, stage)
+    assert entry == stage / nc.name and file_checksum(entry) == file_checksum(nc)
+    assert file_checksum(stage / obs_name) == file_checksum(nc.parent / obs_name)
+    conv = act.convert(entry, stage / "cog", profile=CogProfile(), work_dir=stage / "extract")
+    assert conv.meta.glt is not None and "obs" in conv.files  # orthorectified with its OBS companion
+    with rasterio.open(conv.files["obs"]) as ds:
+        assert ds.count == 11 and (ds.width, ds.height) == (conv.cog.width, conv.cog.height)
