@@ -67,14 +67,14 @@ def activate_scene(
     if uri is not None:
         raw = t.index_raw_object(uri, source, cfg)
         out = {"uri": uri, "raw": {"collection": raw["collection"], "item_id": raw["id"]}}
-        not_activated = t.not_activated_reason(raw, cfg)
+        if skipped := t.not_activated(raw, cfg):
+            reason = skipped["payload"]["reason"]
+            log.info("%s: indexed; not activated (%s)", raw["id"], reason)
+            emit(skipped)
+            return {**out, "status": "indexed", "reason": reason, "item_id": raw["id"]}
     else:
-        raw, not_activated = t.resolve_raw_item(item_id, collection, cfg), None
+        raw = t.resolve_raw_item(item_id, collection, cfg)
     plan = t.plan_activation(raw, prof, cfg)
-    if not_activated:
-        log.info("%s: indexed; not activated (%s)", plan.item_id, not_activated)
-        emit(plan.outcome_event("skipped", not_activated))
-        return {**out, "status": "indexed", "reason": not_activated, "item_id": plan.item_id}
     with item_lease(plan.collection, plan.item_id, cfg):
         if plan.skip is None and not force:  # a run we waited for may have done it meanwhile
             plan = t.plan_activation(raw, prof, cfg)

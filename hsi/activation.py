@@ -51,6 +51,7 @@ __all__ = [
     "find_raw_item",
     "index_one",
     "index_scene",
+    "not_activated_event",
     "not_activated_reason",
     "plan_activation",
     "register_activated",
@@ -385,6 +386,19 @@ def not_activated_reason(services: Services, raw: pystac.Item) -> str | None:
     src = raw.properties["hsi:source"]
     sc = services.config.sources.get(src)
     return f"sources.{src}.activate is false" if sc is not None and not sc.activate else None
+
+
+def not_activated_event(raw: Mapping[str, Any], reason: str, catalog_href: str) -> dict[str, Any]:
+    """``hsi.activate.skipped`` on the raw item (the configuration says not to activate it)."""
+    props = raw["properties"]
+    resource = EventResource(
+        collection=raw["collection"],
+        item_id=raw["id"],
+        source=props["hsi:source"],
+        scene_id=props.get("hsi:scene_id", ""),
+    )
+    payload = {"catalog_href": catalog_href}
+    return stage_outcome_event("activate", "skipped", resource=resource, reason=reason, payload=payload)
 
 
 @dataclass(frozen=True)

@@ -236,6 +236,8 @@ def _download(url: str, dest: Path) -> None:
 
 
 def _access_opts(s: S3Access, sessions: SessionResolver | None, where: str) -> dict[str, object]:
+    part = getattr(s, "part_size_mib", None)  # the storage section's multipart part size
+    extra: dict[str, object] = {"part_size": part << 20} if part else {}
     if s.credentials_block:
         if sessions is None:
             raise ConfigError(
@@ -243,10 +245,16 @@ def _access_opts(s: S3Access, sessions: SessionResolver | None, where: str) -> d
                 "only when running through the flows (hsi_pipeline.tasks); elsewhere use aws_profile or "
                 "the AWS environment"
             )
-        return {"endpoint_url": s.endpoint_url, "region": s.region, "session": sessions(s.credentials_block)}
+        return {
+            "endpoint_url": s.endpoint_url,
+            "region": s.region,
+            "session": sessions(s.credentials_block),
+            **extra,
+        }
     return {
         "endpoint_url": s.endpoint_url,
         "region": s.region,
         "profile": s.aws_profile,
         "shared_credentials_file": s.shared_credentials_file,
+        **extra,
     }

@@ -35,7 +35,7 @@ def index_raw_scene(href: str, source: str | None = None, config: Any = None) ->
 
 
 @task(
-    name="index-raw-object",
+    name="index-raw-scene",
     cache_policy=NO_CACHE,
     retries=2,
     retry_delay_seconds=5,
@@ -50,8 +50,11 @@ def index_raw_object(uri: str, source: str | None = None, config: Any = None) ->
 
 
 @task(name="not-activated-reason", cache_policy=NO_CACHE)
-def not_activated_reason(raw: dict[str, Any], config: Any = None) -> str | None:
-    return act.not_activated_reason(services(config), pystac.Item.from_dict(raw))
+def not_activated(raw: dict[str, Any], config: Any = None) -> dict[str, Any] | None:
+    """The ``hsi.activate.skipped`` event when the configuration says not to activate ``raw``, else None."""
+    svc = services(config)
+    reason = act.not_activated_reason(svc, pystac.Item.from_dict(raw))
+    return act.not_activated_event(raw, reason, svc.catalog.href) if reason else None
 
 
 @task(

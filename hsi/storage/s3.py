@@ -135,6 +135,7 @@ class S3Store:
             "region": cfg.region,
             "profile": cfg.aws_profile,
             "shared_credentials_file": cfg.shared_credentials_file,
+            "part_size": cfg.part_size_mib * MiB,
         }
         kw.update(overrides)
         return cls(cfg.root, **kw)
