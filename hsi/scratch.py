@@ -207,8 +207,6 @@ def _why_dead(run_dir: Path, grace_s: float, foreign_max_age_s: float, everythin
     if owner is None:
         # being created right now (owner.json is written just after mkdir), or from a crashed mkdir
         return "no owner record" if _age_s(run_dir) > grace_s else None
-    if owner.pid == os.getpid() and owner.host == _host():
-        return None  # our own (e.g. another run in this process)
     alive = owner.alive()
     if alive is False:
         return f"owner pid {owner.pid} is dead"

@@ -124,10 +124,9 @@ class StorageConfig(S3Access):
     )
     part_size_mib: int = Field(
         default=64,
-        ge=1,
+        ge=5,
         le=5120,
-        description="S3 multipart part size in MiB (uploads above one part are multipart and resumable; "
-        "AWS needs >= 5)",
+        description="S3 multipart part size in MiB (uploads above one part are multipart and resumable)",
     )
     public_base_url: str | None = Field(
         default=None, description="https base URL used for asset hrefs instead of s3:// URIs"

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from hsi.errors import StorageError, StorageUnavailableError
-from hsi.faults import fault_point
+from hsi.faults import InjectedFault, fault_point
 from hsi.storage.base import CHUNK, ObjectInfo, file_checksum, multihash_sha256
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -296,6 +296,8 @@ class S3Store:
                     "Parts": [{"ETag": done[n], "PartNumber": n} for n in range(1, n_parts + 1)]
                 },
             )
+        except InjectedFault:
+            raise
         except Exception as e:
             err = self._error(uri, "upload", e)
             sent = len(done) - (n_parts - len(missing))

@@ -76,7 +76,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         cfg = request.getfixturevalue("stack_config")
         doc = cfg.model_dump(mode="json", exclude_none=True)
         doc["storage"]["root"] = f"s3://{info['s3_bucket']}/faults/{tmp_path.name}-{os.getpid()}"
-        doc["storage"]["part_size_mib"] = 1  # tiny scenes still go multipart (3+ parts)
+        doc["storage"]["part_size_mib"] = 5  # the S3 minimum: a 128 x 128 scene's cube goes multipart
         doc["work_dir"] = str(tmp_path / "work")
     path.write_text(yaml.safe_dump(doc))
     b = Backend(request.param, path, info["prefect_api"], tmp_path / "work")

@@ -22,7 +22,8 @@ KILLED = 137
 def test_kill_at_fault_point_then_rerun(point: str, backend: Backend, tmp_path: Path) -> None:
     if point == "mid-upload" and backend.name == "static":
         point = "after-upload"  # a local copy has no parts; the kill lands after the upload instead
-    item_id = new_scene(tmp_path, backend)
+    big = point == "mid-upload" and backend.name == "pgstac-s3"  # a cube of more than one 5 MiB part
+    item_id = new_scene(tmp_path, backend, *((128, 128) if big else ()))
     killed = backend.run("activate", item_id, fault=point)
     assert killed.returncode == KILLED, (killed.returncode, killed.stdout[-2000:], killed.stderr[-2000:])
     svc = backend.services()
@@ -41,7 +42,7 @@ def test_kill_at_fault_point_then_rerun(point: str, backend: Backend, tmp_path: 
 
 def test_clean_reclaims_a_killed_run_without_a_rerun(backend: Backend, tmp_path: Path) -> None:
     point = "mid-upload" if backend.name == "pgstac-s3" else "mid-cog"
-    item_id = new_scene(tmp_path, backend)
+    item_id = new_scene(tmp_path, backend, *((128, 128) if backend.name == "pgstac-s3" else ()))
     assert backend.run("activate", item_id, fault=point).returncode == KILLED
     runs = list((backend.work_dir / "runs").iterdir())
     assert len(runs) == 1 and (runs[0] / "owner.json").is_file()
