@@ -74,6 +74,19 @@ def check_product_done(plan: prod.ProductPlan, config: Any = None) -> str | None
     return prod.check_done(services(config), plan)
 
 
+@task(
+    name="stored-product-asset",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_if_transient,
+)
+def stored_product_asset(plan: prod.ProductPlan, config: Any = None) -> str:
+    """The href of the stored product item's data asset ("" when there is none)."""
+    stored = services(config).catalog.get_item(plan.collection, plan.item_id)
+    return stored.assets["data"].href if stored is not None and "data" in stored.assets else ""
+
+
 @task(name="compute-product", cache_policy=NO_CACHE)
 def compute_product(plan: prod.ProductPlan, out_dir: Path, config: Any = None) -> prod.Computed:
     svc = services(config)
