@@ -73,7 +73,7 @@ def activate_scene(
             emit(skipped)
             return {**out, "status": "indexed", "reason": reason, "item_id": raw["id"]}
     else:
-        raw = t.resolve_raw_item(item_id, collection, cfg)
+        raw = t.resolve_raw_item(str(item_id), collection, cfg)
     plan = t.plan_activation(raw, prof, cfg)
     with item_lease(plan.collection, plan.item_id, cfg):
         if plan.skip is None and not force:  # a run we waited for may have done it meanwhile
