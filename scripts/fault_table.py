@@ -1,6 +1,6 @@
 """Run the fault matrix (tests/faults) and write its results table into docs/RELIABILITY.md.
 
-    HSI_STACK_DIR=/work/stack .venv/bin/python scripts/fault_table.py [--from-junit FILE] [pytest args]
+    HSI_STACK_DIR=/work/stack .venv/bin/python scripts/fault_table.py [--from-junit FILE ...] [pytest args]
 
 Runs ``pytest tests/faults`` with a JUnit report (or reads an existing one with ``--from-junit``) and
 replaces the text between the ``<!-- fault-table -->`` markers of docs/RELIABILITY.md.
@@ -32,10 +32,10 @@ def _cases(junit: Path) -> list[tuple[str, str, float]]:
     return rows
 
 
-def table(junit: Path) -> str:
+def table(junits: list[Path]) -> str:
     matrix: dict[str, dict[str, str]] = {}
     other: list[str] = []
-    for name, outcome, secs in _cases(junit):
+    for name, outcome, secs in [c for j in junits for c in _cases(j)]:
         m = re.match(r"test_kill_at_fault_point_then_rerun\[(static|pgstac-s3)-(.+)\]", name)
         if m:
             matrix.setdefault(m.group(2), {})[m.group(1)] = f"{outcome} ({secs:.0f} s)"
@@ -56,7 +56,7 @@ def table(junit: Path) -> str:
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--from-junit"]:
-        junit, rc = Path(argv[1]), 0
+        junits, rc = [Path(a) for a in argv[1:]], 0
     else:
         junit = Path(tempfile.mkdtemp()) / "faults.xml"
         cmd = [
@@ -70,9 +70,10 @@ def main(argv: list[str]) -> int:
             *argv,
         ]
         rc = subprocess.run(cmd, cwd=ROOT).returncode
+        junits = [junit]
     doc = DOC.read_text()
     start, end = doc.index(BEGIN) + len(BEGIN), doc.index(END)
-    DOC.write_text(doc[:start] + "\n" + table(junit) + "\n" + doc[end:])
+    DOC.write_text(doc[:start] + "\n" + table(junits) + "\n" + doc[end:])
     print(f"wrote the table into {DOC}")
     return rc
 
