@@ -94,8 +94,12 @@ def check_activated(
     retry_condition_fn=retry_if_transient,
 )
 def plan_activation(raw: dict[str, Any], profile: CogProfile, config: Any = None) -> act.ActivationPlan:
-    """Target, key and whether the activated item is up to date (``plan.skip``)."""
-    return act.plan_activation(services(config), pystac.Item.from_dict(raw), profile)
+    """Reclaim what dead runs left (scratch, their unfinished uploads), then: target, key and whether
+    the activated item is up to date (``plan.skip``)."""
+    svc = services(config)
+    for r in svc.reclaim_runs():
+        get_run_logger().info("reclaimed %s (%d bytes): %s", r.path, r.bytes, r.reason)
+    return act.plan_activation(svc, pystac.Item.from_dict(raw), profile)
 
 
 @task(name="open-run-scratch", cache_policy=NO_CACHE)

@@ -50,8 +50,12 @@ def resolve_activated_item(item_id: str, collection: str | None = None, config: 
 def plan_product(
     activated: dict[str, Any], product: str, params: dict[str, Any] | None = None, config: Any = None
 ) -> prod.ProductPlan:
-    """Validate parameters, select bands from the cube header (no pixels), compute the key."""
-    plan = prod.plan_product(services(config), pystac.Item.from_dict(activated), product, params)
+    """Reclaim what dead runs left, then validate parameters, select bands from the cube header (no
+    pixels), compute the key."""
+    svc = services(config)
+    for r in svc.reclaim_runs():
+        get_run_logger().info("reclaimed %s (%d bytes): %s", r.path, r.bytes, r.reason)
+    plan = prod.plan_product(svc, pystac.Item.from_dict(activated), product, params)
     get_run_logger().info(
         "%s on %s: bands %s; key %s",
         plan.product,
