@@ -16,6 +16,7 @@ import typer
 from hsi_pipeline.cli.bridge import app as bridge_app
 from hsi_pipeline.cli.catalog import info as info_command
 from hsi_pipeline.cli.catalog import items as items_command
+from hsi_pipeline.cli.clean import clean as clean_command
 from hsi_pipeline.cli.common import EXIT_CODES_HELP, ConfigOpt, report_error, setup_logging
 from hsi_pipeline.cli.config import app as config_app
 from hsi_pipeline.cli.deploy import deploy as deploy_command
@@ -57,6 +58,7 @@ app.command(name="product")(product)
 app.command(name="demo")(demo)
 app.command(name="items")(items_command)
 app.command(name="info")(info_command)
+app.command(name="clean")(clean_command)
 register_ops(app)  # plan, reprocess, lineage, backfill, replay (cli/ops.py)
 
 
