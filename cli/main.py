@@ -15,11 +15,13 @@ from typing import Annotated, Any
 
 import typer
 
+from hsi_pipeline.cli import runtime
 from hsi_pipeline.cli.bridge import app as bridge_app
 from hsi_pipeline.cli.config import app as config_app
 from hsi_pipeline.cli.deploy import deploy as deploy_command
 from hsi_pipeline.cli.products import app as products_app
 from hsi_pipeline.cli.run import run as run_command
+from hsi_pipeline.cli.server import app as server_app
 from hsi_pipeline.cli.stack import app as stack_app
 
 app = typer.Typer(
@@ -32,6 +34,7 @@ app.add_typer(products_app, name="products")
 app.add_typer(stack_app, name="stack")
 app.add_typer(bridge_app, name="bridge")
 app.add_typer(config_app, name="config")
+app.add_typer(server_app, name="server")
 app.command(name="deploy")(deploy_command)
 app.command(name="run")(run_command)
 
@@ -114,14 +117,15 @@ def index(
 ) -> None:
     """Register raw STAC items for scenes (reads headers only)."""
     cfg = _config_arg(config)
-    _load(cfg)
+    cfg_obj = _load(cfg)
     _quiet_prefect()
-    from hsi_pipeline.flows.index import index_scenes
+    with runtime.cli_api(cfg_obj):
+        from hsi_pipeline.flows.index import index_scenes
 
-    try:
-        rows = index_scenes(hrefs=hrefs, source=source, config=cfg)
-    except Exception as e:
-        raise _fail(e) from e
+        try:
+            rows = index_scenes(hrefs=hrefs, source=source, config=cfg)
+        except Exception as e:
+            raise _fail(e) from e
     for r in rows:
         typer.echo(f"{r['status']}\t{r.get('collection', '')}/{r.get('item_id', '')}\t{r['href']}")
 
@@ -134,18 +138,29 @@ def activate(
 ) -> None:
     """Convert indexed raw scenes to analysis-ready COGs and register the activated items."""
     cfg = _config_arg(config)
-    _load(cfg)
+    cfg_obj = _load(cfg)
     _quiet_prefect()
-    from hsi_pipeline.flows.activate import activate_scene
-
     failed = 0
-    for item_id in item_ids:
-        try:
-            r = activate_scene(item_id=item_id, force=force, config=cfg)
-            typer.echo(f"{r['status']}\t{r['collection']}/{r['item_id']}\t{r.get('cube') or r['reason']}")
-        except Exception as e:
-            failed += 1
-            typer.secho(f"failed\t{item_id}\t{e}", fg="red", err=True)
+    pending = []
+    for item_id in item_ids:  # up-to-date items answer from the catalog, before Prefect is imported
+        r = None if force else runtime.activation_up_to_date(cfg_obj, item_id)
+        if r is None:
+            pending.append(item_id)
+        else:
+            typer.echo(f"skipped (up to date)\t{r['collection']}/{r['item_id']}\t{r['reason']}")
+    if pending:
+        with runtime.cli_api(cfg_obj):
+            from hsi_pipeline.flows.activate import activate_scene
+
+            for item_id in pending:
+                try:
+                    r = activate_scene(item_id=item_id, force=force, config=cfg)
+                    typer.echo(
+                        f"{r['status']}\t{r['collection']}/{r['item_id']}\t{r.get('cube') or r['reason']}"
+                    )
+                except Exception as e:
+                    failed += 1
+                    typer.secho(f"failed\t{item_id}\t{e}", fg="red", err=True)
     if failed:
         raise typer.Exit(1)
 
@@ -180,22 +195,29 @@ def product(
     """Compute one product on an activated scene and register the product item."""
     params = _parse_params(param or [])
     cfg = _config_arg(config)
-    _load(cfg)
+    cfg_obj = _load(cfg)
     _quiet_prefect()
-    from hsi_pipeline.flows.product import run_product
-
-    try:
-        r = run_product(
-            item_id=item_id,
-            product=name,
-            params=params or None,
-            force=force,
-            config=cfg,
-            collection=collection,
+    fast = None if force else runtime.product_up_to_date(cfg_obj, name, item_id, params, collection)
+    if fast is not None:  # answered from the catalog, before Prefect is imported
+        typer.echo(
+            f"skipped (up to date)\t{fast['collection']}/{fast['item_id']}\t{fast['asset'] or fast['reason']}"
         )
-    except Exception as e:
-        typer.secho(f"failed\t{name}\t{item_id}\t{e}", fg="red", err=True)
-        raise typer.Exit(1) from e
+        return
+    with runtime.cli_api(cfg_obj):
+        from hsi_pipeline.flows.product import run_product
+
+        try:
+            r = run_product(
+                item_id=item_id,
+                product=name,
+                params=params or None,
+                force=force,
+                config=cfg,
+                collection=collection,
+            )
+        except Exception as e:
+            typer.secho(f"failed\t{name}\t{item_id}\t{e}", fg="red", err=True)
+            raise typer.Exit(1) from e
     typer.echo(f"{r['status']}\t{r['collection']}/{r['item_id']}\t{r.get('asset') or r['reason']}")
 
 
@@ -210,12 +232,13 @@ def demo(
     cfg_path = _config_arg(config)
     cfg = _load(cfg_path)
     _quiet_prefect()
-    from hsi_pipeline.flows.demo import demo as demo_flow
+    with runtime.cli_api(cfg):
+        from hsi_pipeline.flows.demo import demo as demo_flow
 
-    try:
-        summary = demo_flow(config=cfg_path, width=width, height=height)
-    except Exception as e:
-        raise _fail(e) from e
+        try:
+            summary = demo_flow(config=cfg_path, width=width, height=height)
+        except Exception as e:
+            raise _fail(e) from e
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return

@@ -113,7 +113,7 @@ def run(
         typer.secho("error: give exactly one of --bbox or --aoi", fg="red", err=True)
         raise typer.Exit(2)
     cfg = _config_arg(config)
-    _load(cfg)
+    cfg_obj = _load(cfg)
     from hsi.errors import InvalidInputError
     from hsi.planning import load_aoi, product_requests, time_range
 
@@ -127,21 +127,24 @@ def run(
         raise typer.Exit(2) from e
     _quiet_prefect()
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    from hsi_pipeline.flows.on_demand import OnDemandFailed, on_demand
+    from hsi_pipeline.cli.runtime import cli_api
 
-    state = on_demand(
-        products=prods,
-        bbox=_bbox(bbox) if bbox else None,
-        aoi=geometry,
-        start=start,
-        end=end,
-        sources=source or None,
-        clip=clip,
-        force=force,
-        config=cfg,
-        return_state=True,
-    )
-    res = state.result(raise_on_failure=False)
+    with cli_api(cfg_obj):
+        from hsi_pipeline.flows.on_demand import OnDemandFailed, on_demand
+
+        state = on_demand(
+            products=prods,
+            bbox=_bbox(bbox) if bbox else None,
+            aoi=geometry,
+            start=start,
+            end=end,
+            sources=source or None,
+            clip=clip,
+            force=force,
+            config=cfg,
+            return_state=True,
+        )
+        res = state.result(raise_on_failure=False)
     if isinstance(res, OnDemandFailed):
         res = res.result
     elif isinstance(res, BaseException):
