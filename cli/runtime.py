@@ -195,7 +195,7 @@ def _start(d: Path, timeout: float) -> ServerInfo:
         if time.monotonic() > deadline:
             _terminate(proc.pid)
             raise ServerError(
-                f"the local Prefect server did not answer on {url} within {timeout:.0f} s "
+                f"the local Prefect server did not answer on {url} within {timeout:g} s "
                 f"(set {START_TIMEOUT_ENV} to wait longer); see {log}"
             )
         time.sleep(_POLL_S)  # polling a condition (the health endpoint), not synchronising by time
@@ -373,8 +373,17 @@ def mark_crashed_runs(url: str) -> list[str]:
 
 # ----------------------------------------------------------------------------- the API context
 def resolve_api_url(cfg: Any, notify: Callable[[str], None] | None = None) -> str:
-    """``PREFECT_API_URL``, else the configuration's ``prefect_api_url``, else the shared local server."""
-    url = os.environ.get("PREFECT_API_URL") or getattr(cfg, "prefect_api_url", None)
+    """``PREFECT_API_URL``, else the configuration's ``prefect_api_url``, else the shared local server.
+
+    ``cfg``: a loaded ``PipelineConfig``, or a configuration path (None: ``$HSI_CONFIG``, else the default).
+    """
+    url = os.environ.get("PREFECT_API_URL")
+    if not url:
+        if cfg is None or isinstance(cfg, str | Path):
+            from hsi.config import load_config
+
+            cfg = load_config(str(cfg) if cfg else os.environ.get("HSI_CONFIG") or None)
+        url = cfg.prefect_api_url
     if url:
         return str(url).rstrip("/")
     return ensure_server(notify).url

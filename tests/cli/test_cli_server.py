@@ -162,3 +162,19 @@ def test_6_concurrent_first_commands_share_one_server(local: dict[str, Any]) -> 
     out = ok(hsi("activate", scenes[0][1], "-c", cfg, env=env, cwd=cwd))
     assert out.startswith(f"skipped (up to date)\taviris-ng-l2/{scenes[0][1]}\t")
     assert server_status(env, cwd)["state"] == "stopped"
+
+
+def test_a_server_that_does_not_come_up_is_one_line_naming_its_log(local: dict[str, Any]) -> None:
+    env, cfg, cwd, mark = dict(local["env"]), str(local["cfg"]), local["cwd"], local["mark"]
+    hdr, _ = synth(cwd / "raw", env, seed=7)
+    env["HSI_SERVER_START_TIMEOUT"] = "0.2"  # no Prefect server answers that fast
+    p = hsi("index", str(hdr), "-c", cfg, env=env, cwd=cwd)
+    assert p.returncode == 1
+    log = Path(env["HSI_SERVER_DIR"]) / "server.log"
+    assert p.stderr.strip().splitlines() == [
+        f"error: the local Prefect server did not answer on http://127.0.0.1:{env['HSI_SERVER_PORT']}/api "
+        f"within 0.2 s (set HSI_SERVER_START_TIMEOUT to wait longer); see {log}"
+    ]
+    assert "hsi starts:" in log.read_text()
+    assert marked_pids(mark) == set()  # the half-started server was stopped
+    assert server_status(env, cwd)["state"] == "stopped"
