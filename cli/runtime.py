@@ -26,11 +26,8 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -126,6 +123,8 @@ def read_server(d: Path | None = None) -> ServerInfo | None:
 
 
 def _healthy(url: str, timeout: float = 2.0) -> bool:
+    import urllib.request  # imported where used: the up-to-date fast path needs no HTTP client
+
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=timeout) as r:  # noqa: S310 - our own http URL
             return bool(r.status == 200)
@@ -171,6 +170,8 @@ def _server_env(d: Path) -> dict[str, str]:
 def _start(d: Path, timeout: float) -> ServerInfo:
     port = _free_port()
     log = d / "server.log"
+    import subprocess
+
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     with open(log, "ab") as out:
         out.write(f"\n--- {time.strftime('%Y-%m-%dT%H:%M:%S')} hsi starts: {' '.join(cmd)}\n".encode())
@@ -321,6 +322,9 @@ def _pid_tag(pid: int | None = None) -> str:
 
 
 def _api(url: str, method: str, path: str, body: Any = None, timeout: float = 30.0) -> Any:
+    import urllib.error
+    import urllib.request
+
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(
         f"{url.rstrip('/')}/{path}", data=data, method=method, headers={"Content-Type": "application/json"}
