@@ -293,7 +293,7 @@ def server_status() -> dict[str, Any]:
     """What ``hsi server status`` reports: state, URL, pid, uptime, state dir, database size, log."""
     d = server_dir()
     info = read_server(d)
-    db = d / "prefect.db"
+    db = sum(p.stat().st_size for p in d.glob("prefect.db*") if p.is_file())  # with its -wal/-shm files
     out: dict[str, Any] = {
         "state": "stopped",
         "url": None,
@@ -301,7 +301,7 @@ def server_status() -> dict[str, Any]:
         "pid": None,
         "uptime_s": None,
         "state_dir": str(d),
-        "db_bytes": db.stat().st_size if db.exists() else 0,
+        "db_bytes": db,
         "log": str(d / "server.log"),
     }
     if info is not None:
