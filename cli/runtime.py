@@ -44,9 +44,9 @@ CLI_TAG = "hsi-cli"
 PID_TAG_PREFIX = "hsi-cli-pid:"
 SERVER_DIR_ENV = "HSI_SERVER_DIR"
 SERVER_PORT_ENV = "HSI_SERVER_PORT"  # preferred port of the shared server (default 4280, else any free)
-START_TIMEOUT_ENV = "HSI_SERVER_START_TIMEOUT"  # seconds to wait for a cold server (default 300)
+START_TIMEOUT_ENV = "HSI_SERVER_START_TIMEOUT"  # seconds to wait for a cold server (default 600)
 DEFAULT_PORT = 4280
-DEFAULT_START_TIMEOUT_S = 300.0
+DEFAULT_START_TIMEOUT_S = 600.0
 _POLL_S = 0.25
 _QUIET_ENV = {  # telemetry off, no offline ERROR line, client and server alike
     "DO_NOT_TRACK": "1",
