@@ -284,6 +284,8 @@ def stop_server() -> ServerInfo | None:
         info = read_server(d)
         if info is not None:
             _terminate(info.pid)
+            if _alive(info.pid, info.pid_start):  # never claim a stop that did not happen
+                raise ServerError(f"the local Prefect server (pid {info.pid}) did not stop; see {info.log}")
         with contextlib.suppress(FileNotFoundError):
             _info_path(d).unlink()
     return info

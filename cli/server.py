@@ -75,7 +75,11 @@ def stop(as_json: JsonOpt = False) -> None:
 
     Example: hsi server stop
     """
-    info = runtime.stop_server()
+    try:
+        info = runtime.stop_server()
+    except runtime.ServerError as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(1) from e
     out = {"stopped": info is not None, "pid": info.pid if info else None, "url": info.url if info else None}
     if as_json:
         typer.echo(json.dumps(out, indent=2))
