@@ -24,6 +24,7 @@ from hsi_pipeline.cli.ops import register as register_ops
 from hsi_pipeline.cli.pipeline import activate, demo, index, product
 from hsi_pipeline.cli.products import app as products_app
 from hsi_pipeline.cli.run import run as run_command
+from hsi_pipeline.cli.server import app as server_app
 from hsi_pipeline.cli.stack import app as stack_app
 
 app = typer.Typer(
@@ -50,6 +51,7 @@ app.add_typer(products_app, name="products")
 app.add_typer(stack_app, name="stack")
 app.add_typer(bridge_app, name="bridge")
 app.add_typer(config_app, name="config")
+app.add_typer(server_app, name="server")
 app.command(name="deploy")(deploy_command)
 app.command(name="run")(run_command)
 app.command(name="index")(index)

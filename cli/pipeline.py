@@ -34,8 +34,12 @@ SKIPPED = "skipped (up to date)"
 
 def invoke(flow: Callable[..., Any], **kwargs: Any) -> Any:
     """Run one flow in this process: quiet console, progress bars; the flow's exception propagates."""
+    from hsi_pipeline.cli import runtime
+
     tame_console()
-    with progress_display():
+    # the configured Prefect API (PREFECT_API_URL, the config's prefect_api_url) or the one shared
+    # local server (cli/runtime.py); runs of CLI processes that died are marked CRASHED first
+    with runtime.cli_api(kwargs.get("config")), progress_display():
         return flow(**kwargs)
 
 
@@ -97,10 +101,21 @@ def activate(
     cfg_path = config_arg(config)
     cfg = load(cfg_path)
     checks.require_raw(cfg, item_ids)
+    from hsi_pipeline.cli import runtime
+
+    pending = []
+    for item_id in item_ids:  # up-to-date items answer from the catalog, before Prefect is imported
+        done = None if force else runtime.activation_up_to_date(cfg, item_id)
+        if done is None:
+            pending.append(item_id)
+        else:
+            typer.echo(f"{SKIPPED}\t{done['collection']}/{done['item_id']}\t{done['reason']}")
+    if not pending:
+        return
     from hsi_pipeline.flows.activate import activate_scene
 
     codes = []
-    for item_id in item_ids:
+    for item_id in pending:
         try:
             r = invoke(activate_scene, item_id=item_id, force=force, config=cfg_path)
         except Exception as e:
@@ -146,6 +161,14 @@ def product(
     cfg = load(cfg_path)  # registers the configured processors as products
     checks.require_product(name, params)
     checks.require_activated(cfg, item_id, collection)
+    from hsi_pipeline.cli import runtime
+
+    done = None if force else runtime.product_up_to_date(cfg, name, item_id, params or None, collection)
+    if done is not None:  # answered from the catalog, before Prefect is imported
+        typer.echo(
+            f"{SKIPPED}\t{done['collection']}/{done['item_id']}\t{done.get('asset') or done['reason']}"
+        )
+        return
     from hsi_pipeline.flows.product import run_product
 
     try:
