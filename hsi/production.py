@@ -109,6 +109,7 @@ class ProductPlan:
     item_id: str  # <activated id>-<slug>
     key: str
     bands_used: list[dict[str, Any]] = field(default_factory=list)
+    files: list[InputRef] = field(default_factory=list)  # input-file parameters and their checksums
 
     @property
     def scene_item(self) -> tuple[str, str]:
@@ -125,6 +126,9 @@ def plan_product(
     """
     prod = get_product(product)
     p = prod.parse_params(params)
+    prod.check_quantity(
+        activated.properties.get("hsi:quantity"), f"item {activated.collection_id}/{activated.id}"
+    )
     cube = activated.assets.get(CUBE_ASSET)
     if cube is None:
         raise InvalidInputError(
@@ -144,7 +148,8 @@ def plan_product(
         checksums={CUBE_ASSET: checksum},
     )
     params_json = p.model_dump(mode="json")
-    key = derivation_key([ref], prod.name, prod.version, params_json)
+    files = input_file_refs(prod.input_files(p))
+    key = derivation_key([ref, *files], prod.name, prod.version, params_json)
     return ProductPlan(
         product=prod.name,
         version=prod.version,
@@ -156,7 +161,22 @@ def plan_product(
         item_id=product_item_id(activated.id, prod.name),
         key=key,
         bands_used=[s.as_dict() for s in selected],
+        files=files,
     )
+
+
+def input_file_refs(files: Mapping[str, str]) -> list[InputRef]:
+    """One :class:`InputRef` per input-file parameter (collection ``file``, id ``<param>:<path>``) with
+    the file's content checksum, so that a changed file at the same path changes the product key.
+    InvalidInputError when a file cannot be read."""
+    out = []
+    for name, path in sorted(files.items()):
+        try:
+            checksum = file_checksum(path)
+        except OSError as exc:
+            raise InvalidInputError(f"parameter '{name}': cannot read input file {path}: {exc}") from exc
+        out.append(InputRef(collection="file", id=f"{name}:{path}", checksums={"file": checksum}))
+    return out
 
 
 def check_done(services: Services, plan: ProductPlan, *, verify_checksums: bool = False) -> str | None:
@@ -212,7 +232,7 @@ def compute(
     write_preview(cog, png)
     spec = prod.output_spec(prod.parse_params(plan.params))
     return Computed(
-        files={"data": cog, "thumbnail": png},
+        files={"data": cog, "thumbnail": png, **{k: Path(v) for k, v in result.sidecars.items()}},
         result=result,
         proj=_proj_fields(cog),
         classes=dict(spec.classes) if spec.classes else None,
@@ -267,11 +287,24 @@ def build_product_item(
         classes=computed.classes,
         title=f"{plan.product} of {activated.id}",
     )
+    for key, info in uploaded.items():  # fit details (e.g. PCA loadings) as JSON assets
+        if key not in ("data", "thumbnail"):
+            item.add_asset(
+                key,
+                AssetRef(
+                    public_href(services, info.uri),
+                    "application/json",
+                    ("metadata",),
+                    f"{plan.product} fitted model ({key}): statistics to interpret and reproduce the output",
+                    info.size,
+                    info.checksum,
+                ).to_asset(),
+            )
     prov = Provenance(
         algorithm=plan.product,
         algorithm_version=plan.version,
         parameters=plan.params,
-        inputs=[plan.input],
+        inputs=[plan.input, *plan.files],
         level=PRODUCT_LEVEL,
         lineage=_lineage(plan),
         run=run,
