@@ -108,6 +108,7 @@ class SelectedBand:
     index: int  # 1-based band index in the scene cube
     wavelength: float  # actual centre wavelength (nm)
     requested: float | None = None  # requested wavelength (nm) for BandRequest inputs
+    fwhm: float | None = None  # full width at half maximum (nm) when the scene knows it
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -115,6 +116,7 @@ class SelectedBand:
             "index": self.index,
             "wavelength": self.wavelength,
             "requested": self.requested,
+            "fwhm": self.fwhm,
         }
 
 
