@@ -43,6 +43,7 @@ from hsi.stac.product import data_asset_ref, product_collection, product_item, p
 from hsi.stac.provenance import InputRef, Provenance, RunInfo, apply_provenance, derivation_key
 from hsi.stac.validation import validate_item
 from hsi.storage import ObjectInfo
+from hsi.storage.base import file_checksum
 
 __all__ = [
     "ACTIVATED_LEVELS",

@@ -97,7 +97,9 @@ def ch4_lut() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return z["wavelength_nm"], z["radiance"], z["concentration_ppm_m"]
 
 
-def ch4_unit_absorption(centers: Sequence[float], fwhm: Sequence[float]) -> np.ndarray:
+def ch4_unit_absorption(
+    centers: Sequence[float] | np.ndarray, fwhm: Sequence[float] | np.ndarray
+) -> np.ndarray:
     """CH4 unit absorption ``k`` (per ppm·m, positive = absorbs) of bands with Gaussian responses.
 
     Same arithmetic as mag1c 1.2.0 ``generate_template_from_bands`` (which returns ``-k * 1e5``):
@@ -351,7 +353,7 @@ class _Components:
         is_plume = (area >= min_pixels) & (np.arange(n) > 0) & (roots == np.arange(n))
         keep = is_plume[roots]
         keep[0] = False
-        plumes = [
+        plumes: list[dict[str, Any]] = [
             {
                 "pixels": int(area[r]),
                 "max_ppm_m": float(vmax[r]),

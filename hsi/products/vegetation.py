@@ -44,7 +44,13 @@ from hsi.products.base import (
     Product,
 )
 
-__all__ = ["LIMITS", "MORTALITY_CLASSES", "TreeMortalityParams", "classify_mortality", "tree_mortality_product"]
+__all__ = [
+    "LIMITS",
+    "MORTALITY_CLASSES",
+    "TreeMortalityParams",
+    "classify_mortality",
+    "tree_mortality_product",
+]
 
 TOLERANCE_NM = 10.0
 MORTALITY_CLASSES = {0: "non-vegetation", 1: "healthy", 2: "stressed", 3: "dead"}

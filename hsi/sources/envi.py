@@ -112,7 +112,12 @@ def is_bad_default(wavelength_nm: float | None, fwhm_nm: float | None = None) ->
             return True
         if math.isinf(hi) and wavelength_nm > lo:
             return True
-        if not math.isinf(lo) and not math.isinf(hi) and wavelength_nm - half <= hi and wavelength_nm + half >= lo:
+        if (
+            not math.isinf(lo)
+            and not math.isinf(hi)
+            and wavelength_nm - half <= hi
+            and wavelength_nm + half >= lo
+        ):
             return True
     return False
 
