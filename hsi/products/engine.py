@@ -324,7 +324,9 @@ def run_product(
             wsize,
         )
         if product.fit is not None:
-            ctx.state = product.fit(reader, p, ctx)
+            # the fit passes read the window bands again: a bounded GDAL block cache keeps memory flat
+            with rasterio.Env(GDAL_CACHEMAX=128):
+                ctx.state = product.fit(reader, p, ctx)
         try:
             return _write(product, p, ctx, reader, windows, ds, sid, src_path, dst_path, selected, progress)
         finally:
