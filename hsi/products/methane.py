@@ -445,7 +445,8 @@ def _fit(reader: ChunkReader, p: MethaneParams, ctx: ComputeContext) -> MethaneS
         k_abs = ch4_unit_absorption([s.wavelength for s in sel], [float(s.fwhm or 0.0) for s in sel])
     except ValueError as exc:
         raise ProductError(f"product '{PRODUCT_NAME}' on scene '{ctx.scene_id}': {exc}") from exc
-    width = ctx.width if ctx.width is not None else max(int(w.col_off + w.width) for w in reader.windows)
+    grid = ctx.grid or {}
+    width = int(grid.get("width") or max(int(w.col_off + w.width) for w in reader.windows))
     windows = reader.windows
     moments = _ColumnMoments(width, len(sel))
     for w, chunk in zip(windows, reader, strict=True):

@@ -282,7 +282,7 @@ def _write_refs(path: Path, water_level: float) -> None:
     veg = 0.05 + 0.4 / (1 + np.exp(-(wl - 715) / 12)) - 0.2 * (wl > 1400)
     water = np.full(wl.size, water_level)
     rows = ["wavelength_nm,vegetation,water"] + [
-        f"{w:.1f},{v:.6f},{x:.6f}" for w, v, x in zip(wl, veg, water)
+        f"{w:.1f},{v:.6f},{x:.6f}" for w, v, x in zip(wl, veg, water, strict=True)
     ]
     path.write_text("\n".join(rows) + "\n")
 
