@@ -69,8 +69,8 @@ class ProductResult:
 
     def stac_properties(self, prefix: str = "hsi") -> dict[str, Any]:
         """Flat properties for a STAC item: product, version, params, the bands used (input name,
-        1-based index, actual and requested centre in nm) and, for classifiers, class counts and
-        fractions (of valid pixels)."""
+        1-based index, actual and requested centre in nm), the fitted model's summary (``hsi:fit``)
+        and, for classifiers, class counts and fractions (of valid pixels)."""
         props: dict[str, Any] = {
             f"{prefix}:product": self.product,
             f"{prefix}:product_version": self.version,
@@ -87,11 +87,11 @@ class ProductResult:
         }
         if self.fit_summary and "processor" in self.fit_summary:  # an external tool's run record
             props[f"{prefix}:processor"] = self.fit_summary["processor"]
+        elif self.fit_summary is not None:  # a fitted model's summary (PCA variance, ch4-mf plumes)
+            props[f"{prefix}:fit"] = self.fit_summary
         if self.class_fractions is not None:
             props[f"{prefix}:class_counts"] = self.class_counts
             props[f"{prefix}:class_fractions"] = self.class_fractions
-        if self.fit_summary is not None:
-            props[f"{prefix}:fit"] = self.fit_summary
         return props
 
 
