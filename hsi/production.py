@@ -43,6 +43,7 @@ from hsi.stac.product import data_asset_ref, product_collection, product_item, p
 from hsi.stac.provenance import InputRef, Provenance, RunInfo, apply_provenance, derivation_key
 from hsi.stac.validation import validate_item
 from hsi.storage import ObjectInfo
+from hsi.storage.base import file_checksum
 
 __all__ = [
     "ACTIVATED_LEVELS",
@@ -110,6 +111,7 @@ class ProductPlan:
     item_id: str  # <activated id>-<slug>
     key: str
     bands_used: list[dict[str, Any]] = field(default_factory=list)
+    files: list[InputRef] = field(default_factory=list)  # input-file parameters and their checksums
 
     @property
     def scene_item(self) -> tuple[str, str]:
@@ -126,6 +128,9 @@ def plan_product(
     """
     prod = get_product(product)
     p = prod.parse_params(params)
+    prod.check_quantity(
+        activated.properties.get("hsi:quantity"), f"item {activated.collection_id}/{activated.id}"
+    )
     cube = activated.assets.get(CUBE_ASSET)
     if cube is None:
         raise InvalidInputError(
@@ -136,7 +141,7 @@ def plan_product(
     with env, rasterio.open(path) as ds:
         bands = bands_from_dataset(ds)
     selected = select_bands(prod, bands, activated.id, p)
-    key, ref, params_json = _key_parts(services, activated, cube, prod, p)
+    key, ref, params_json, files = _key_parts(services, activated, cube, prod, p)
     return ProductPlan(
         product=prod.name,
         version=prod.version,
@@ -148,12 +153,13 @@ def plan_product(
         item_id=product_item_id(activated.id, prod.name),
         key=key,
         bands_used=[s.as_dict() for s in selected],
+        files=files,
     )
 
 
 def _key_parts(
     services: Services, activated: pystac.Item, cube: pystac.Asset, prod: Any, p: Any
-) -> tuple[str, InputRef, dict[str, Any]]:
+) -> tuple[str, InputRef, dict[str, Any], list[InputRef]]:
     checksum = cube.extra_fields.get("file:checksum") or f"size:{cube.extra_fields.get('file:size')}"
     cid = activated.collection_id or ""
     ref = InputRef(
@@ -163,7 +169,8 @@ def _key_parts(
         checksums={CUBE_ASSET: checksum},
     )
     params_json = p.model_dump(mode="json")
-    return derivation_key([ref], prod.name, prod.version, params_json), ref, params_json
+    files = input_file_refs(prod.input_files(p))  # a changed reference file changes the key
+    return derivation_key([ref, *files], prod.name, prod.version, params_json), ref, params_json, files
 
 
 def expected_product_key(
@@ -178,6 +185,20 @@ def expected_product_key(
             f"activated item {activated.collection_id}/{activated.id} has no '{CUBE_ASSET}' asset"
         )
     return _key_parts(services, activated, cube, prod, prod.parse_params(params))[0]
+
+
+def input_file_refs(files: Mapping[str, str]) -> list[InputRef]:
+    """One :class:`InputRef` per input-file parameter (collection ``file``, id ``<param>:<path>``) with
+    the file's content checksum, so that a changed file at the same path changes the product key.
+    InvalidInputError when a file cannot be read."""
+    out = []
+    for name, path in sorted(files.items()):
+        try:
+            checksum = file_checksum(path)
+        except OSError as exc:
+            raise InvalidInputError(f"parameter '{name}': cannot read input file {path}: {exc}") from exc
+        out.append(InputRef(collection="file", id=f"{name}:{path}", checksums={"file": checksum}))
+    return out
 
 
 def check_done(services: Services, plan: ProductPlan, *, verify_checksums: bool = False) -> str | None:
@@ -233,7 +254,7 @@ def compute(
     write_preview(cog, png)
     spec = prod.output_spec(prod.parse_params(plan.params))
     return Computed(
-        files={"data": cog, "thumbnail": png},
+        files={"data": cog, "thumbnail": png, **{k: Path(v) for k, v in result.sidecars.items()}},
         result=result,
         proj=_proj_fields(cog),
         classes=dict(spec.classes) if spec.classes else None,
@@ -288,11 +309,24 @@ def build_product_item(
         classes=computed.classes,
         title=f"{plan.product} of {activated.id}",
     )
+    for key, info in uploaded.items():  # fit details (e.g. PCA loadings) as JSON assets
+        if key not in ("data", "thumbnail"):
+            item.add_asset(
+                key,
+                AssetRef(
+                    public_href(services, info.uri),
+                    "application/json",
+                    ("metadata",),
+                    f"{plan.product} fitted model ({key}): statistics to interpret and reproduce the output",
+                    info.size,
+                    info.checksum,
+                ).to_asset(),
+            )
     prov = Provenance(
         algorithm=plan.product,
         algorithm_version=plan.version,
         parameters=plan.params,
-        inputs=[plan.input],
+        inputs=[plan.input, *plan.files],
         level=PRODUCT_LEVEL,
         lineage=_lineage(plan),
         run=run,
