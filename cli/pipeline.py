@@ -118,6 +118,8 @@ def activate(
     for item_id in pending:
         try:
             r = invoke(activate_scene, item_id=item_id, force=force, config=cfg_path)
+        except typer.Exit:  # already reported (e.g. the Prefect API is down)
+            raise
         except Exception as e:
             codes.append(report_error(e, prefix=f"failed\t{item_id}"))
             continue
@@ -174,6 +176,8 @@ def product(
     try:
         r = invoke(run_product, item_id=item_id, product=name, params=params or None, force=force,
                    config=cfg_path, collection=collection)  # fmt: skip
+    except typer.Exit:  # already reported (e.g. the Prefect API is down)
+        raise
     except Exception as e:
         raise typer.Exit(report_error(e, prefix=f"failed\t{name}\t{item_id}")) from e
     typer.echo(f"{_status(r['status'])}\t{r['collection']}/{r['item_id']}\t{r.get('asset') or r['reason']}")
@@ -197,6 +201,8 @@ def demo(
 
     try:
         summary = invoke(demo_flow, config=cfg_path, width=width, height=height)
+    except typer.Exit:  # already reported (e.g. the Prefect API is down)
+        raise
     except Exception as e:
         raise typer.Exit(report_error(e)) from e
     if as_json:

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from hsi.errors import HSIError
+from hsi.errors import HSIError, TransientError
 
 __all__ = [
     "CLI_TAG", "ServerError", "ServerInfo", "activation_up_to_date", "ensure_server", "mark_crashed_runs",
@@ -56,6 +56,13 @@ _QUIET_ENV = {  # telemetry off, no offline ERROR line, client and server alike
 
 class ServerError(HSIError):
     """The shared local Prefect server could not be started or reached (message names the log)."""
+
+
+class ApiUnavailableError(ServerError, TransientError):
+    """A configured Prefect API (``PREFECT_API_URL`` or ``prefect_api_url``) does not answer."""
+
+
+API_CHECK_S = 15.0  # how long a configured Prefect API may take to answer /health before we give up
 
 
 # ------------------------------------------------------------------------------------ processes
@@ -390,9 +397,27 @@ def resolve_api_url(cfg: Any, notify: Callable[[str], None] | None = None) -> st
 
             cfg = load_config(str(cfg) if cfg else os.environ.get("HSI_CONFIG") or None)
         url = cfg.prefect_api_url
-    if url:
+    if url:  # a configured API: it must answer (bounded), else one line and exit 5
+        _require_healthy(str(url).rstrip("/"))
         return str(url).rstrip("/")
     return ensure_server(notify).url
+
+
+def _require_healthy(url: str) -> None:
+    """A configured API must answer ``/health`` within :data:`API_CHECK_S` (bounded, one clear line)."""
+    deadline = time.monotonic() + API_CHECK_S
+    while not _healthy(url, timeout=5.0):
+        if time.monotonic() >= deadline:
+            where = (
+                "PREFECT_API_URL"
+                if os.environ.get("PREFECT_API_URL")
+                else "prefect_api_url of the configuration"
+            )
+            raise ApiUnavailableError(
+                f"the Prefect API at {url} ({where}) does not answer: start it (`hsi stack up`), or unset it "
+                "to use the shared local server (`hsi server start`)"
+            )
+        time.sleep(_POLL_S)  # polling a condition (the health endpoint), not synchronising by time
 
 
 @contextlib.contextmanager
@@ -491,7 +516,7 @@ def cli_api(cfg: Any) -> Iterator[str]:
         url = ctx.__enter__()
     except ServerError as e:
         typer.secho(f"error: {e}", fg="red", err=True)
-        raise typer.Exit(1) from e
+        raise typer.Exit(5 if isinstance(e, TransientError) else 1) from e
     with contextlib.ExitStack() as stack:
         stack.push(ctx)
         yield url
