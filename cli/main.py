@@ -17,6 +17,7 @@ from hsi_pipeline.cli.bridge import app as bridge_app
 from hsi_pipeline.cli.catalog import info as info_command
 from hsi_pipeline.cli.catalog import items as items_command
 from hsi_pipeline.cli.checks import SYNTH_SOURCES, require_choice
+from hsi_pipeline.cli.clean import clean as clean_command
 from hsi_pipeline.cli.common import EXIT_CODES_HELP, ConfigOpt, fail, report_error, setup_logging
 from hsi_pipeline.cli.config import app as config_app
 from hsi_pipeline.cli.deploy import deploy as deploy_command
@@ -24,6 +25,7 @@ from hsi_pipeline.cli.ops import register as register_ops
 from hsi_pipeline.cli.pipeline import activate, demo, index, product
 from hsi_pipeline.cli.products import app as products_app
 from hsi_pipeline.cli.run import run as run_command
+from hsi_pipeline.cli.server import app as server_app
 from hsi_pipeline.cli.stack import app as stack_app
 
 app = typer.Typer(
@@ -50,6 +52,7 @@ app.add_typer(products_app, name="products")
 app.add_typer(stack_app, name="stack")
 app.add_typer(bridge_app, name="bridge")
 app.add_typer(config_app, name="config")
+app.add_typer(server_app, name="server")
 app.command(name="deploy")(deploy_command)
 app.command(name="run")(run_command)
 app.command(name="index")(index)
@@ -58,6 +61,7 @@ app.command(name="product")(product)
 app.command(name="demo")(demo)
 app.command(name="items")(items_command)
 app.command(name="info")(info_command)
+app.command(name="clean")(clean_command)
 register_ops(app)  # plan, reprocess, lineage, backfill, replay (cli/ops.py)
 
 

@@ -64,7 +64,7 @@ def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
         t.add_column(c, overflow="fold")
     for r in rows:
         t.add_row(*r)
-    Console(width=max(160, Console().width)).print(t)
+    Console().print(t)  # fitted to the terminal; long cells fold
 
 
 def _quiet_prefect() -> None:
@@ -191,7 +191,9 @@ def reprocess(
     if mode == "deployments":
         out = submit_jobs(payload, limit=limit, api=api)
     else:
-        out = reprocess_flow(jobs=payload, config=path)
+        from hsi_pipeline.cli.pipeline import invoke  # the configured API or the shared local server
+
+        out = invoke(reprocess_flow, jobs=payload, config=path)
     _report("hsi reprocess", mode, jobs=payload, rows=out, as_json=as_json)
 
 
@@ -365,7 +367,9 @@ def replay(
     if not direct and deployments_available(api):
         out, mode = submit_records(records, limit=limit, api=api), "deployments"
     else:
-        out, mode = replay_failed(records=records, config=path), "direct"
+        from hsi_pipeline.cli.pipeline import invoke  # the configured API or the shared local server
+
+        out, mode = invoke(replay_failed, records=records, config=path), "direct"
     _report("hsi replay --failed", mode, rows=out, as_json=as_json, at=datetime.now(UTC).isoformat())
 
 

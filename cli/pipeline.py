@@ -34,8 +34,12 @@ SKIPPED = "skipped (up to date)"
 
 def invoke(flow: Callable[..., Any], **kwargs: Any) -> Any:
     """Run one flow in this process: quiet console, progress bars; the flow's exception propagates."""
+    from hsi_pipeline.cli import runtime
+
     tame_console()
-    with progress_display():
+    # the configured Prefect API (PREFECT_API_URL, the config's prefect_api_url) or the one shared
+    # local server (cli/runtime.py); runs of CLI processes that died are marked CRASHED first
+    with runtime.cli_api(kwargs.get("config")), progress_display():
         return flow(**kwargs)
 
 
@@ -97,12 +101,25 @@ def activate(
     cfg_path = config_arg(config)
     cfg = load(cfg_path)
     checks.require_raw(cfg, item_ids)
+    from hsi_pipeline.cli import runtime
+
+    pending = []
+    for item_id in item_ids:  # up-to-date items answer from the catalog, before Prefect is imported
+        done = None if force else runtime.activation_up_to_date(cfg, item_id)
+        if done is None:
+            pending.append(item_id)
+        else:
+            typer.echo(f"{SKIPPED}\t{done['collection']}/{done['item_id']}\t{done['reason']}")
+    if not pending:
+        return
     from hsi_pipeline.flows.activate import activate_scene
 
     codes = []
-    for item_id in item_ids:
+    for item_id in pending:
         try:
             r = invoke(activate_scene, item_id=item_id, force=force, config=cfg_path)
+        except typer.Exit:  # already reported (e.g. the Prefect API is down)
+            raise
         except Exception as e:
             codes.append(report_error(e, prefix=f"failed\t{item_id}"))
             continue
@@ -146,11 +163,21 @@ def product(
     cfg = load(cfg_path)  # registers the configured processors as products
     checks.require_product(name, params)
     checks.require_activated(cfg, item_id, collection)
+    from hsi_pipeline.cli import runtime
+
+    done = None if force else runtime.product_up_to_date(cfg, name, item_id, params or None, collection)
+    if done is not None:  # answered from the catalog, before Prefect is imported
+        typer.echo(
+            f"{SKIPPED}\t{done['collection']}/{done['item_id']}\t{done.get('asset') or done['reason']}"
+        )
+        return
     from hsi_pipeline.flows.product import run_product
 
     try:
         r = invoke(run_product, item_id=item_id, product=name, params=params or None, force=force,
                    config=cfg_path, collection=collection)  # fmt: skip
+    except typer.Exit:  # already reported (e.g. the Prefect API is down)
+        raise
     except Exception as e:
         raise typer.Exit(report_error(e, prefix=f"failed\t{name}\t{item_id}")) from e
     typer.echo(f"{_status(r['status'])}\t{r['collection']}/{r['item_id']}\t{r.get('asset') or r['reason']}")
@@ -179,6 +206,8 @@ def demo(
 
     try:
         summary = invoke(demo_flow, config=cfg_path, width=width, height=height, source=source)
+    except typer.Exit:  # already reported (e.g. the Prefect API is down)
+        raise
     except Exception as e:
         raise typer.Exit(report_error(e)) from e
     if as_json:

@@ -5,6 +5,7 @@ A ``typer.Typer()`` named ``app``, mounted by cli/main.py as ``hsi products``. N
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import typer
@@ -73,6 +74,12 @@ def show_cmd(
         typer.echo(f"  reference: {p.reference}")
     if "formula" in p.extra:
         typer.echo(f"  formula: {p.extra['formula']}")
+    if p.requires_quantity:
+        typer.echo(f"  input quantity: {p.requires_quantity} (refuses other cubes)")
+    if p.notes:
+        typer.echo("notes:")
+        for line in textwrap.wrap(p.notes, width=106):
+            typer.echo(f"  {line}")
     typer.echo("inputs:")
     for spec in p.inputs:
         typer.echo(f"  {spec.describe()}")

@@ -8,25 +8,16 @@ it in the same run, so activation starts as soon as the triggered run does.
 
 from __future__ import annotations
 
-import shutil
-import uuid
 from typing import Any
 
 from prefect import flow, get_run_logger
 
-from hsi.activation import discover_scenes
 from hsi.cog import CogProfile
-from hsi.config import PipelineConfig
-from hsi.events import (
-    NONE,
-    EventResource,
-    scene_activated_event,
-    stage_outcome_event,
-)
+from hsi.storage import ObjectInfo
 from hsi_pipeline.tasks import activation as t
 from hsi_pipeline.tasks.ops import note_done, note_failure
 from hsi_pipeline.tasks.reporting import publish_item_artifacts, tag_run
-from hsi_pipeline.tasks.runtime import emit, get_config, services
+from hsi_pipeline.tasks.runtime import emit, get_config, item_lease
 
 
 def _run_name() -> str:
@@ -38,16 +29,6 @@ def _run_name() -> str:
         return f"activate-{params['item_id']}"
     uri = str(params.get("uri") or "").rstrip("/")
     return f"activate-{uri.rsplit('/', 1)[-1] or '?'}"
-
-
-def _index_one(uri: str, source: str | None, cfg: PipelineConfig) -> dict[str, Any]:
-    """Index the one raw scene at ``uri`` inline (a task of this run) and return its raw item."""
-    entries = discover_scenes(uri)
-    if len(entries) != 1:
-        found = f": {', '.join(entries)}" if entries else ""
-        raise ValueError(f"{uri}: expected exactly one raw scene, found {len(entries)}{found}")
-    forced = None if source in (None, "", NONE) else source
-    return t.index_raw_scene(entries[0], forced, cfg)
 
 
 @flow(name="activate", flow_run_name=_run_name, validate_parameters=True)
@@ -72,6 +53,9 @@ def activate_scene(
       ``source`` forces the source (``None``/``""``/``"none"``: detect it).
 
     Skips when the activated item is up to date (same key, assets complete) unless ``force``.
+    Concurrent runs of the same scene take the item's lease in turn: the first does the work, the
+    others wait, find the item up to date and skip. Each run works in its own scratch directory
+    (``<work_dir>/runs/``), deleted at its end; what a killed run left is reclaimed by the next one.
     ``trigger`` carries the triggering event (templated by the automation) for provenance.
 
     Args:
@@ -93,108 +77,60 @@ def activate_scene(
     prof = CogProfile(**(profile or {}))
     out: dict[str, Any] = {}
     if uri is not None:
-        raw = _index_one(uri, source, cfg)
-        item_id = str(raw["id"])
-        out = {"uri": uri, "raw": {"collection": raw["collection"], "item_id": item_id}}
-        src = raw["properties"]["hsi:source"]
-        sc = cfg.sources.get(src)
-        if sc is not None and not sc.activate:
-            reason = f"sources.{src}.activate is false"
-            log.info("%s: indexed; not activated (%s)", item_id, reason)
-            emit(stage_outcome_event(
-                "activate", "skipped", reason=reason, payload={"catalog_href": services(cfg).catalog.href},
-                resource=EventResource(collection=raw["collection"], item_id=item_id, source=src,
-                                       scene_id=raw["properties"].get("hsi:scene_id", "")),
-            ))  # fmt: skip
-            return {
-                **out,
-                "status": "indexed",
-                "reason": reason,
-                "item_id": item_id,
-            }
+        raw = t.index_raw_object(uri, source, cfg)
+        out = {"uri": uri, "raw": {"collection": raw["collection"], "item_id": raw["id"]}}
+        if skipped := t.not_activated(raw, cfg):
+            reason = skipped["payload"]["reason"]
+            log.info("%s: indexed; not activated (%s)", raw["id"], reason)
+            emit(skipped)
+            return {**out, "status": "indexed", "reason": reason, "item_id": raw["id"]}
     else:
-        assert item_id is not None
-        raw = t.resolve_raw_item(item_id, collection, cfg)
-    props = raw["properties"]
-    source, level, scene_id = props["hsi:source"], props.get("hsi:level", "l1b"), props["hsi:scene_id"]
-    tag_run(scene_id, source)
-    coll = f"{source}-{level}"
-    svc = services(cfg)
-    resource = EventResource(collection=coll, item_id=item_id, source=source, scene_id=scene_id)
-    item_href = svc.catalog.item_href(coll, item_id)
-    key, ref, skip = t.check_activated(raw, prof, cfg)
-    base = {"collection": coll, "item_id": item_id, "item_href": item_href, "product_key": key}
-    if skip and not force:
-        log.info("skipped: %s", skip)
-        emit(
-            stage_outcome_event(
-                "activate",
-                "skipped",
-                resource=resource,
-                reason=skip,
-                payload={"catalog_href": svc.catalog.href, "item_href": item_href, "product_key": key},
-            )
-        )
-        note_done(cfg, coll, item_id)
-        return {**out, "status": "skipped", "reason": skip, **base}
-    uploaded: dict[str, Any] = {}
-    out_dir = svc.work_dir / "out" / f"{item_id}-{uuid.uuid4().hex[:8]}"  # private to this run (scratch only)
+        raw = t.resolve_raw_item(str(item_id), collection, cfg)
+    plan = t.plan_activation(raw, prof, cfg)
+    tag_run(plan.scene_id, plan.source)
+    again = (
+        {"uri": uri, "source": source} if uri is not None else {"item_id": item_id, "collection": collection}
+    )
+    with item_lease(plan.collection, plan.item_id, cfg):
+        if plan.skip is None and not force:  # a run we waited for may have done it meanwhile
+            plan = t.plan_activation(raw, prof, cfg)
+        if plan.skip and not force:
+            log.info("skipped: %s", plan.skip)
+            emit(plan.outcome_event("skipped", plan.skip))
+            note_done(cfg, plan.collection, plan.item_id)
+            return {**out, **plan.summary("skipped", plan.skip)}
+        cube = _activate(plan, raw, prof, trigger, cfg, {**again, "profile": profile})
+    emit(plan.activated_event(cube))
+    note_done(cfg, plan.collection, plan.item_id)
+    log.info("activated %s/%s -> %s", plan.collection, plan.item_id, cube.uri)
+    return {**out, **plan.summary("activated"), "cube": cube.uri}
+
+
+def _activate(
+    plan: Any, raw: dict[str, Any], prof: CogProfile, trigger: Any, cfg: Any, again: dict[str, Any]
+) -> ObjectInfo:
+    """fetch -> convert -> upload -> register in the run's own scratch, then the run's artifacts; on
+    failure the failed event and a failure record (``again``: the parameters that redo the work)."""
+    uploaded: dict[str, ObjectInfo] = {}
+    scratch = t.open_run(f"activate-{plan.item_id}", cfg)
     try:
-        entry = t.fetch_raw(raw, cfg, dest=out_dir / "raw")  # the run's private staging copy
-        conv = t.convert(entry, item_id, source, prof, out_dir, cfg)
-        uploaded = t.upload(coll, item_id, dict(conv.files), cfg)
-        item = t.register_activated(conv, uploaded, raw, ref, prof, trigger, cfg)
+        entry = t.fetch_raw(raw, cfg, dest=scratch.path / "raw")  # the run's private staging copy
+        conv = t.convert(entry, plan.item_id, plan.source, prof, scratch, cfg)
+        uploaded = t.upload(plan.collection, plan.item_id, dict(conv.files), cfg)
+        item = t.register_activated(conv, uploaded, raw, plan.ref, prof, trigger, cfg)
     except Exception as e:
         # Assets uploaded before a failed registration stay at their deterministic keys (a concurrent
         # run may own an item pointing at them); they are recorded here and overwritten by the next run.
         orphans = sorted(o.uri for o in uploaded.values())
         if orphans:
-            log.warning(
+            get_run_logger().warning(
                 "registration failed; unregistered assets left at %s (the next run replaces them)",
                 ", ".join(orphans),
             )
-        again = (
-            {"uri": uri, "source": source}
-            if uri is not None
-            else {"item_id": item_id, "collection": collection}
-        )
-        note_failure(
-            cfg, "activate", coll, item_id, f"{type(e).__name__}: {e}", {**again, "profile": profile}
-        )
-        emit(
-            stage_outcome_event(
-                "activate",
-                "failed",
-                resource=resource,
-                reason=f"{type(e).__name__}: {e}",
-                payload={
-                    "catalog_href": svc.catalog.href,
-                    "item_href": item_href,
-                    "product_key": key,
-                    "extra": {"unregistered_assets": orphans},
-                },
-            )
-        )
+        emit(plan.outcome_event("failed", f"{type(e).__name__}: {e}", unregistered_assets=orphans))
+        note_failure(cfg, "activate", plan.collection, plan.item_id, f"{type(e).__name__}: {e}", again)
         raise
     finally:
-        shutil.rmtree(out_dir, ignore_errors=True)
+        t.close_run(scratch, cfg)
     publish_item_artifacts(item, cfg)
-    cube = uploaded["cube"]
-    emit(
-        scene_activated_event(
-            source=source,
-            scene_id=scene_id,
-            collection=coll,
-            item_id=item_id,
-            catalog_href=svc.catalog.href,
-            product_key=key,
-            item_href=item_href,
-            uri=cube.uri,
-            size=cube.size,
-            checksum=cube.checksum or "",
-            raw_item=(raw["collection"], item_id),
-        )
-    )
-    note_done(cfg, coll, item_id)
-    log.info("activated %s/%s -> %s", coll, item_id, cube.uri)
-    return {**out, "status": "activated", "reason": "", "cube": cube.uri, **base}
+    return uploaded["cube"]

@@ -13,8 +13,6 @@ Failed when any product failed, listing every failure with its reason, after the
 
 from __future__ import annotations
 
-import shutil
-import uuid
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -22,10 +20,11 @@ from prefect import flow, get_run_logger
 from hsi.config import ProductRun
 from hsi.events import EventResource, product_published_event, stage_outcome_event
 from hsi.stac.product import product_collection, product_item_id
+from hsi_pipeline.tasks import activation as ta
 from hsi_pipeline.tasks import products as t
 from hsi_pipeline.tasks.ops import note_done, note_failure
 from hsi_pipeline.tasks.reporting import publish_item_artifacts, tag_run
-from hsi_pipeline.tasks.runtime import emit, get_config, services
+from hsi_pipeline.tasks.runtime import emit, get_config, item_lease, services
 
 __all__ = ["ProductRunsFailed", "run_product", "run_products"]
 
@@ -84,9 +83,6 @@ def run_product(
     def payload() -> dict[str, Any]:
         return {"catalog_href": svc.catalog.href, "item_href": item_href, "product_key": out["product_key"]}
 
-    out_dir = (
-        svc.work_dir / "products" / f"{pid}-{uuid.uuid4().hex[:8]}"
-    )  # private to this run (scratch only)
     try:
         activated = t.resolve_activated_item(item_id, collection, cfg)
         props = activated["properties"]
@@ -100,17 +96,29 @@ def run_product(
         )
         plan = t.plan_product(activated, product, params, cfg)
         out["product_key"] = plan.key
-        skip = None if force else t.check_product_done(plan, cfg)
-        if skip:
-            log.info("skipped: %s", skip)
-            emit(stage_outcome_event("product", "skipped", resource=resource, reason=skip, payload=payload()))
-            note_done(cfg, coll, pid)
-            stored = svc.catalog.get_item(coll, pid)
-            asset = stored.assets["data"].href if stored is not None and "data" in stored.assets else ""
-            return {**out, "status": "skipped", "reason": skip, "asset": asset}
-        computed = t.compute_product(plan, out_dir, cfg)
-        uploaded = t.upload_product(plan, dict(computed.files), cfg)
-        item = t.register_product(plan, computed, uploaded, activated, trigger, cfg)
+        with item_lease(coll, pid, cfg):  # concurrent runs of this product: one works, the others skip
+            skip = None if force else t.check_product_done(plan, cfg)
+            if skip:
+                log.info("skipped: %s", skip)
+                emit(
+                    stage_outcome_event(
+                        "product", "skipped", resource=resource, reason=skip, payload=payload()
+                    )
+                )
+                note_done(cfg, coll, pid)
+                return {
+                    **out,
+                    "status": "skipped",
+                    "reason": skip,
+                    "asset": t.stored_product_asset(plan, cfg),
+                }
+            scratch = ta.open_run(f"product-{pid}", cfg)  # private to this run; reclaimed if it dies
+            try:
+                computed = t.compute_product(plan, scratch.path / "out", cfg)
+                uploaded = t.upload_product(plan, dict(computed.files), cfg)
+                item = t.register_product(plan, computed, uploaded, activated, trigger, cfg)
+            finally:
+                ta.close_run(scratch, cfg)
     except Exception as e:
         reason = f"{type(e).__name__}: {e}"
         log.error("product %s on %s failed: %s", product, item_id, reason)
@@ -118,8 +126,6 @@ def run_product(
         again = {"item_id": item_id, "product": product, "params": params, "collection": collection}
         note_failure(cfg, "product", coll, pid, reason, again)
         raise
-    finally:
-        shutil.rmtree(out_dir, ignore_errors=True)
     publish_item_artifacts(item, cfg)
     data = uploaded["data"]
     emit(

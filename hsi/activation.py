@@ -24,6 +24,8 @@ import pystac
 
 from hsi.cog import CogInfo, CogProfile, Progress, write_cog, write_quicklook
 from hsi.errors import HSIError, ItemNotFoundError, UnsupportedSourceError
+from hsi.events import EventResource, scene_activated_event, stage_outcome_event
+from hsi.faults import fault_point
 from hsi.geo import bbox_of, scene_footprint
 from hsi.scene import SceneMetadata
 from hsi.services import Services
@@ -39,6 +41,7 @@ from hsi.storage import ObjectInfo, file_checksum
 __all__ = [
     "ACTIVATION_ALGORITHM",
     "ACTIVATION_VERSION",
+    "ActivationPlan",
     "Converted",
     "activated_collection",
     "activation_key",
@@ -48,7 +51,12 @@ __all__ = [
     "convert",
     "fetch_raw",
     "find_raw_item",
+    "index_one",
     "index_scene",
+    "not_activated_event",
+    "not_activated_reason",
+    "plan_activation",
+    "register_activated",
     "upload_outputs",
 ]
 
@@ -273,6 +281,7 @@ def fetch_raw(services: Services, raw: pystac.Item, dest: Path) -> Path:
     used in place); returns the scene entry path. Each remote object is fetched as the raw item
     recorded it (size + ETag/version): a re-uploaded object is refused, not silently processed."""
     paths = {k: services.fetch(a.href, dest, expect=_recorded(a)) for k, a in raw.assets.items()}
+    fault_point("after-download")
     if "archive" in paths:
         return paths["archive"]
     if "header" in paths:
@@ -389,6 +398,7 @@ def upload_outputs(
     for key, path in files.items():
         uri = services.store.uri(collection, item_id, path.name)
         out[key] = services.store.put_file(path, uri, content_type=_CONTENT_TYPES.get(path.suffix))
+    fault_point("after-upload")
     return out
 
 
@@ -489,6 +499,124 @@ def _sensor_assets(meta: SceneMetadata, raw: pystac.Item) -> dict[str, AssetRef]
             extra={"hsi:glt": where, "hsi:glt_shape": [glt.height, glt.width]},
         )
     }
+
+
+def register_activated(services: Services, item: pystac.Item) -> None:
+    """Upsert the activated item (the commit point), creating its collection first when needed."""
+    services.catalog.ensure_collection(collection_for(item.collection_id or ""))  # a STAC API needs it first
+    services.catalog.upsert_item(item)
+    fault_point("after-register")
+
+
+def index_one(services: Services, uri: str, source: str | None = None) -> pystac.Item:
+    """Index the one raw scene at ``uri`` (refused, naming what was found, when there is not exactly one)."""
+    entries = discover_scenes(uri)
+    if len(entries) != 1:
+        found = f": {', '.join(entries)}" if entries else ""
+        raise ValueError(f"{uri}: expected exactly one raw scene, found {len(entries)}{found}")
+    return index_scene(services, entries[0], source=source)
+
+
+def not_activated_reason(services: Services, raw: pystac.Item) -> str | None:
+    """Why the configuration says not to activate this raw item (``sources.<source>.activate: false``)."""
+    src = raw.properties["hsi:source"]
+    sc = services.config.sources.get(src)
+    return f"sources.{src}.activate is false" if sc is not None and not sc.activate else None
+
+
+def not_activated_event(raw: Mapping[str, Any], reason: str, catalog_href: str) -> dict[str, Any]:
+    """``hsi.activate.skipped`` on the raw item (the configuration says not to activate it)."""
+    props = raw["properties"]
+    resource = EventResource(
+        collection=raw["collection"],
+        item_id=raw["id"],
+        source=props["hsi:source"],
+        scene_id=props.get("hsi:scene_id", ""),
+    )
+    payload = {"catalog_href": catalog_href}
+    return stage_outcome_event("activate", "skipped", resource=resource, reason=reason, payload=payload)
+
+
+@dataclass(frozen=True)
+class ActivationPlan:
+    """What activating one raw item means: its target item, key, input reference and whether it is done."""
+
+    raw_collection: str
+    item_id: str
+    source: str
+    scene_id: str
+    collection: str  # the activated collection
+    item_href: str
+    catalog_href: str
+    key: str
+    ref: InputRef
+    skip: str | None  # why the existing item is up to date, or None
+
+    @property
+    def resource(self) -> EventResource:
+        return EventResource(
+            collection=self.collection, item_id=self.item_id, source=self.source, scene_id=self.scene_id
+        )
+
+    def summary(self, status: str, reason: str = "") -> dict[str, Any]:
+        return {
+            "status": status,
+            "reason": reason,
+            "collection": self.collection,
+            "item_id": self.item_id,
+            "item_href": self.item_href,
+            "product_key": self.key,
+        }
+
+    def outcome_event(self, outcome: str, reason: str, **extra: Any) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "catalog_href": self.catalog_href,
+            "item_href": self.item_href,
+            "product_key": self.key,
+        }
+        if extra:
+            payload["extra"] = extra
+        return stage_outcome_event(
+            "activate", outcome, resource=self.resource, reason=reason, payload=payload
+        )
+
+    def activated_event(self, cube: ObjectInfo) -> dict[str, Any]:
+        return scene_activated_event(
+            source=self.source,
+            scene_id=self.scene_id,
+            collection=self.collection,
+            item_id=self.item_id,
+            catalog_href=self.catalog_href,
+            product_key=self.key,
+            item_href=self.item_href,
+            uri=cube.uri,
+            size=cube.size,
+            checksum=cube.checksum or "",
+            raw_item=(self.raw_collection, self.item_id),
+        )
+
+
+def plan_activation(services: Services, raw: pystac.Item, profile: CogProfile) -> ActivationPlan:
+    """The activation of ``raw`` with ``profile``: target, key, and whether the stored item is up to date."""
+    coll = activated_collection(raw)
+    key, ref = activation_key(services, raw, profile)
+    skip = check_done(services, coll, raw.id, key)
+    if skip is not None:
+        ensure_linked = getattr(services.catalog, "ensure_linked", None)
+        if ensure_linked is not None:  # a static catalog: repair a link a crash after the commit left out
+            ensure_linked(coll, raw.id)
+    return ActivationPlan(
+        raw_collection=raw.collection_id or "",
+        item_id=raw.id,
+        source=raw.properties["hsi:source"],
+        scene_id=raw.properties.get("hsi:scene_id", ""),
+        collection=coll,
+        item_href=services.catalog.item_href(coll, raw.id),
+        catalog_href=services.catalog.href,
+        key=key,
+        ref=ref,
+        skip=skip,
+    )
 
 
 def discover_scenes(href: str) -> list[str]:

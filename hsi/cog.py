@@ -46,6 +46,7 @@ from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_translate
 
 from hsi.cube import open_cube, read_rotated_window
+from hsi.faults import fault_point
 from hsi.geo import bbox_of, footprint
 from hsi.scene import (
     IMAGERY_DOMAIN,
@@ -350,6 +351,8 @@ def write_cog(
             sink.write(block, rows, cols)
             if progress is not None:
                 progress(k, len(windows))
+            if k == (len(windows) + 1) // 2:
+                fault_point("mid-cog")
     fp = footprint(src_t, meta.layout.width, meta.layout.height, crs)
     with rasterio.open(dst_path) as out:
         return CogInfo(

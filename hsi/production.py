@@ -51,6 +51,7 @@ from hsi.stac.product import data_asset_ref, product_collection, product_item, p
 from hsi.stac.provenance import InputRef, Provenance, RunInfo, apply_provenance, derivation_key
 from hsi.stac.validation import validate_item
 from hsi.storage import ObjectInfo
+from hsi.storage.base import file_checksum
 
 __all__ = [
     "ACTIVATED_LEVELS",
@@ -120,6 +121,7 @@ class ProductPlan:
     key: str
     bands_used: list[dict[str, Any]] = field(default_factory=list)
     inputs: InputPlan | None = None  # TOA reflectance / quality mask (hsi.quantities)
+    files: list[InputRef] = field(default_factory=list)  # input-file parameters and their checksums
 
     @property
     def scene_item(self) -> tuple[str, str]:
@@ -137,6 +139,9 @@ def plan_product(
     prod = get_product(product)
     prod_params, opts = split_params(params)
     p = prod.parse_params(prod_params)
+    prod.check_quantity(
+        activated.properties.get("hsi:quantity"), f"item {activated.collection_id}/{activated.id}"
+    )
     cube = activated.assets.get(CUBE_ASSET)
     if cube is None:
         raise InvalidInputError(
@@ -146,7 +151,7 @@ def plan_product(
     header = _cube_header(services, activated, cube)
     selected = select_bands(prod, header[1], activated.id, p)
     inputs = _input_plan(activated, prod, opts, header)
-    key, ref, params_json = _key_parts(services, activated, cube, prod, p, inputs.records)
+    key, ref, params_json, files = _key_parts(services, activated, cube, prod, p, inputs.records)
     return ProductPlan(
         product=prod.name,
         version=prod.version,
@@ -159,6 +164,7 @@ def plan_product(
         key=key,
         bands_used=[s.as_dict() for s in selected],
         inputs=inputs,
+        files=files,
     )
 
 
@@ -202,7 +208,7 @@ def _key_parts(
     prod: Any,
     p: Any,
     records: Mapping[str, Any],
-) -> tuple[str, InputRef, dict[str, Any]]:
+) -> tuple[str, InputRef, dict[str, Any], list[InputRef]]:
     checksum = cube.extra_fields.get("file:checksum") or f"size:{cube.extra_fields.get('file:size')}"
     cid = activated.collection_id or ""
     ref = InputRef(
@@ -212,7 +218,8 @@ def _key_parts(
         checksums={CUBE_ASSET: checksum},
     )
     params_json = {**p.model_dump(mode="json"), **records}
-    return derivation_key([ref], prod.name, prod.version, params_json), ref, params_json
+    files = input_file_refs(prod.input_files(p))  # a changed reference file changes the key
+    return derivation_key([ref, *files], prod.name, prod.version, params_json), ref, params_json, files
 
 
 def expected_product_key(
@@ -238,8 +245,22 @@ def expected_product_params(
         )
     header = _cube_header(services, activated, cube) if _header_needed(activated, prod, opts) else None
     inputs = _input_plan(activated, prod, opts, header)
-    key, _, params_json = _key_parts(services, activated, cube, prod, p, inputs.records)
+    key, _, params_json, _ = _key_parts(services, activated, cube, prod, p, inputs.records)
     return key, params_json
+
+
+def input_file_refs(files: Mapping[str, str]) -> list[InputRef]:
+    """One :class:`InputRef` per input-file parameter (collection ``file``, id ``<param>:<path>``) with
+    the file's content checksum, so that a changed file at the same path changes the product key.
+    InvalidInputError when a file cannot be read."""
+    out = []
+    for name, path in sorted(files.items()):
+        try:
+            checksum = file_checksum(path)
+        except OSError as exc:
+            raise InvalidInputError(f"parameter '{name}': cannot read input file {path}: {exc}") from exc
+        out.append(InputRef(collection="file", id=f"{name}:{path}", checksums={"file": checksum}))
+    return out
 
 
 def check_done(services: Services, plan: ProductPlan, *, verify_checksums: bool = False) -> str | None:
@@ -302,7 +323,7 @@ def compute(
     write_preview(cog, png)
     spec = prod.output_spec(prod.parse_params(params))
     return Computed(
-        files={"data": cog, "thumbnail": png},
+        files={"data": cog, "thumbnail": png, **{k: Path(v) for k, v in result.sidecars.items()}},
         result=result,
         proj=_proj_fields(cog),
         classes=dict(spec.classes) if spec.classes else None,
@@ -357,11 +378,24 @@ def build_product_item(
         classes=computed.classes,
         title=f"{plan.product} of {activated.id}",
     )
+    for key, info in uploaded.items():  # fit details (e.g. PCA loadings) as JSON assets
+        if key not in ("data", "thumbnail"):
+            item.add_asset(
+                key,
+                AssetRef(
+                    public_href(services, info.uri),
+                    "application/json",
+                    ("metadata",),
+                    f"{plan.product} fitted model ({key}): statistics to interpret and reproduce the output",
+                    info.size,
+                    info.checksum,
+                ).to_asset(),
+            )
     prov = Provenance(
         algorithm=plan.product,
         algorithm_version=plan.version,
         parameters=plan.params,
-        inputs=[plan.input],
+        inputs=[plan.input, *plan.files],
         level=PRODUCT_LEVEL,
         lineage=_lineage(plan),
         run=run,

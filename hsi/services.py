@@ -20,9 +20,12 @@ from urllib.parse import urlsplit
 from hsi.catalog import Catalog, open_catalog
 from hsi.config import PipelineConfig, S3Access, load_config
 from hsi.errors import ConfigError, StorageError
+from hsi.scratch import Reclaimed, RunScratch, open_run, reclaim
 from hsi.storage import ObjectInfo, ObjectStore, open_store
 
-__all__ = ["Services"]
+__all__ = ["STALE_UPLOAD_S", "Services"]
+
+STALE_UPLOAD_S = 6 * 3600.0  # unfinished uploads of unknown owners below our keys are aborted after this
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +103,7 @@ class Services:
     def scratch_dir(self, label: str) -> Path:
         """A new directory private to one run under ``work_dir/out`` (the per-run scratch space):
         staging copies and extractions live here; the caller deletes it when the run ends."""
-        d = self.work_dir / "out" / f"{label}-{uuid.uuid4().hex[:8]}"
-        d.mkdir(parents=True)
-        return d
+        return open_run(self.work_dir, label).path  # with an owner record: reclaimed if the run dies
 
     def stat(self, href: str) -> ObjectInfo | None:
         """Size and identity (ETag/version, or checksum) of a remote object; None when absent."""
@@ -165,6 +166,49 @@ class Services:
         stamp.write_text(info.identity)
         return dest
 
+    # ------------------------------------------------------------- run scratch (hsi.scratch)
+    def open_run(self, prefix: str = "run") -> RunScratch:
+        """Reclaim the scratch of dead runs, then open this run's own scratch directory."""
+        self.reclaim_runs()
+        return open_run(self.work_dir, prefix)
+
+    def finish_run(self, scratch: RunScratch) -> list[str]:
+        """End a run: abort the uploads it left unfinished, delete its scratch; returns what was aborted."""
+        try:
+            return self.undo_run(scratch.path)
+        finally:
+            scratch.close()
+
+    def undo_run(self, run_dir: Path) -> list[str]:
+        """Abort the unfinished multipart uploads recorded below ``run_dir`` (``*.mpu.json``)."""
+        import json
+
+        aborted = []
+        for rec in sorted(run_dir.rglob("*.mpu.json")):
+            try:
+                uri = json.loads(rec.read_text())["uri"]
+            except (OSError, ValueError, KeyError):
+                continue
+            store = self.store_for(uri)
+            abort = getattr(store, "abort_recorded", None)
+            if abort is not None and (done := abort(rec)):
+                aborted.append(done)
+        return aborted
+
+    def reclaim_runs(self, *, everything: bool = False, grace_s: float = 600.0) -> list[Reclaimed]:
+        """Delete the scratch of runs whose owner died (``everything``: of every run not alive here)."""
+        return reclaim(self.work_dir, undo=self.undo_run, everything=everything, grace_s=grace_s)
+
+    def abort_stale_uploads(
+        self, prefix_uri: str | None = None, older_than_s: float = STALE_UPLOAD_S
+    ) -> list[str]:
+        """Abort unfinished uploads (S3 multipart, local partial files) below ``prefix_uri`` (default: the
+        storage root) whose writer is dead or that are older than ``older_than_s``."""
+        abort = getattr(self.store, "abort_stale_uploads", None)
+        if abort is None:
+            return []
+        return list(abort(prefix_uri or self.store.root, older_than_s))
+
 
 def _changed(expect: ObjectInfo, now: ObjectInfo) -> bool:
     if expect.size >= 0 and now.size >= 0 and expect.size != now.size:
@@ -192,6 +236,8 @@ def _download(url: str, dest: Path) -> None:
 
 
 def _access_opts(s: S3Access, sessions: SessionResolver | None, where: str) -> dict[str, object]:
+    part = getattr(s, "part_size_mib", None)  # the storage section's multipart part size
+    extra: dict[str, object] = {"part_size": part << 20} if part else {}
     if s.credentials_block:
         if sessions is None:
             raise ConfigError(
@@ -199,10 +245,16 @@ def _access_opts(s: S3Access, sessions: SessionResolver | None, where: str) -> d
                 "only when running through the flows (hsi_pipeline.tasks); elsewhere use aws_profile or "
                 "the AWS environment"
             )
-        return {"endpoint_url": s.endpoint_url, "region": s.region, "session": sessions(s.credentials_block)}
+        return {
+            "endpoint_url": s.endpoint_url,
+            "region": s.region,
+            "session": sessions(s.credentials_block),
+            **extra,
+        }
     return {
         "endpoint_url": s.endpoint_url,
         "region": s.region,
         "profile": s.aws_profile,
         "shared_credentials_file": s.shared_credentials_file,
+        **extra,
     }

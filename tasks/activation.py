@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from hsi import activation as act
 from hsi.cog import CogProfile
+from hsi.scratch import RunScratch
 from hsi.stac.provenance import InputRef
 from hsi.storage import ObjectInfo
 from hsi_pipeline.tasks.runtime import progress_logger, retry_if_transient, run_info, services
@@ -31,6 +32,29 @@ def index_raw_scene(href: str, source: str | None = None, config: Any = None) ->
     item = act.index_scene(services(config), href, source=source)
     get_run_logger().info("indexed %s/%s from %s", item.collection_id, item.id, href)
     return item.to_dict(include_self_link=False, transform_hrefs=False)
+
+
+@task(
+    name="index-raw-scene",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_if_transient,
+)
+def index_raw_object(uri: str, source: str | None = None, config: Any = None) -> dict[str, Any]:
+    """Index the one raw scene at ``uri`` (``source``: None, "" or "none" = detect it)."""
+    forced = None if source in (None, "", "none") else source
+    item = act.index_one(services(config), uri, source=forced)
+    get_run_logger().info("indexed %s/%s from %s", item.collection_id, item.id, uri)
+    return item.to_dict(include_self_link=False, transform_hrefs=False)
+
+
+@task(name="not-activated-reason", cache_policy=NO_CACHE)
+def not_activated(raw: dict[str, Any], config: Any = None) -> dict[str, Any] | None:
+    """The ``hsi.activate.skipped`` event when the configuration says not to activate ``raw``, else None."""
+    svc = services(config)
+    reason = act.not_activated_reason(svc, pystac.Item.from_dict(raw))
+    return act.not_activated_event(raw, reason, svc.catalog.href) if reason else None
 
 
 @task(
@@ -63,6 +87,39 @@ def check_activated(
 
 
 @task(
+    name="plan-activation",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_if_transient,
+)
+def plan_activation(raw: dict[str, Any], profile: CogProfile, config: Any = None) -> act.ActivationPlan:
+    """Reclaim what dead runs left (scratch, their unfinished uploads), then: target, key and whether
+    the activated item is up to date (``plan.skip``)."""
+    svc = services(config)
+    for r in svc.reclaim_runs():
+        get_run_logger().info("reclaimed %s (%d bytes): %s", r.path, r.bytes, r.reason)
+    return act.plan_activation(svc, pystac.Item.from_dict(raw), profile)
+
+
+@task(name="open-run-scratch", cache_policy=NO_CACHE)
+def open_run(prefix: str, config: Any = None) -> RunScratch:
+    """Reclaim what dead runs left (scratch, their unfinished uploads), then open this run's scratch."""
+    svc = services(config)
+    scratch = svc.open_run(prefix)
+    get_run_logger().debug("scratch %s", scratch.path)
+    return scratch
+
+
+@task(name="close-run-scratch", cache_policy=NO_CACHE)
+def close_run(scratch: RunScratch, config: Any = None) -> None:
+    """Abort this run's unfinished uploads and delete its scratch."""
+    aborted = services(config).finish_run(scratch)
+    if aborted:
+        get_run_logger().info("aborted unfinished uploads: %s", ", ".join(aborted))
+
+
+@task(
     name="fetch-raw",
     cache_policy=NO_CACHE,
     retries=3,
@@ -78,16 +135,21 @@ def fetch_raw(raw: dict[str, Any], config: Any = None, dest: Path | None = None)
 
 @task(name="convert-to-cog", cache_policy=NO_CACHE)
 def convert(
-    entry: Path, item_id: str, source: str | None, profile: CogProfile, out_dir: Path, config: Any = None
+    entry: Path,
+    item_id: str,
+    source: str | None,
+    profile: CogProfile,
+    scratch: RunScratch,
+    config: Any = None,
 ) -> act.Converted:
-    svc = services(config)
     log = get_run_logger()
+    svc = services(config)
     conv = act.convert(
         entry,
-        out_dir,
+        scratch.sub("out"),
         source=source,
         profile=profile,
-        work_dir=out_dir / "extract",  # private to this run, removed with it
+        work_dir=scratch.sub("extract"),
         progress=progress_logger(log, f"writing {item_id}"),
         limits=svc.config.archive_limits.limits(),
     )
@@ -137,9 +199,6 @@ def register_activated(
     item = act.build_activated_item(
         svc, conv, uploaded, pystac.Item.from_dict(raw), key_input, profile, run_info(trigger)
     )
-    from hsi.stac.items import collection_for
-
-    svc.catalog.ensure_collection(collection_for(item.collection_id or ""))  # a STAC API needs it first
-    svc.catalog.upsert_item(item)
+    act.register_activated(svc, item)
     get_run_logger().info("registered %s/%s in %s", item.collection_id, item.id, svc.catalog.href)
     return item.to_dict(include_self_link=False, transform_hrefs=False)

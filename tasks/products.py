@@ -50,8 +50,12 @@ def resolve_activated_item(item_id: str, collection: str | None = None, config: 
 def plan_product(
     activated: dict[str, Any], product: str, params: dict[str, Any] | None = None, config: Any = None
 ) -> prod.ProductPlan:
-    """Validate parameters, select bands from the cube header (no pixels), compute the key."""
-    plan = prod.plan_product(services(config), pystac.Item.from_dict(activated), product, params)
+    """Reclaim what dead runs left, then validate parameters, select bands from the cube header (no
+    pixels), compute the key."""
+    svc = services(config)
+    for r in svc.reclaim_runs():
+        get_run_logger().info("reclaimed %s (%d bytes): %s", r.path, r.bytes, r.reason)
+    plan = prod.plan_product(svc, pystac.Item.from_dict(activated), product, params)
     get_run_logger().info(
         "%s on %s: bands %s; key %s",
         plan.product,
@@ -72,6 +76,19 @@ def plan_product(
 def check_product_done(plan: prod.ProductPlan, config: Any = None) -> str | None:
     """The skip reason when the product item is up to date, else None."""
     return prod.check_done(services(config), plan)
+
+
+@task(
+    name="stored-product-asset",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_if_transient,
+)
+def stored_product_asset(plan: prod.ProductPlan, config: Any = None) -> str:
+    """The href of the stored product item's data asset ("" when there is none)."""
+    stored = services(config).catalog.get_item(plan.collection, plan.item_id)
+    return stored.assets["data"].href if stored is not None and "data" in stored.assets else ""
 
 
 @task(name="compute-product", cache_policy=NO_CACHE)

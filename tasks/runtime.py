@@ -10,17 +10,20 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager, suppress
 from functools import lru_cache
 from typing import Any
 
 from hsi.config import PipelineConfig, load_config
+from hsi.lease import LEASE_S, LEASE_WAIT_S, file_lease, lease_name
 from hsi.services import Services
 from hsi.stac.provenance import RunInfo
 
 __all__ = [
     "emit",
     "get_config",
+    "item_lease",
     "progress_logger",
     "report_progress",
     "retry_if_transient",
@@ -168,3 +171,41 @@ def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
     except Exception:
         return True
     return False
+
+
+@contextmanager
+def item_lease(
+    collection: str, item_id: str, config: Any = None, wait_s: float = LEASE_WAIT_S
+) -> Iterator[bool]:
+    """Hold the lease of one output item (see :mod:`hsi.lease`); yields whether it was had in ``wait_s``.
+
+    With a Prefect API server: a global concurrency limit of 1 slot named after the item (created on
+    first use, deleted when no run holds it), held with a lease of ``LEASE_S`` seconds that Prefect
+    renews while this process runs, so a dead holder's lease expires. Without one: an ``flock``."""
+    from prefect.settings import PREFECT_API_URL
+
+    name = lease_name(collection, item_id)
+    log = logging.getLogger(__name__)
+    if not PREFECT_API_URL.value():
+        with file_lease(services(config).work_dir, name, wait_s) as held:
+            yield held
+        return
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.concurrency.sync import concurrency
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client, suppress(ObjectAlreadyExists):
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(concurrency(name, occupy=1, timeout_seconds=wait_s, lease_duration=LEASE_S))
+            held = True
+        except TimeoutError:
+            log.warning("%s: another run still holds the lease after %.0f s; working anyway", name, wait_s)
+            held = False
+        yield held
+    # no limit per item left behind once nobody holds it
+    with get_client(sync_client=True) as client, suppress(ObjectNotFound):
+        if client.read_global_concurrency_limit_by_name(name).active_slots == 0:
+            client.delete_global_concurrency_limit_by_name(name)

@@ -35,6 +35,7 @@ from requests.adapters import HTTPAdapter
 from hsi.catalog.base import BBox, DatetimeRange, derives_from
 from hsi.config import CatalogAuth
 from hsi.errors import CatalogError, CatalogUnavailableError
+from hsi.faults import fault_point
 from hsi.stac.collections import merge_item
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -193,6 +194,7 @@ class StacApiCatalog:
         body["collection"] = cid
         items_url = f"{self.collection_href(cid)}/items"
         item_url = self.item_href(cid, item.id)
+        fault_point("mid-register")
         # POST; on conflict PUT; if it vanished between the two (concurrent delete) POST again
         for _ in range(3):
             try:

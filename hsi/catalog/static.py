@@ -35,6 +35,7 @@ import pystac
 
 from hsi.catalog.base import BBox, DatetimeRange, derives_from
 from hsi.errors import CatalogError, InvalidInputError
+from hsi.faults import fault_point
 from hsi.stac.collections import merge_item
 from hsi.stac.items import collection_for
 from hsi.storage import ObjectStore, open_store
@@ -179,7 +180,18 @@ class StaticCatalog:
         href = self.item_href(cid, item.id)
         _relativize(doc, href, self._owned)
         self._write_json(href, doc)  # the commit point
+        fault_point("mid-register")
         self._link_item(cid, item.id, add=True, item_doc=doc)
+
+    def ensure_linked(self, collection_id: str, item_id: str) -> None:
+        """Add the collection's link to an existing item if a crash after its commit left it out."""
+        col = self._read_json(self._collection_uri(collection_id))
+        href = f"./{item_id}/{item_id}.json"
+        if col is not None and not any(
+            lk.get("rel") == "item" and lk.get("href") == href for lk in col.get("links", [])
+        ):
+            doc = self._read_json(self.item_href(collection_id, item_id))
+            self._link_item(collection_id, item_id, add=True, item_doc=doc)
 
     def _link_item(
         self, cid: str, item_id: str, *, add: bool, item_doc: dict[str, Any] | None = None

@@ -122,6 +122,12 @@ class StorageConfig(S3Access):
     root: str = Field(
         default=f"./{DEFAULT_DATA_DIR}/assets", description="Local directory or s3://bucket/prefix"
     )
+    part_size_mib: int = Field(
+        default=64,
+        ge=5,
+        le=5120,
+        description="S3 multipart part size in MiB (uploads above one part are multipart and resumable)",
+    )
     public_base_url: str | None = Field(
         default=None, description="https base URL used for asset hrefs instead of s3:// URIs"
     )

@@ -42,7 +42,7 @@ def _request(product: Product, req: BandRequest, bands: Sequence[BandInfo], scen
     found = nearest_good_band(bands, req.wavelength)
     if found is not None and found[1] <= req.tolerance:
         b = found[0]
-        return SelectedBand(req.name, b.index, float(b.center_wavelength or 0.0), req.wavelength)
+        return SelectedBand(req.name, b.index, float(b.center_wavelength or 0.0), req.wavelength, b.fwhm)
     _, wl, good = _arrays(bands)
     bad_near = (
         np.isfinite(wl) & ~good & (np.abs(np.nan_to_num(wl, nan=1e12) - req.wavelength) <= req.tolerance)
@@ -69,12 +69,13 @@ def _many(
     product: Product, spec: BandRange | AllGoodBands, bands: Sequence[BandInfo], scene_id: str
 ) -> list[SelectedBand]:
     idx, wl, good = _arrays(bands)
+    fw = {b.index: b.fwhm for b in bands}
     sel = good.copy()
     if isinstance(spec, BandRange):
         sel &= (wl >= spec.lo) & (wl <= spec.hi)
     order = np.lexsort((idx[sel], wl[sel]))
     chosen = [
-        SelectedBand(spec.name, int(i), float(w))
+        SelectedBand(spec.name, int(i), float(w), fwhm=fw[int(i)])
         for i, w in zip(idx[sel][order], wl[sel][order], strict=True)
     ]
     if len(chosen) < spec.min_bands:

@@ -108,6 +108,7 @@ class SelectedBand:
     index: int  # 1-based band index in the scene cube
     wavelength: float  # actual centre wavelength (nm)
     requested: float | None = None  # requested wavelength (nm) for BandRequest inputs
+    fwhm: float | None = None  # full width at half maximum (nm) when the scene knows it
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -115,6 +116,7 @@ class SelectedBand:
             "index": self.index,
             "wavelength": self.wavelength,
             "requested": self.requested,
+            "fwhm": self.fwhm,
         }
 
 
@@ -135,6 +137,7 @@ class OutputSpec:
     class_band: int | None = None  # 0-based output band holding the classes
     colormap: str = "viridis"  # preview colour map for continuous bands
     class_colors: Mapping[int, tuple[int, int, int]] | None = None
+    preview_band: int | None = None  # 0-based band the quicklook shows (default: class band, else 1st)
 
     @property
     def count(self) -> int:
@@ -160,7 +163,13 @@ class ComputeContext:
 
 
 class ChunkReader(Protocol):
-    """Streams the product's input chunks (first pass of two-pass methods)."""
+    """Streams the product's input chunks (first pass of two-pass methods).
+
+    ``windows`` lists the chunks' rasterio windows in iteration order (``zip(reader.windows,
+    reader)`` pairs each chunk with its place in the scene, e.g. for per-column statistics).
+    """
+
+    windows: list[Any]
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]: ...
 
@@ -193,6 +202,10 @@ class Product:
     # The physical quantity the algorithm is defined on. On a radiance scene a "reflectance" product
     # runs on TOA reflectance (recorded in provenance and the key) or refuses (hsi.production).
     needs: Literal["reflectance", "radiance", "any"] = "reflectance"
+    # Conventions, masking rules and limits, printed by `hsi products show` (plain text).
+    notes: str = ""
+    # The physical quantity the input cube must hold (e.g. "radiance"); None = any.
+    requires_quantity: str | None = None
 
     def parse_params(self, params: Mapping[str, Any] | BaseModel | None = None) -> Params:
         """Validate parameters into the product's model; ProductError names the product."""
@@ -223,6 +236,32 @@ class Product:
 
     def with_name(self, name: str) -> Product:
         return replace(self, name=name)
+
+    def input_files(self, params: Any) -> dict[str, str]:
+        """Parameter name -> path of every *input file* parameter that is set (fields declared with
+        ``json_schema_extra={"input_file": True}``); their content checksums enter the product key."""
+        out: dict[str, str] = {}
+        for pname, f in self.params_model.model_fields.items():
+            extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
+            value = getattr(params, pname, None)
+            if extra.get("input_file") and value not in (None, ""):
+                out[pname] = str(value)
+        return out
+
+    def check_quantity(self, quantity: str | None, what: str) -> None:
+        """ProductError unless the input holds ``requires_quantity`` (``what`` names the input)."""
+        if self.requires_quantity is None:
+            return
+        if quantity is None or not quantity.strip():
+            raise ProductError(
+                f"product '{self.name}' needs {self.requires_quantity}, but {what} does not say what it "
+                f"holds (no hsi:quantity / HSI_QUANTITY): activate the scene with this pipeline"
+            )
+        if self.requires_quantity.lower() not in quantity.lower():
+            raise ProductError(
+                f"product '{self.name}' needs {self.requires_quantity}, but {what} holds '{quantity}': "
+                f"run it on the scene's {self.requires_quantity} (L1B) item"
+            )
 
     def param_table(self) -> list[tuple[str, str, Any, str]]:
         """(name, type, default, description) for every parameter (for docs and the CLI)."""

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from hsi.products.indices import narrow_band_products, spyndex_index_names, spyndex_product
+from hsi.products.methane import methane_product
 from hsi.products.oil import oil_spill_product
 from hsi.products.registry import ProductRegistry
 from hsi.products.spectral import continuum_depth_product, pca_product, sam_product
@@ -24,6 +25,7 @@ def register(registry: ProductRegistry) -> None:
         sam_product(),
         pca_product(),
         continuum_depth_product(),
+        methane_product(),
     ):
         registry.register(p)
     registry.add_resolver("index:", spyndex_product, spyndex_index_names)

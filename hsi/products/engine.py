@@ -37,6 +37,7 @@ __all__ = ["ProductResult", "compute_array", "iter_windows", "run_product"]
 log = logging.getLogger(__name__)
 
 TAG_PREFIX = "HSI_"
+QUANTITY_TAG = "HSI_QUANTITY"  # written by activation (hsi.cog): what the cube holds
 
 
 @dataclass
@@ -61,14 +62,15 @@ class ProductResult:
     fit_summary: dict[str, Any] | None = None
     bands_read: list[int] = field(default_factory=list)
     windows: int = 0
+    sidecars: dict[str, str] = field(default_factory=dict)  # asset key -> local JSON file (fit details)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def stac_properties(self, prefix: str = "hsi") -> dict[str, Any]:
         """Flat properties for a STAC item: product, version, params, the bands used (input name,
-        1-based index, actual and requested centre in nm) and, for classifiers, class counts and
-        fractions (of valid pixels)."""
+        1-based index, actual and requested centre in nm), the fitted model's summary (``hsi:fit``)
+        and, for classifiers, class counts and fractions (of valid pixels)."""
         props: dict[str, Any] = {
             f"{prefix}:product": self.product,
             f"{prefix}:product_version": self.version,
@@ -85,6 +87,8 @@ class ProductResult:
         }
         if self.fit_summary and "processor" in self.fit_summary:  # an external tool's run record
             props[f"{prefix}:processor"] = self.fit_summary["processor"]
+        elif self.fit_summary is not None:  # a fitted model's summary (PCA variance, ch4-mf plumes)
+            props[f"{prefix}:fit"] = self.fit_summary
         if self.class_fractions is not None:
             props[f"{prefix}:class_counts"] = self.class_counts
             props[f"{prefix}:class_fractions"] = self.class_fractions
@@ -246,12 +250,16 @@ def compute_array(
     *,
     scene_id: str = "array",
     nodata: float | None = None,
+    quantity: str | None = None,
 ) -> np.ndarray:
     """Run ``product`` on an in-memory raw cube (N, h, w) in one chunk (tests, notebooks).
 
-    Same selection, scaling, nodata handling and output conversion as :func:`run_product`.
+    Same selection, scaling, nodata handling and output conversion as :func:`run_product`;
+    ``quantity`` says what the cube holds (products with ``requires_quantity`` check it).
     """
+    product.check_quantity(quantity, f"array '{scene_id}'")
     p, selected, ctx = _prepare(product, bands, scene_id, params)
+    ctx.grid = {"width": int(cube.shape[2]), "height": int(cube.shape[1]), "crs": None, "transform": None}
 
     class _DS:
         def read(self, indexes: list[int], window: Window) -> np.ndarray:
@@ -299,6 +307,7 @@ def run_product(
     sid = scene_id or Path(src_path).name.split(".")[0]
     env = rasterio_env if rasterio_env is not None else rasterio.Env(**dict(gdal_env or {}))
     with env, rasterio.open(src_path) as ds:
+        product.check_quantity(ds.tags().get(QUANTITY_TAG), f"cube {src_path}")
         bands = bands_from_dataset(ds)
         p, selected, ctx = _prepare(product, bands, sid, params)
         n_in = len({s.index for s in selected})
@@ -321,7 +330,9 @@ def run_product(
             wsize,
         )
         if product.fit is not None:
-            ctx.state = product.fit(reader, p, ctx)
+            # the fit passes read the window bands again: a bounded GDAL block cache keeps memory flat
+            with rasterio.Env(GDAL_CACHEMAX=128):
+                ctx.state = product.fit(reader, p, ctx)
         try:
             return _write(product, p, ctx, reader, windows, ds, sid, src_path, dst_path, selected, progress)
         finally:
@@ -356,6 +367,8 @@ def _write(
         f"{TAG_PREFIX}SCENE_ID": sid,
         f"{TAG_PREFIX}COLORMAP": spec.colormap,
     }
+    if spec.preview_band is not None:
+        tags[f"{TAG_PREFIX}PREVIEW_BAND"] = str(spec.preview_band + 1)
     if spec.classes is not None:
         tags[f"{TAG_PREFIX}CLASSES"] = json.dumps({str(k): v for k, v in spec.classes.items()})
         tags[f"{TAG_PREFIX}CLASS_BAND"] = str((spec.class_band or 0) + 1)
@@ -392,8 +405,13 @@ def _write(
                 progress(k, len(windows))
     st, counts, fractions = stats.result()
     fit_summary = None
+    sidecars: dict[str, str] = {}
     if ctx.state is not None and hasattr(ctx.state, "summary"):
         fit_summary = ctx.state.summary(spec.count)
+    if ctx.state is not None and hasattr(ctx.state, "details"):
+        side = dst.with_name(f"{dst.stem}_fit.json")
+        side.write_text(json.dumps(ctx.state.details(spec.count, ctx), indent=1, allow_nan=False))
+        sidecars["fit"] = str(side)
     return ProductResult(
         product=product.name,
         version=product.version,
@@ -413,4 +431,5 @@ def _write(
         fit_summary=fit_summary,
         bands_read=reader.unique,
         windows=len(windows),
+        sidecars=sidecars,
     )

@@ -6,9 +6,13 @@ References
   remote sensing in Earth system research", Scientific Data 10, 197 -- the Awesome Spectral
   Indices list, used through ``spyndex`` (formulas evaluated by ``spyndex.computeIndex``).
 * Gao, B.-C. (1996) NDWI, Remote Sens. Environ. 58: ``(R860 − R1240)/(R860 + R1240)``.
-* Gamon, J.A., Peñuelas, J., Field, C.B. (1992) PRI: ``(R531 − R570)/(R531 + R570)``.
+* Gamon, J.A., Peñuelas, J., Field, C.B. (1992) PRI: ``(R531 − R570)/(R531 + R570)``: the sign
+  convention of Gamon et al. (1992) (xanthophyll de-epoxidation under excess light lowers R531, so
+  PRI *decreases* with stress); some later papers use ``(R570 − R531)/(R570 + R531)``, the negative.
 * Guyot, G., Baret, F. (1988) REIP, linear four-point interpolation:
   ``REIP = λ700 + (λ740 − λ700)·((R670 + R780)/2 − R700)/(R740 − R700)`` (actual band centres).
+  Published only inside the red-edge window 680–750 nm (:data:`REIP_WINDOW_NM`); outside it (dark
+  water, bare soil, noise over a near-zero ``R740 − R700``) the pixel is nodata.
 * Nagler, P.L. et al. (2000) Cellulose Absorption Index: ``CAI = 0.5(R2000 + R2200) − R2100``.
 * Peñuelas, J. et al. (1997) Water Band Index: ``WBI = R900/R970``.
 * Merzlyak, M.N. et al. (1999) PSRI, narrow-band: ``PSRI_NB = (R680 − R500)/R750``.
@@ -20,7 +24,8 @@ Band mapping for spyndex indices (``index:<NAME>``): each spyndex band symbol ha
 centre, accepted within half the window width (so the chosen band lies inside the window).
 Thermal bands (T, T1, T2), radar, kernel (``k*``) indices and indices needing a constant without a
 default (``PAR``) are not exposed. Constants with spyndex defaults become parameters (e.g. ``L`` of
-SAVI); wavelength constants ``lambdaX`` are set to the actual centre of the band selected for
+SAVI), with the project's overrides of spyndex's shared defaults in :data:`CONSTANT_OVERRIDES`
+(SAVI's ``L`` = 0.5, Huete 1988, instead of spyndex's 1.0, which is EVI's ``L``); wavelength constants ``lambdaX`` are set to the actual centre of the band selected for
 ``X`` (or to the spyndex window centre when ``X`` itself is not an input of the index).
 ``PSRI`` and ``RGRI`` of spyndex are the broadband forms; the narrow-band forms are
 ``index:PSRI_NB`` / ``index:RGRI_NB``.
@@ -54,6 +59,15 @@ log = logging.getLogger(__name__)
 NARROW_BAND_TOLERANCE_NM = 10.0
 MAX_OPTICAL_NM = 2600.0
 INDEX_VERSION = "1.0.0"
+REIP_WINDOW_NM = (680.0, 750.0)
+#: (index, constant) -> (default, why): where the project departs from spyndex's shared defaults.
+CONSTANT_OVERRIDES: dict[tuple[str, str], tuple[float, str]] = {
+    ("SAVI", "L"): (
+        0.5,
+        "Huete (1988) recommends 0.5 for intermediate vegetation densities; spyndex's shared default "
+        "1.0 is EVI's canopy background term",
+    ),
+}
 
 
 @functools.cache
@@ -120,6 +134,7 @@ def _build_spyndex_product(name: str) -> Product:
     inputs = []
     consts: dict[str, Any] = {}
     lambdas: list[str] = []
+    notes: list[str] = []
     for sym in idx.bands:
         if sym in sx.bands:
             lo, hi = _band_window(sym)  # type: ignore[misc]
@@ -128,7 +143,11 @@ def _build_spyndex_product(name: str) -> Product:
             lambdas.append(sym)
         else:
             c = sx.constants[sym]
-            consts[sym] = (float, Field(default=float(c.default), description=c.description))
+            default, why = CONSTANT_OVERRIDES.get((name, sym), (float(c.default), ""))
+            desc = f"{c.description}" + (f" (default {default:g}: {why})" if why else "")
+            consts[sym] = (float, Field(default=default, description=desc))
+            if why:
+                notes.append(f"{sym} = {default:g} by default: {why}.")
     model: type[Params] = NoParams
     if consts:
         model = create_model(f"{name}Params", __base__=Params, **consts)
@@ -161,6 +180,7 @@ def _build_spyndex_product(name: str) -> Product:
         reference=f"{idx.reference} (Awesome Spectral Indices via spyndex {sx.__version__})",
         kind="index",
         extra={"formula": idx.formula, "application_domain": idx.application_domain},
+        notes=" ".join(notes),
     )
 
 
@@ -184,7 +204,10 @@ def _pri(b: Mapping[str, np.ndarray], p: Any, ctx: ComputeContext) -> np.ndarray
 def _reip(b: Mapping[str, np.ndarray], p: Any, ctx: ComputeContext) -> np.ndarray:
     l700, l740 = float(ctx.wavelengths["R700"]), float(ctx.wavelengths["R740"])
     r_edge = (b["R670"] + b["R780"]) / 2.0
-    return (l700 + (l740 - l700) * (r_edge - b["R700"]) / (b["R740"] - b["R700"]))[None]
+    reip = l700 + (l740 - l700) * (r_edge - b["R700"]) / (b["R740"] - b["R700"])
+    lo, hi = REIP_WINDOW_NM
+    with np.errstate(invalid="ignore"):
+        return np.where((reip >= lo) & (reip <= hi), reip, np.nan)[None]
 
 
 def _cai(b: Mapping[str, np.ndarray], p: Any, ctx: ComputeContext) -> np.ndarray:
@@ -211,10 +234,13 @@ def _nb(
     formula: str,
     ref: str,
     inputs: tuple[Any, ...] | None = None,
+    *,
+    version: str = "1.0.0",
+    notes: str = "",
 ) -> Product:
     return Product(
         name=f"index:{name}",
-        version="1.0.0",
+        version=version,
         title=title,
         inputs=inputs if inputs is not None else tuple(_req(f"R{w:g}", w) for w in wls),
         output=OutputSpec(bands=(OutputBand(name, f"{title}: {formula}"),)),
@@ -223,6 +249,7 @@ def _nb(
         reference=ref,
         kind="index",
         extra={"formula": formula},
+        notes=notes,
     )
 
 
@@ -244,6 +271,11 @@ def narrow_band_products() -> list[Product]:
             _pri,
             "(R531-R570)/(R531+R570)",
             "Gamon, Peñuelas & Field 1992, Remote Sens. Environ. 41:35-44",
+            notes=(
+                "Sign convention of Gamon, Peñuelas & Field (1992): PRI = (R531-R570)/(R531+R570), "
+                "decreasing under light stress (xanthophyll de-epoxidation lowers R531). Some later "
+                "papers use (R570-R531)/(R570+R531), the negative of this value."
+            ),
         ),
         _nb(
             "REIP",
@@ -252,6 +284,12 @@ def narrow_band_products() -> list[Product]:
             _reip,
             "λ700+(λ740-λ700)*((R670+R780)/2-R700)/(R740-R700)",
             "Guyot & Baret 1988, Proc. 4th Int. Coll. Spectral Signatures, ESA SP-287",
+            version="1.1.0",
+            notes=(
+                "Nodata outside the red-edge window 680-750 nm: there the linear interpolation has no "
+                "red edge to find (water, soil, shade; R740-R700 near zero gave values from -45836 to "
+                "15312 nm). Statistics describe vegetated pixels only."
+            ),
         ),
         _nb(
             "CAI",

@@ -23,6 +23,13 @@ depth_1730_threshold`` and the 1.73 µm continuum (mean of its two shoulders) ``
 when that threshold is set. Version 1.1.0 raised the default depth threshold from 0.01 to 0.1
 (lignin/cellulose of dry vegetation absorbs near 1.73 µm too, at depths below 0.1) and added
 ``min_continuum``.
+
+Published band depths (version 1.2.0): a depth is only physical where its continuum carries signal
+and the reflectance lies between 0 and the continuum, so each depth band is **nodata** where the
+mean of its two shoulders is below ``min_continuum`` (dark water: the denominator is noise near
+zero; values up to ~15 000 were published before) or where the depth lies outside [0, 1]
+(< 0: no absorption, reflectance above its continuum; > 1: negative reflectance). The oil mask is
+unchanged by this rule (such pixels are "no oil") and the HI (no denominator) is always published.
 """
 
 from __future__ import annotations
@@ -111,7 +118,14 @@ def _compute(b: Mapping[str, np.ndarray], p: OilSpillParams, ctx: ComputeContext
         )
         if p.depth_2300_threshold is not None:
             mask &= depths["2300"] >= p.depth_2300_threshold
-    out = np.stack([hi, depths["1730"], depths["2300"], mask.astype(np.float32)]).astype(np.float32)
+        published = {}
+        for f, d in depths.items():
+            cont = 0.5 * (b[f"L{f}"] + b[f"R{f}"])
+            ok = (cont >= p.min_continuum) & (d >= 0.0) & (d <= 1.0)
+            published[f] = np.where(ok, d, np.nan)
+    valid = np.isfinite(hi)
+    mask_out = np.where(valid, mask.astype(np.float32), np.nan)
+    out = np.stack([hi, published["1730"], published["2300"], mask_out]).astype(np.float32)
     return out
 
 
@@ -137,7 +151,7 @@ def oil_spill_product() -> Product:
         ]
     return Product(
         name="oil-spill",
-        version="1.1.0",
+        version="1.2.0",
         title="Oil spill: Hydrocarbon Index, C-H band depths, mask",
         inputs=tuple(inputs),
         output=OutputSpec(
@@ -157,4 +171,10 @@ def oil_spill_product() -> Product:
         check_selection=_check,
         reference="Kühn, Oppermann & Hörig 2004, IJRS 25(12); Clark et al. 2010, USGS OFR 2010-1167",
         kind="classifier",
+        notes=(
+            "Depth bands are nodata where the continuum (mean of the two shoulders) < min_continuum "
+            "(denominator near zero, e.g. dark water) or the depth lies outside [0, 1] (< 0: no "
+            "absorption; > 1: negative reflectance), so their statistics describe real absorptions. "
+            "The oil mask is 0 at such pixels; HI is always published."
+        ),
     )

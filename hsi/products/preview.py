@@ -77,10 +77,11 @@ def write_preview(
             {int(k): v for k, v in json.loads(tags["HSI_CLASSES"]).items()} if "HSI_CLASSES" in tags else None
         )
         class_band = int(tags.get("HSI_CLASS_BAND", "1"))
-        bidx = band or (class_band if classes else 1)
+        default = int(tags["HSI_PREVIEW_BAND"]) if "HSI_PREVIEW_BAND" in tags else None
+        bidx = band or default or (class_band if classes else 1)
         is_class = classes is not None and bidx == class_band
         cols = 2 if min(max(ds.width, 300), max_size) < 450 else 3
-        n_leg = ((len(classes) + cols - 1) // cols) if classes and (band or class_band) == class_band else 1
+        n_leg = ((len(classes) + cols - 1) // cols) if classes and bidx == class_band else 1
         legend_h = 22 * n_leg + 20
         scale = min(1.0, max_size / ds.width, max(16, max_size - legend_h) / ds.height)
         h, w = max(1, round(ds.height * scale)), max(1, round(ds.width * scale))

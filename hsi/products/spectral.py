@@ -107,6 +107,12 @@ def remove_continuum(spectra: np.ndarray, wavelengths: np.ndarray) -> np.ndarray
 class ContinuumParams(Params):
     lo_nm: float = Field(2100.0, description="window start (nm)")
     hi_nm: float = Field(2400.0, description="window end (nm)")
+    min_continuum: float = Field(
+        0.01,
+        ge=0.0,
+        description="nodata where the continuum anywhere in the window is below this (reflectance): "
+        "dark pixels whose ratio R/continuum is noise over a near-zero denominator",
+    )
 
     @model_validator(mode="after")
     def _order(self) -> ContinuumParams:
@@ -118,7 +124,10 @@ class ContinuumParams(Params):
 def _cr_compute(b: Mapping[str, np.ndarray], p: ContinuumParams, ctx: ComputeContext) -> np.ndarray:
     stack = b["window"]  # (n, h, w)
     wl = np.asarray(ctx.wavelengths["window"], dtype=np.float64)
-    cr = remove_continuum(np.moveaxis(stack, 0, -1), wl)  # (h, w, n)
+    spectra = np.moveaxis(stack, 0, -1)  # (h, w, n)
+    cont = continuum(spectra, wl)
+    with np.errstate(all="ignore"):
+        cr = np.asarray(spectra, dtype=np.float64) / cont
     finite = np.isfinite(cr).all(axis=-1)
     cr_safe = np.where(np.isfinite(cr), cr, np.inf)
     imin = np.argmin(cr_safe, axis=-1)
@@ -127,14 +136,17 @@ def _cr_compute(b: Mapping[str, np.ndarray], p: ContinuumParams, ctx: ComputeCon
     step = np.gradient(wl) if wl.size > 1 else np.ones(1)
     area = np.sum((1.0 - cr_safe) * step, axis=-1)
     out = np.stack([depth, pos, area]).astype(np.float32)
-    out[:, ~finite] = np.nan
+    # Physical only where the continuum carries signal and 0 <= R <= continuum (depth in [0, 1]).
+    with np.errstate(invalid="ignore"):
+        physical = (np.min(cont, axis=-1) >= p.min_continuum) & (depth >= 0.0) & (depth <= 1.0)
+    out[:, ~(finite & physical)] = np.nan
     return out
 
 
 def continuum_depth_product() -> Product:
     return Product(
         name="continuum-depth",
-        version="1.0.0",
+        version="1.1.0",
         title="Continuum-removed absorption feature in a window",
         inputs=(BandRange("window", 2100.0, 2400.0, min_bands=3),),
         inputs_for=lambda p: (BandRange("window", p.lo_nm, p.hi_nm, min_bands=3),),
@@ -149,6 +161,11 @@ def continuum_depth_product() -> Product:
         params_model=ContinuumParams,
         reference="Clark & Roush 1984, JGR 89:6329-6340",
         kind="spectral",
+        notes=(
+            "All three bands are nodata where the convex-hull continuum anywhere in the window is below "
+            "min_continuum (near-zero denominator: dark water, shadow) or the depth lies outside [0, 1] "
+            "(> 1 means negative reflectance); statistics then describe real spectra only."
+        ),
     )
 
 
@@ -201,7 +218,11 @@ def spectral_angles(cube: np.ndarray, refs: np.ndarray) -> np.ndarray:
 
 
 class SAMParams(Params):
-    references: str = Field(..., description="CSV: wavelength_nm + one column per class")
+    references: str = Field(
+        ...,
+        description="CSV: wavelength_nm + one column per class (its content checksum enters the product key)",
+        json_schema_extra={"input_file": True},
+    )
     max_distance_nm: float = Field(10.0, gt=0, description="nearest reference sample must lie within this")
     max_angle: float | None = Field(None, gt=0, description="radians; worse best matches -> class 0")
 
@@ -283,12 +304,35 @@ class PCAState:
     eigenvectors: np.ndarray  # (k, k) columns
     nsamples: int
 
-    def summary(self, n: int) -> dict[str, Any]:
+    def _ratio(self) -> np.ndarray:
         total = float(self.eigenvalues.sum())
+        return self.eigenvalues / total if total else np.zeros_like(self.eigenvalues)
+
+    def summary(self, n: int) -> dict[str, Any]:
+        """Small enough for the item (``hsi:fit``): the written components' variance."""
+        ratio = self._ratio()
         return {
+            "method": "pca",
             "nsamples": self.nsamples,
+            "n_bands": int(self.mean.size),
+            "total_variance": float(self.eigenvalues.sum()),
             "eigenvalues": [float(v) for v in self.eigenvalues[:n]],
-            "explained_variance_ratio": [float(v) / total if total else 0.0 for v in self.eigenvalues[:n]],
+            "explained_variance_ratio": [float(v) for v in ratio[:n]],
+            "cumulative_explained_variance": float(ratio[:n].sum()),
+        }
+
+    def details(self, n: int, ctx: ComputeContext) -> dict[str, Any]:
+        """Everything needed to interpret and reproduce the components (the ``fit`` JSON asset):
+        ``PC_j = sum_i (x_i - mean_i) * loadings[i][j]`` over the listed bands (physical values)."""
+        sel = [s for s in ctx.selected if s.input == "spectrum"]
+        return {
+            **self.summary(n),
+            "formula": "PC_j = sum_i (x_i - mean_i) * loadings[i][j]; covariance unbiased (N-1)",
+            "bands": [{"index": s.index, "wavelength_nm": s.wavelength} for s in sel],
+            "mean": [float(v) for v in self.mean],
+            "eigenvalues_all": [float(v) for v in self.eigenvalues],
+            "explained_variance_ratio_all": [float(v) for v in self._ratio()],
+            "loadings": [[float(v) for v in row] for row in self.eigenvectors[:, :n]],
         }
 
 

@@ -17,18 +17,40 @@ Decision rules, applied in this order (thresholds are parameters):
 
 Output: one uint8 band, nodata 255. Class counts/fractions come back in
 :class:`~hsi.products.engine.ProductResult` (``class_counts``/``class_fractions``).
+
+Limits (see :data:`LIMITS`, printed by ``hsi products show tree-mortality``): an *uncalibrated
+heuristic*. The thresholds are not fitted to field data; "dead" means "dry plant matter" (CAI), which
+is equally true of straw, dry grass, litter and bare fields; "stressed" mixes water stress and sparse
+canopy. Scope it with ``forest_mask``: a raster on the scene's grid (same size and transform) whose
+non-zero pixels are forest; every other pixel is nodata, so class fractions describe the forest only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 from pydantic import Field, model_validator
 
-from hsi.products.base import BandRequest, ComputeContext, OutputBand, OutputSpec, Params, Product
+from hsi.errors import ProductError
+from hsi.products.base import (
+    BandRequest,
+    ChunkReader,
+    ComputeContext,
+    OutputBand,
+    OutputSpec,
+    Params,
+    Product,
+)
 
-__all__ = ["MORTALITY_CLASSES", "TreeMortalityParams", "classify_mortality", "tree_mortality_product"]
+__all__ = [
+    "LIMITS",
+    "MORTALITY_CLASSES",
+    "TreeMortalityParams",
+    "classify_mortality",
+    "tree_mortality_product",
+]
 
 TOLERANCE_NM = 10.0
 MORTALITY_CLASSES = {0: "non-vegetation", 1: "healthy", 2: "stressed", 3: "dead"}
@@ -40,6 +62,12 @@ class TreeMortalityParams(Params):
     ndvi_healthy: float = Field(0.7, description="NDVI at/above this can be healthy (dense green canopy)")
     ndwi_healthy: float = Field(0.02, description="Gao NDWI at/above this (with NDVI) is healthy")
     cai_dead: float = Field(0.02, description="CAI at/above this (with NDVI < ndvi_healthy) is dead")
+    forest_mask: str | None = Field(
+        None,
+        description="raster on the scene's grid (same size and transform): non-zero = forest; other "
+        "pixels become nodata (its content checksum enters the product key)",
+        json_schema_extra={"input_file": True},
+    )
 
     @model_validator(mode="after")
     def _order(self) -> TreeMortalityParams:
@@ -61,19 +89,69 @@ def classify_mortality(
     return out
 
 
+LIMITS = (
+    "Uncalibrated heuristic: thresholds are literature-guided defaults, not fitted to field data. "
+    "'dead' = dry plant matter (CAI >= cai_dead): straw, dry grass, litter and harvested fields look "
+    "the same; 'stressed' mixes water stress and sparse canopy; no species, shadow or slope handling. "
+    "Scope it with forest_mask (raster on the scene grid, non-zero = forest; elsewhere nodata), "
+    "e.g. a pre-event forest map: an NDVI threshold cannot scope it (dead trees have low NDVI)."
+)
+
+
+@dataclass(frozen=True)
+class _MaskState:
+    path: str | None
+
+
+def _fit(reader: ChunkReader, p: TreeMortalityParams, ctx: ComputeContext) -> _MaskState:
+    if p.forest_mask is None:
+        return _MaskState(None)
+    import rasterio
+
+    try:
+        with rasterio.open(p.forest_mask) as m:
+            shape, transform = (m.height, m.width), m.transform
+    except rasterio.errors.RasterioIOError as exc:
+        raise ProductError(f"product 'tree-mortality': forest_mask {p.forest_mask}: {exc}") from exc
+    grid = ctx.grid or {}
+    if grid.get("height") is not None and shape != (grid["height"], grid["width"]):
+        raise ProductError(
+            f"product 'tree-mortality': forest_mask {p.forest_mask} is {shape[0]} x {shape[1]} pixels, "
+            f"scene '{ctx.scene_id}' is {grid['height']} x {grid['width']}: resample the mask onto the scene grid"
+        )
+    if grid.get("transform") is not None and not transform.almost_equals(grid["transform"]):
+        raise ProductError(
+            f"product 'tree-mortality': forest_mask {p.forest_mask} is not on the grid of scene "
+            f"'{ctx.scene_id}' (transform {tuple(transform)[:6]} != {tuple(grid['transform'])[:6]})"
+        )
+    return _MaskState(p.forest_mask)
+
+
+def _read_mask(path: str, ctx: ComputeContext) -> np.ndarray:
+    import rasterio
+
+    with rasterio.open(path) as m:
+        arr = m.read(1, window=ctx.window, masked=True)
+    return np.asarray(arr.filled(0)) != 0
+
+
 def _compute(b: Mapping[str, np.ndarray], p: TreeMortalityParams, ctx: ComputeContext) -> np.ndarray:
     with np.errstate(all="ignore"):
         ndvi = (b["R800"] - b["R670"]) / (b["R800"] + b["R670"])
         ndwi = (b["R860"] - b["R1240"]) / (b["R860"] + b["R1240"])
         cai = 0.5 * (b["R2000"] + b["R2200"]) - b["R2100"]
-    return classify_mortality(ndvi, ndwi, cai, p)[None]
+    out = classify_mortality(ndvi, ndwi, cai, p)
+    state = ctx.state
+    if state is not None and state.path is not None:
+        out[~_read_mask(state.path, ctx)] = np.nan
+    return out[None]
 
 
 def tree_mortality_product() -> Product:
     wls = (670, 800, 860, 1240, 2000, 2100, 2200)
     return Product(
         name="tree-mortality",
-        version="1.1.0",
+        version="1.2.0",
         title="Tree mortality classes (NDVI, NDWI Gao, CAI)",
         inputs=tuple(BandRequest(f"R{w}", float(w), TOLERANCE_NM) for w in wls),
         output=OutputSpec(
@@ -85,7 +163,9 @@ def tree_mortality_product() -> Product:
             class_colors=CLASS_COLORS,
         ),
         compute=_compute,
+        fit=_fit,
         params_model=TreeMortalityParams,
         reference="Gao 1996; Nagler et al. 2000; Asner et al. 2016 PNAS 113(2)",
         kind="classifier",
+        notes=LIMITS,
     )

@@ -96,16 +96,28 @@ def _load_bad_windows() -> tuple[tuple[float, float], ...]:
 DEFAULT_BAD_WINDOWS_NM: tuple[tuple[float, float], ...] = _load_bad_windows()
 
 
-def is_bad_default(wavelength_nm: float | None) -> bool:
-    """True when a band centre falls in a default bad window (open interval ends, closed inside)."""
+def is_bad_default(wavelength_nm: float | None, fwhm_nm: float | None = None) -> bool:
+    """True when a band falls in a default bad window.
+
+    The closed (water-vapour) windows are tested against the band's *extent*, centre ± FWHM/2: a
+    band whose response reaches into 1340-1445 or 1790-1955 nm is bad even when its centre lies just
+    outside. The open ends (< 400, > 2450 nm: the instrument's usable range) test the centre only.
+    Without a FWHM the extent is the centre.
+    """
     if wavelength_nm is None:
         return False
+    half = 0.5 * fwhm_nm if fwhm_nm is not None and math.isfinite(fwhm_nm) and fwhm_nm > 0 else 0.0
     for lo, hi in DEFAULT_BAD_WINDOWS_NM:
         if math.isinf(lo) and wavelength_nm < hi:
             return True
         if math.isinf(hi) and wavelength_nm > lo:
             return True
-        if not math.isinf(lo) and not math.isinf(hi) and lo <= wavelength_nm <= hi:
+        if (
+            not math.isinf(lo)
+            and not math.isinf(hi)
+            and wavelength_nm - half <= hi
+            and wavelength_nm + half >= lo
+        ):
             return True
     return False
 
@@ -498,7 +510,8 @@ def bands_from_header(
     out = []
     for i in range(hdr.bands):
         w = float(wl[i])
-        good = bool(hdr.bbl[i] != 0) if hdr.bbl is not None else not is_bad_default(w)
+        fwhm_i = float(fw[i]) if fw is not None else None
+        good = bool(hdr.bbl[i] != 0) if hdr.bbl is not None else not is_bad_default(w, fwhm_i)
         out.append(
             BandInfo(
                 index=i + 1,

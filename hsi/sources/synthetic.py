@@ -68,7 +68,9 @@ class SensorTable:
         self.wavelength = wavelength
         self.fwhm = fwhm
         self.gain = gain
-        self.bbl = np.array([0 if is_bad_default(w) else 1 for w in wavelength], dtype=np.int8)
+        self.bbl = np.array(
+            [0 if is_bad_default(w, f) else 1 for w, f in zip(wavelength, fwhm, strict=True)], dtype=np.int8
+        )
 
 
 def sensor_table(source: str) -> SensorTable:

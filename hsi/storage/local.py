@@ -1,14 +1,22 @@
-"""Local-directory object store (the embedded default)."""
+"""Local-directory object store (the embedded default).
+
+Writes go to ``.<name>.<owner token>.<random>.part`` next to the target and are renamed into place.
+The owner token (:func:`hsi.scratch.owner_token`) lets :meth:`LocalStore.abort_stale_uploads` delete
+the partial files of a writer that died (``kill -9``) without touching a live writer's.
+"""
 
 from __future__ import annotations
 
+import builtins
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from hsi.errors import StorageError
+from hsi.scratch import owner_token, token_alive
 from hsi.storage.base import ObjectInfo, file_checksum
 
 FILE_MODE = 0o644  # published files: readable by other users and web servers (whatever the umask)
@@ -57,7 +65,7 @@ class LocalStore:
 
     def _atomic_target(self, dest: Path) -> tuple[int, str]:
         _makedirs(dest.parent)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.{owner_token()}.", suffix=".part", dir=dest.parent)
         os.fchmod(fd, FILE_MODE)  # mkstemp creates 0600
         return fd, tmp
 
@@ -131,6 +139,31 @@ class LocalStore:
         for p in sorted(base.rglob("*")):
             if p.is_file() and not p.name.endswith(".part"):
                 yield str(p)
+
+    def incomplete_uploads(self, prefix_uri: str) -> builtins.list[tuple[str, str, float]]:
+        """Partial files below ``prefix_uri``: (path, owner token, age in seconds)."""
+        base = self._path(prefix_uri)
+        out: builtins.list[tuple[str, str, float]] = []
+        if not base.is_dir():
+            return out
+        now = time.time()
+        for p in base.rglob(".*.part"):
+            parts = p.name[: -len(".part")].split(".")
+            token = next((t for t in parts if t.count("~") == 2), "")
+            try:
+                out.append((str(p), token, now - p.stat().st_mtime))
+            except OSError:
+                continue
+        return out
+
+    def abort_stale_uploads(self, prefix_uri: str, older_than_s: float) -> builtins.list[str]:
+        """Delete partial files below ``prefix_uri`` whose writer is dead, or older than ``older_than_s``."""
+        removed = []
+        for path, token, age in self.incomplete_uploads(prefix_uri):
+            if token_alive(token) is False or age >= older_than_s:
+                Path(path).unlink(missing_ok=True)
+                removed.append(path)
+        return removed
 
     def gdal_path(self, uri: str) -> str:
         return str(self._path(uri))

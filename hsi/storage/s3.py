@@ -10,23 +10,38 @@ Writes: ``put_file`` uses boto3's managed transfer (multipart above ``multipart_
 succeeds, so readers never see a partial object. The sha2-256 multihash is stored as object
 metadata (``x-amz-meta-sha256``) so :meth:`S3Store.stat` returns it from a HEAD. (The hash is
 computed in a streaming pass before the upload: S3 metadata must be sent when the upload starts.)
+
+Resumable uploads: above the threshold ``put_file`` runs the multipart upload itself and records it in
+``<local file>.mpu.json`` (upload id, checksum, completed parts) next to the file, i.e. in the run's
+scratch directory (:mod:`hsi.scratch`). A retry of the same file after an outage finds the record,
+asks the server which parts it holds (``ListParts``) and sends only the missing ones; the checksum is
+not recomputed. The record is deleted when the upload completes. A run that ends without completing
+aborts its recorded uploads (:func:`abort_recorded`); a run killed before it could is reclaimed by
+the next run, which aborts them then. :meth:`S3Store.abort_stale_uploads` aborts any other unfinished
+upload below a prefix older than a grace period (e.g. from another host).
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import functools
 import hashlib
 import io
+import json
+import logging
 import mimetypes
 import os
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from hsi.errors import StorageError, StorageUnavailableError
+from hsi.faults import InjectedFault, fault_point
 from hsi.storage.base import CHUNK, ObjectInfo, file_checksum, multihash_sha256
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,7 +49,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from hsi.config import StorageConfig
 
+log = logging.getLogger(__name__)
+
 MiB = 1024 * 1024
+MPU_SUFFIX = ".mpu.json"  # the record of a resumable multipart upload, next to the local file
 DEFAULT_PART_SIZE = 64 * MiB
 CHECKSUM_META = "sha256"  # -> x-amz-meta-sha256
 
@@ -117,6 +135,7 @@ class S3Store:
             "region": cfg.region,
             "profile": cfg.aws_profile,
             "shared_credentials_file": cfg.shared_credentials_file,
+            "part_size": cfg.part_size_mib * MiB,
         }
         kw.update(overrides)
         return cls(cfg.root, **kw)
@@ -196,17 +215,169 @@ class S3Store:
         local = Path(local)
         if not local.is_file():
             raise StorageError(str(local), "source file does not exist")
-        checksum = file_checksum(local)
         size = local.stat().st_size
-        extra: dict[str, Any] = {"Metadata": {CHECKSUM_META: checksum}}
         ctype = content_type or mimetypes.guess_type(local.name)[0]
+        if size >= self._threshold and size > self._part_size:
+            return self._put_multipart(local, uri, bucket, key, ctype)
+        checksum = file_checksum(local)
+        extra: dict[str, Any] = {"Metadata": {CHECKSUM_META: checksum}}
         if ctype:
             extra["ContentType"] = ctype
         try:
-            self._client.upload_file(str(local), bucket, key, ExtraArgs=extra, Config=self._transfer_config())
-        except Exception as e:  # boto3 wraps ClientError in S3UploadFailedError
+            with open(local, "rb") as f:
+                self._client.put_object(Bucket=bucket, Key=key, Body=f, **extra)
+        except Exception as e:
             raise self._error(uri, "upload", e) from e
         return ObjectInfo(uri, size, checksum)
+
+    # ------------------------------------------------------------------ resumable multipart
+
+    def _put_multipart(self, local: Path, uri: str, bucket: str, key: str, ctype: str | None) -> ObjectInfo:
+        st = local.stat()
+        rec_path = local.with_name(local.name + MPU_SUFFIX)
+        ident = {"uri": uri, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "part_size": self._part_size}
+        rec = _read_record(rec_path)
+        done: dict[int, str] = {}
+        if rec is not None and all(rec.get(k) == v for k, v in ident.items()):
+            held = self._server_parts(uri, bucket, key, rec["upload_id"])
+            if held is None:  # the upload is gone (aborted or expired): start again
+                rec = None
+            else:
+                done = held
+                log.info(
+                    "%s: resuming upload %s (%d parts already stored)", uri, rec["upload_id"][:12], len(done)
+                )
+        elif rec is not None:  # the file changed since: the old upload is useless
+            self._abort(bucket, key, rec["upload_id"])
+            rec = None
+        if rec is None:
+            checksum = file_checksum(local)
+            kw: dict[str, Any] = {"Bucket": bucket, "Key": key, "Metadata": {CHECKSUM_META: checksum}}
+            if ctype:
+                kw["ContentType"] = ctype
+            try:
+                upload_id = self._client.create_multipart_upload(**kw)["UploadId"]
+            except Exception as e:
+                raise self._error(uri, "upload", e) from e
+            rec = {**ident, "upload_id": upload_id, "checksum": checksum, "created": time.time()}
+            _write_record(rec_path, rec)
+            done = {}
+        upload_id, n_parts = rec["upload_id"], -(-st.st_size // self._part_size)
+        lock = threading.Lock()
+
+        def send(n: int) -> None:
+            off = (n - 1) * self._part_size
+            with open(local, "rb") as f:
+                f.seek(off)
+                body = f.read(min(self._part_size, st.st_size - off))
+            resp = self._client.upload_part(
+                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=n, Body=body
+            )
+            with lock:
+                done[n] = resp["ETag"]
+            fault_point("mid-upload")
+
+        missing = [n for n in range(1, n_parts + 1) if n not in done]
+        try:
+            if self._concurrency > 1 and len(missing) > 1:
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(self._concurrency) as ex:
+                    for fut in [ex.submit(send, n) for n in missing]:
+                        fut.result()
+            else:
+                for n in missing:
+                    send(n)
+            self._client.complete_multipart_upload(
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={
+                    "Parts": [{"ETag": done[n], "PartNumber": n} for n in range(1, n_parts + 1)]
+                },
+            )
+        except InjectedFault:
+            raise
+        except Exception as e:
+            err = self._error(uri, "upload", e)
+            sent = len(done) - (n_parts - len(missing))
+            log.info(
+                "%s: upload interrupted after %d of %d parts (this attempt sent %d)",
+                uri,
+                len(done),
+                n_parts,
+                sent,
+            )
+            raise err from e
+        rec_path.unlink(missing_ok=True)
+        return ObjectInfo(uri, st.st_size, rec["checksum"])
+
+    def _server_parts(self, uri: str, bucket: str, key: str, upload_id: str) -> dict[int, str] | None:
+        """Parts the server holds for ``upload_id`` (None: no such upload)."""
+        parts: dict[int, str] = {}
+        marker = 0
+        try:
+            while True:
+                resp = self._client.list_parts(
+                    Bucket=bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker
+                )
+                for p in resp.get("Parts", []) or []:
+                    if int(p["Size"]) > 0:
+                        parts[int(p["PartNumber"])] = p["ETag"]
+                if not resp.get("IsTruncated"):
+                    return parts
+                marker = int(resp["NextPartNumberMarker"])
+        except Exception as e:
+            if _code(e) in {"NoSuchUpload", "404"}:
+                return None
+            raise self._error(uri, "list parts", e) from e
+
+    def _abort(self, bucket: str, key: str, upload_id: str) -> bool:
+        try:
+            self._client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        except Exception as e:
+            if _code(e) in {"NoSuchUpload", "404"}:
+                return False
+            raise self._error(f"s3://{bucket}/{key}", "abort upload", e) from e
+        return True
+
+    def abort_recorded(self, record: Path) -> str | None:
+        """Abort the upload recorded in ``record`` (a ``*.mpu.json``); returns its URI when one was aborted."""
+        rec = _read_record(record)
+        if rec is None:
+            return None
+        bucket, key = self._key(rec["uri"])
+        aborted = self._abort(bucket, key, rec["upload_id"])
+        record.unlink(missing_ok=True)
+        return f"{rec['uri']} (upload {rec['upload_id'][:12]})" if aborted else None
+
+    def incomplete_uploads(self, prefix_uri: str) -> builtins.list[tuple[str, str, float]]:
+        """Unfinished multipart uploads below ``prefix_uri``: (uri, upload id, seconds since initiated)."""
+        bucket, prefix = self._key(prefix_uri, allow_empty=True)
+        prefix = prefix.rstrip("/") + "/" if prefix else ""
+        out: builtins.list[tuple[str, str, float]] = []
+        kw: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+        now = time.time()
+        try:
+            while True:
+                resp = self._client.list_multipart_uploads(**kw)
+                for u in resp.get("Uploads", []) or []:
+                    out.append((f"s3://{bucket}/{u['Key']}", u["UploadId"], now - u["Initiated"].timestamp()))
+                if not resp.get("IsTruncated"):
+                    return out
+                kw["KeyMarker"], kw["UploadIdMarker"] = resp["NextKeyMarker"], resp["NextUploadIdMarker"]
+        except Exception as e:
+            raise self._error(prefix_uri, "list uploads", e) from e
+
+    def abort_stale_uploads(self, prefix_uri: str, older_than_s: float) -> builtins.list[str]:
+        """Abort unfinished multipart uploads below ``prefix_uri`` initiated more than ``older_than_s`` ago."""
+        aborted = []
+        for uri, upload_id, age in self.incomplete_uploads(prefix_uri):
+            if age >= older_than_s:
+                bucket, key = self._key(uri)
+                if self._abort(bucket, key, upload_id):
+                    aborted.append(f"{uri} (upload {upload_id[:12]}, {age:.0f} s old)")
+        return aborted
 
     def put_bytes(self, data: bytes, uri: str, content_type: str | None = None) -> ObjectInfo:
         bucket, key = self._key(uri)
@@ -486,6 +657,20 @@ class _RangedReader(io.RawIOBase):
         b[: len(data)] = data
         self._pos += len(data)
         return len(data)
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) and "upload_id" in rec and "uri" in rec else None
+
+
+def _write_record(path: Path, rec: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(rec))
+    os.replace(tmp, path)
 
 
 @functools.cache

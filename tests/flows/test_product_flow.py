@@ -275,3 +275,55 @@ def test_swir_product_on_vnir_scene_fails_precisely_and_publishes_nothing(
     assert svc.catalog.get_item("hsi-index-ndvi", f"{vnir_id}-index-ndvi") is not None
     assert svc.catalog.get_item("hsi-oil-spill", pid) is None
     assert json.dumps(exc.rows)  # rows are plain JSON
+
+
+def _write_refs(path: Path, water_level: float) -> None:
+    wl = np.arange(400.0, 2501.0, 10.0)
+    veg = 0.05 + 0.4 / (1 + np.exp(-(wl - 715) / 12)) - 0.2 * (wl > 1400)
+    water = np.full(wl.size, water_level)
+    rows = ["wavelength_nm,vegetation,water"] + [
+        f"{w:.1f},{v:.6f},{x:.6f}" for w, v, x in zip(wl, veg, water, strict=True)
+    ]
+    path.write_text("\n".join(rows) + "\n")
+
+
+def test_sam_reference_file_changed_at_the_same_path_is_recomputed(env) -> None:
+    cfg, refs = env["config"], env["root"] / "refs.csv"
+    _write_refs(refs, 0.02)
+    first = run_product(item_id=SCENE, product="sam", params={"references": str(refs)}, config=cfg)
+    assert first["status"] == "published"
+    again = run_product(item_id=SCENE, product="sam", params={"references": str(refs)}, config=cfg)
+    assert again["status"] == "skipped" and again["product_key"] == first["product_key"]
+    _write_refs(refs, 0.05)  # same path, other spectra: the stored angles would be stale
+    changed = run_product(item_id=SCENE, product="sam", params={"references": str(refs)}, config=cfg)
+    assert changed["status"] == "published" and changed["product_key"] != first["product_key"]
+    inputs = _stored(env, changed).properties["hsi:inputs"]
+    (f,) = [i for i in inputs if i["collection"] == "file"]
+    from hsi.storage.base import file_checksum
+
+    assert f["id"] == f"references:{refs}" and f["checksums"] == {"file": file_checksum(refs)}
+
+
+def test_pca_item_keeps_its_fitted_model(env) -> None:
+    res = run_product(item_id=SCENE, product="pca", params={"n_components": 2}, config=env["config"])
+    item = _stored(env, res)
+    fit = item.properties["hsi:fit"]
+    assert fit["method"] == "pca" and len(fit["eigenvalues"]) == 2 and fit["nsamples"] > 1000
+    assert 0 < fit["explained_variance_ratio"][1] <= fit["explained_variance_ratio"][0] < 1
+    asset = item.assets["fit"]
+    assert asset.media_type == "application/json" and asset.roles == ["metadata"]
+    body = Path(asset.href).read_bytes()
+    assert len(body) == asset.extra_fields["file:size"]
+    d = json.loads(body)
+    k = fit["n_bands"]
+    assert len(d["mean"]) == k and np.array(d["loadings"]).shape == (k, 2) and len(d["bands"]) == k
+
+
+def test_ch4_mf_refuses_a_reflectance_item_and_publishes_nothing(env) -> None:
+    svc = env["svc"]
+    with pytest.raises(
+        Exception,
+        match=rf"product 'ch4-mf' needs radiance, but item aviris-ng-l2/{SCENE} holds 'reflectance'",
+    ):
+        run_product(item_id=SCENE, product="ch4-mf", config=env["config"])
+    assert svc.catalog.get_item("hsi-ch4-mf", f"{SCENE}-ch4-mf") is None

@@ -41,7 +41,9 @@ def test_emit_radiance_granule_index_activate_product(tmp_path: Path) -> None:
     assert set(raw.assets) == {"data", "obs"} and raw.assets["obs"].media_type == "application/x-netcdf"
     profile = CogProfile()
     _, ref = activation_key(svc, raw, profile)
-    conv = convert(fetch_raw(svc, raw, tmp_path / "stage"), tmp_path / "out", work_dir=svc.work_dir / "extract")
+    conv = convert(
+        fetch_raw(svc, raw, tmp_path / "stage"), tmp_path / "out", work_dir=svc.work_dir / "extract"
+    )
     coll = activated_collection(raw)
     assert coll == "emit-l1b"
     up = upload_outputs(svc, coll, raw.id, conv.files)

@@ -88,3 +88,48 @@ def test_nearest_good_band_rules_shared_by_products_and_quicklook() -> None:
     assert nearest_good_band([BandInfo(7, 610.0, 1.0), BandInfo(3, 590.0, 1.0)], 600.0)[0].index == 7
     assert nearest_good_band([BandInfo(1, None, None), BandInfo(2, 500.0, 1.0, good=False)], 500.0) is None
     assert nearest_good_band([], 500.0) is None
+
+
+def test_bad_band_windows_use_the_band_extent() -> None:
+    from hsi.sources.envi import is_bad_default
+
+    # 1338.5 nm, FWHM 5.6: its extent 1335.7-1341.3 reaches into 1340-1445 -> bad (its centre is outside)
+    assert is_bad_default(1338.5) is False and is_bad_default(1338.5, 5.6) is True
+    assert is_bad_default(1789.4, 5.58) is True and is_bad_default(1957.5, 6.0) is True
+    # AVIRIS-NG band 215 (1448.7 nm, FWHM 5.6): extent 1445.9-1451.5 stays clear of the window end
+    assert is_bad_default(1448.7285, 5.6) is False and is_bad_default(1448.7, 8.0) is True
+    # the open ends (instrument range) test the centre only
+    assert is_bad_default(402.0, 10.0) is False and is_bad_default(2447.0, 10.0) is False
+    assert is_bad_default(399.0, 1.0) is True and is_bad_default(2451.0, None) is True
+
+
+def test_band_extent_rule_changes_no_product_band_choice_on_aviris() -> None:
+    """Per sensor: which bands turn bad, and that no product picks another band because of it
+    (full-spectrum products only lose the newly bad bands)."""
+    from hsi.products import list_products
+    from hsi.sources.envi import is_bad_default
+    from hsi.sources.synthetic import sensor_table
+
+    changed_expected = {"aviris-ng": [193, 283], "aviris-classic": [150]}
+    for source, expected in changed_expected.items():
+        t = sensor_table(source)
+        old = [not is_bad_default(w) for w in t.wavelength]
+        new = [bool(g) for g in t.bbl]  # what the synthetic source (and ENVI without bbl) now uses
+        assert [i + 1 for i, (o, n) in enumerate(zip(old, new, strict=True)) if o != n] == expected
+        b_old = band_table(list(t.wavelength), list(t.fwhm), good=old)
+        b_new = band_table(list(t.wavelength), list(t.fwhm), good=new)
+        for name in list_products():
+            p = get_product(name)
+            if name == "sam":
+                continue  # needs a reference file; same selection rule as pca
+            try:
+                s_old = select_bands(p, b_old, "s")
+            except BandSelectionError:
+                with pytest.raises(BandSelectionError):
+                    select_bands(p, b_new, "s")
+                continue
+            s_new = select_bands(p, b_new, "s")
+            if name in ("pca",):
+                assert {s.index for s in s_old} - {s.index for s in s_new} == set(expected)
+            else:
+                assert [(s.input, s.index) for s in s_new] == [(s.input, s.index) for s in s_old], name

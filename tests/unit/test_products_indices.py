@@ -8,7 +8,7 @@ import rasterio
 import spyndex
 
 from hsi.products import compute_array, get_product, run_product
-from hsi.products.indices import spyndex_index_names
+from hsi.products.indices import CONSTANT_OVERRIDES, spyndex_index_names
 from hsi.products.testing import band_table, write_activated_cog
 
 GRID = np.arange(380.0, 2511.0, 5.0)  # AVIRIS-NG-like sampling
@@ -33,8 +33,8 @@ def _spyndex_expected(name: str, cube: np.ndarray = CUBE) -> np.ndarray:
             b = spyndex.bands[sym[6:]]
             centre = (b.min_wavelength + b.max_wavelength) / 2
             params[sym] = float(GRID[_nearest(centre)]) if sym[6:] in idx.bands else centre
-        else:
-            params[sym] = spyndex.constants[sym].default
+        else:  # spyndex's default unless the project overrides it (SAVI's L = 0.5, Huete 1988)
+            params[sym] = CONSTANT_OVERRIDES.get((name, sym), (spyndex.constants[sym].default,))[0]
     with np.errstate(all="ignore"):
         return np.asarray(spyndex.computeIndex(name, params=params), dtype=np.float64)
 

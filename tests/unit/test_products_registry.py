@@ -81,7 +81,8 @@ def test_toy_product_absent_without_plugin() -> None:
 def test_cli_show_and_errors() -> None:
     runner = CliRunner()
     res = runner.invoke(app, ["show", "index:SAVI"])
-    assert res.exit_code == 0 and "L: float = 1.0" in res.output and "(1.0+L)*(N-R)/(N+R+L)" in res.output
+    assert res.exit_code == 0 and "L: float = 0.5" in res.output and "(1.0+L)*(N-R)/(N+R+L)" in res.output
+    assert "Huete (1988) recommends 0.5" in res.output
     res = runner.invoke(app, ["show", "tree-mortality"])
     assert "classes: 0=non-vegetation, 1=healthy, 2=stressed, 3=dead" in res.output
     res = runner.invoke(app, ["show", "oil-spil"])
