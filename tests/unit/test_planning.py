@@ -133,8 +133,9 @@ def test_source_filter(svc):
     assert ids(find_scenes(svc.catalog, aoi, sources=["aviris-classic"])) == [
         "aviris-classic-f240110t01p00r01"
     ]
+    assert find_scenes(svc.catalog, aoi, sources=["emit"]) == []  # a known source, no scene here
     with pytest.raises(InvalidInputError, match="unknown source.*known: "):
-        find_scenes(svc.catalog, aoi, sources=["emit"])
+        find_scenes(svc.catalog, aoi, sources=["prisma"])
 
 
 def test_true_footprint_not_just_bbox(svc, tmp_path):
