@@ -86,7 +86,7 @@ def test_cli_validate_reports_all_errors_and_exit_code(tmp_path: Path) -> None:
         ("engine:\n  ecs: {env: {AWS_SECRET_ACCESS_KEY: x}}\n", 2, "engine.ecs.env", "never written"),
         ("engine:\n  task_runner: spark\n", 2, "engine.task_runner", "'threads' or 'dask'"),
         ("engine:\n  wrok_pool: x\n", 2, "engine.wrok_pool", "allowed: task_runner"),
-        ("sources:\n  emit: {}\n", 2, "sources.emit", "known: aviris-ng"),
+        ("sources:\n  prisma: {}\n", 2, "sources.prisma", "known: emit, aviris-ng"),
         (
             "sources:\n  aviris-ng:\n    products:\n      - product: oil-spill\n        params: {hi_threshold: x}\n",
             5,
