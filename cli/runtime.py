@@ -465,15 +465,15 @@ def activation_up_to_date(cfg: Any, item_id: str, collection: str | None = None)
         from hsi.cog import CogProfile
 
         svc = _services(cfg)
+        svc.reclaim_runs()  # what killed runs left, as the flow's planning task does
         raw = act.find_raw_item(svc, item_id, collection)
-        key, _ = act.activation_key(svc, raw, CogProfile())
-        coll = act.activated_collection(raw)
-        reason = act.check_done(svc, coll, raw.id, key)
+        plan = act.plan_activation(svc, raw, CogProfile())  # also repairs a static catalog's link
     except Exception:  # anything unusual: the flow decides and reports it
         return None
-    if reason is None:
+    if plan.skip is None:
         return None
-    return {"status": "skipped", "reason": reason, "collection": coll, "item_id": raw.id, "product_key": key}
+    return {"status": "skipped", "reason": plan.skip, "collection": plan.collection, "item_id": plan.item_id,
+            "product_key": plan.key}  # fmt: skip
 
 
 def product_up_to_date(
@@ -490,6 +490,7 @@ def product_up_to_date(
         from hsi import production as prod
 
         svc = _services(cfg)
+        svc.reclaim_runs()  # what killed runs left, as the flow's planning task does
         activated = prod.find_activated_item(svc, item_id, collection)
         plan = prod.plan_product(svc, activated, product, params or None)
         reason = prod.check_done(svc, plan)
