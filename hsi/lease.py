@@ -9,6 +9,12 @@ Two implementations, chosen at the edge (``tasks/runtime.item_lease``):
 * without one (the embedded default, all runs on one machine), :func:`file_lease`: an ``flock`` on
   ``<work_dir>/leases/<name>.lock``, which the kernel releases when the holder dies.
 
+A Prefect lease of a run that died expires only after ``LEASE_S`` (plus the server's repossessor
+interval). So that the next run on the same machine does not wait that long, the holder records its
+lease id in ``<work_dir>/leases/<name>~<owner token>.held`` (:func:`record_holder`); a run about to
+wait first releases the leases whose recorded holder is known dead (:func:`dead_holders`). Holders on
+other hosts are never judged: their leases expire.
+
 A lease that cannot be had within ``wait_s`` is not an error: the run goes on without it (the work
 is idempotent; at worst it is done twice, as without a lease).
 """
@@ -25,7 +31,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["LEASE_S", "LEASE_WAIT_S", "file_lease", "lease_name"]
+from hsi.scratch import owner_token, token_alive
+
+__all__ = ["LEASE_S", "LEASE_WAIT_S", "dead_holders", "file_lease", "lease_name", "record_holder"]
 
 log = logging.getLogger(__name__)
 
@@ -66,3 +74,28 @@ def file_lease(work_dir: Path | str, name: str, wait_s: float = LEASE_WAIT_S) ->
         yield held
     finally:
         os.close(fd)  # releases the lock
+
+
+def record_holder(work_dir: Path | str, name: str, lease_id: str) -> Path:
+    """Record that this process holds lease ``lease_id`` of ``name``; the caller removes the file."""
+    d = Path(work_dir) / "leases"
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"{name}~{owner_token()}.held"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(lease_id)
+    os.replace(tmp, path)
+    return path
+
+
+def dead_holders(work_dir: Path | str, name: str) -> list[tuple[Path, str]]:
+    """``(record, lease id)`` of the recorded holders of ``name`` that are dead processes of this host."""
+    d = Path(work_dir) / "leases"
+    out: list[tuple[Path, str]] = []
+    for path in sorted(d.glob(f"{name}~*.held")) if d.is_dir() else []:
+        token = path.name[len(name) + 1 : -len(".held")]
+        if token_alive(token) is False:
+            try:
+                out.append((path, path.read_text().strip()))
+            except FileNotFoundError:  # another run released it first
+                continue
+    return out

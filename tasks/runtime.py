@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 from hsi.config import PipelineConfig, load_config
-from hsi.lease import LEASE_S, LEASE_WAIT_S, file_lease, lease_name
+from hsi.lease import LEASE_S, LEASE_WAIT_S, dead_holders, file_lease, lease_name, record_holder
 from hsi.services import Services
 from hsi.stac.provenance import RunInfo
 
@@ -192,15 +192,28 @@ def item_lease(
         return
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.concurrency.context import ConcurrencyContext
     from prefect.concurrency.sync import concurrency
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
-    with get_client(sync_client=True) as client, suppress(ObjectAlreadyExists):
-        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+    work_dir = services(config).work_dir
+    with get_client(sync_client=True) as client:
+        with suppress(ObjectAlreadyExists):
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+        # a run of this machine that died holding the lease: release it now rather than wait for expiry
+        for record, lease_id in dead_holders(work_dir, name):
+            client.release_concurrency_slots_with_lease(uuid.UUID(lease_id))
+            record.unlink(missing_ok=True)
+            log.info("%s: released the lease of a dead run (%s)", name, record.name)
     with ExitStack() as stack:
+        # prefect's concurrency() records its lease id in the current ConcurrencyContext
+        cctx = stack.enter_context(ConcurrencyContext())
         try:
             stack.enter_context(concurrency(name, occupy=1, timeout_seconds=wait_s, lease_duration=LEASE_S))
             held = True
+            if cctx.cleanup_lease_ids:
+                rec = record_holder(work_dir, name, str(cctx.cleanup_lease_ids[-1]))
+                stack.callback(rec.unlink, missing_ok=True)
         except TimeoutError:
             log.warning("%s: another run still holds the lease after %.0f s; working anyway", name, wait_s)
             held = False

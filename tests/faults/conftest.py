@@ -121,4 +121,6 @@ def assert_clean(backend: Backend, item_id: str) -> None:
         assert [p for p in Path(svc.store.root).rglob("*.part")] == []
     runs = backend.work_dir / "runs"
     assert not runs.exists() or [p.name for p in runs.iterdir()] == [], "scratch left"
+    # the killed run's lease record was released by the rerun (hsi.lease.dead_holders)
+    assert sorted(p.name for p in (backend.work_dir / "leases").glob("*.held")) == []
     assert not (backend.work_dir / "out").exists()
