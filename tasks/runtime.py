@@ -11,12 +11,12 @@ import logging
 import os
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
 from hsi.config import PipelineConfig, load_config
-from hsi.lease import LEASE_S, LEASE_WAIT_S, dead_holders, file_lease, lease_name, record_holder
+from hsi.lease import LEASE_WAIT_S, file_lease, lease_name
 from hsi.services import Services
 from hsi.stac.provenance import RunInfo
 
@@ -180,45 +180,17 @@ def item_lease(
     """Hold the lease of one output item (see :mod:`hsi.lease`); yields whether it was had in ``wait_s``.
 
     With a Prefect API server: a global concurrency limit of 1 slot named after the item (created on
-    first use, deleted when no run holds it), held with a lease of ``LEASE_S`` seconds that Prefect
-    renews while this process runs, so a dead holder's lease expires. Without one: an ``flock``."""
+    first use, deleted when no run holds it), held with a lease of ``LEASE_S`` seconds that this
+    process renews while it runs, so a dead holder's lease expires (:mod:`hsi_pipeline.tasks.leases`).
+    Without one: an ``flock``."""
     from prefect.settings import PREFECT_API_URL
 
     name = lease_name(collection, item_id)
-    log = logging.getLogger(__name__)
     if not PREFECT_API_URL.value():
         with file_lease(services(config).work_dir, name, wait_s) as held:
             yield held
         return
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.concurrency.context import ConcurrencyContext
-    from prefect.concurrency.sync import concurrency
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+    from hsi_pipeline.tasks.leases import prefect_item_lease
 
-    work_dir = services(config).work_dir
-    with get_client(sync_client=True) as client:
-        with suppress(ObjectAlreadyExists):
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-        # a run of this machine that died holding the lease: release it now rather than wait for expiry
-        for record, lease_id in dead_holders(work_dir, name):
-            client.release_concurrency_slots_with_lease(uuid.UUID(lease_id))
-            record.unlink(missing_ok=True)
-            log.info("%s: released the lease of a dead run (%s)", name, record.name)
-    with ExitStack() as stack:
-        # prefect's concurrency() records its lease id in the current ConcurrencyContext
-        cctx = stack.enter_context(ConcurrencyContext())
-        try:
-            stack.enter_context(concurrency(name, occupy=1, timeout_seconds=wait_s, lease_duration=LEASE_S))
-            held = True
-            if cctx.cleanup_lease_ids:
-                rec = record_holder(work_dir, name, str(cctx.cleanup_lease_ids[-1]))
-                stack.callback(rec.unlink, missing_ok=True)
-        except TimeoutError:
-            log.warning("%s: another run still holds the lease after %.0f s; working anyway", name, wait_s)
-            held = False
+    with prefect_item_lease(name, services(config).work_dir, wait_s) as held:
         yield held
-    # no limit per item left behind once nobody holds it
-    with get_client(sync_client=True) as client, suppress(ObjectNotFound):
-        if client.read_global_concurrency_limit_by_name(name).active_slots == 0:
-            client.delete_global_concurrency_limit_by_name(name)

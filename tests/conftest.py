@@ -20,6 +20,23 @@ def _offline_stac_schemas() -> None:
     use_offline_schemas()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_cli_server_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """CLI commands run in-process by tests share one local Prefect server in a directory of this
+    session (not the user's ``~/.local/state/hsi/server``); it is stopped when the session ends."""
+    from hsi_pipeline.cli import runtime
+
+    if os.environ.get(runtime.SERVER_DIR_ENV):
+        yield
+        return
+    os.environ[runtime.SERVER_DIR_ENV] = str(tmp_path_factory.mktemp("hsi-server"))
+    try:
+        yield
+    finally:
+        runtime.stop_server()
+        del os.environ[runtime.SERVER_DIR_ENV]
+
+
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """A temporary Prefect API (SQLite) for flow tests; use with pytest.mark.usefixtures."""

@@ -218,6 +218,8 @@ def test_hsi_run_cli_exit_codes(tmp_path):
     assert bad.exit_code == 1, bad.output
     assert '"status": "failed"' in bad.output and "truncated" in bad.output
     # invalid requests stop before any flow run
-    assert runner.invoke(app, ["run", "index:NDVX", bbox, "-c", str(config)]).exit_code == 2
+    assert (
+        runner.invoke(app, ["run", "index:NDVX", bbox, "-c", str(config)]).exit_code == 4
+    )  # unknown product
     assert runner.invoke(app, ["run", "index:NDVI", "-c", str(config)]).exit_code == 2
     assert runner.invoke(app, ["run", "index:NDVI", "--bbox", "1,2,3", "-c", str(config)]).exit_code == 2
