@@ -394,7 +394,7 @@ class StacApiCatalog:
         for attempt in range(attempts):
             if attempt:
                 delay = min(_MAX_BACKOFF_S, self._backoff * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
-                log.warning(
+                log.info(  # the final error says it all; each retry is detail (-v)
                     "%s %s failed (%s); retry %d/%d in %.2f s",
                     method,
                     url,
@@ -415,7 +415,8 @@ class StacApiCatalog:
                 last, status = f"HTTP {resp.status_code}", resp.status_code
                 continue
             return resp
-        raise CatalogUnavailableError(url, f"{method} failed after {attempts} attempts: {last}", status)
+        what = "cannot reach the STAC API" if status is None else "the STAC API keeps failing"
+        raise CatalogUnavailableError(url, f"{what}: {method} failed after {attempts} attempts ({last})", status)
 
     def _status(self, method: str, url: str) -> int | None:
         try:
