@@ -113,7 +113,9 @@ def ensure_stack_venv(layout: Layout) -> None:
     uv_s = str(uv) if uv.exists() else shutil.which("uv")
     if uv_s:
         _run(
-            [uv_s, "pip", "install", "--compile-bytecode", "--python", py, "-r", str(REQUIREMENTS)], env=_clean_env(), timeout=1200
+            [uv_s, "pip", "install", "--compile-bytecode", "--python", py, "-r", str(REQUIREMENTS)],
+            env=_clean_env(),
+            timeout=1200,
         )
     else:
         _run([py, "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)], env=_clean_env(), timeout=1200)

@@ -416,7 +416,9 @@ class StacApiCatalog:
                 continue
             return resp
         what = "cannot reach the STAC API" if status is None else "the STAC API keeps failing"
-        raise CatalogUnavailableError(url, f"{what}: {method} failed after {attempts} attempts ({last})", status)
+        raise CatalogUnavailableError(
+            url, f"{what}: {method} failed after {attempts} attempts ({last})", status
+        )
 
     def _status(self, method: str, url: str) -> int | None:
         try:
