@@ -450,6 +450,21 @@ def _services(cfg: Any) -> Any:
     return Services.from_config(cfg)
 
 
+def _reclaim_dead_runs(svc: Any) -> None:
+    """The planning tasks' housekeeping without Prefect: dead runs' scratch and uploads, and their
+    item leases, released through the API that granted them (plain HTTP, as for crashed runs)."""
+    from hsi.lease import Holder, release_dead_holders
+
+    def release(h: Holder) -> None:
+        if h.api_url:
+            _api(
+                h.api_url, "POST", "v2/concurrency_limits/decrement-with-lease", {"lease_id": h.lease_id}, 5.0
+            )
+
+    svc.reclaim_runs()
+    release_dead_holders(svc.work_dir, release)
+
+
 def _fast_path_possible(cfg: Any) -> bool:
     # credentials from a Prefect block need Prefect: leave those configurations to the flow
     return not (cfg.storage.credentials_block or any(i.credentials_block for i in cfg.inputs))
@@ -465,7 +480,7 @@ def activation_up_to_date(cfg: Any, item_id: str, collection: str | None = None)
         from hsi.cog import CogProfile
 
         svc = _services(cfg)
-        svc.reclaim_runs()  # what killed runs left, as the flow's planning task does
+        _reclaim_dead_runs(svc)  # what killed runs left, as the flow's planning task does
         raw = act.find_raw_item(svc, item_id, collection)
         plan = act.plan_activation(svc, raw, CogProfile())  # also repairs a static catalog's link
     except Exception:  # anything unusual: the flow decides and reports it
@@ -490,7 +505,7 @@ def product_up_to_date(
         from hsi import production as prod
 
         svc = _services(cfg)
-        svc.reclaim_runs()  # what killed runs left, as the flow's planning task does
+        _reclaim_dead_runs(svc)  # what killed runs left, as the flow's planning task does
         activated = prod.find_activated_item(svc, item_id, collection)
         plan = prod.plan_product(svc, activated, product, params or None)
         reason = prod.check_done(svc, plan)

@@ -23,17 +23,28 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from hsi.scratch import owner_token, token_alive
 
-__all__ = ["LEASE_S", "LEASE_WAIT_S", "dead_holders", "file_lease", "lease_name", "record_holder"]
+__all__ = [
+    "LEASE_S",
+    "LEASE_WAIT_S",
+    "Holder",
+    "dead_holders",
+    "file_lease",
+    "lease_name",
+    "record_holder",
+    "release_dead_holders",
+]
 
 log = logging.getLogger(__name__)
 
@@ -76,26 +87,59 @@ def file_lease(work_dir: Path | str, name: str, wait_s: float = LEASE_WAIT_S) ->
         os.close(fd)  # releases the lock
 
 
-def record_holder(work_dir: Path | str, name: str, lease_id: str) -> Path:
+@dataclass(frozen=True)
+class Holder:
+    """A recorded lease holder: its record file, the lease id and the Prefect API that granted it."""
+
+    record: Path
+    name: str
+    lease_id: str
+    api_url: str
+
+
+def record_holder(work_dir: Path | str, name: str, lease_id: str, api_url: str = "") -> Path:
     """Record that this process holds lease ``lease_id`` of ``name``; the caller removes the file."""
     d = Path(work_dir) / "leases"
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"{name}~{owner_token()}.held"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(lease_id)
+    tmp.write_text(json.dumps({"lease_id": lease_id, "api_url": api_url}))
     os.replace(tmp, path)
     return path
 
 
-def dead_holders(work_dir: Path | str, name: str) -> list[tuple[Path, str]]:
-    """``(record, lease id)`` of the recorded holders of ``name`` that are dead processes of this host."""
+def dead_holders(work_dir: Path | str, name: str | None = None) -> list[Holder]:
+    """The recorded holders (of ``name``, or of every lease) that are dead processes of this host."""
     d = Path(work_dir) / "leases"
-    out: list[tuple[Path, str]] = []
-    for path in sorted(d.glob(f"{name}~*.held")) if d.is_dir() else []:
-        token = path.name[len(name) + 1 : -len(".held")]
-        if token_alive(token) is False:
-            try:
-                out.append((path, path.read_text().strip()))
-            except FileNotFoundError:  # another run released it first
-                continue
+    out: list[Holder] = []
+    for path in sorted(d.glob(f"{name or '*'}~*.held")) if d.is_dir() else []:
+        held_name, _, token = path.name[: -len(".held")].partition("~")
+        if (name and held_name != name) or token_alive(token) is not False:
+            continue
+        try:
+            doc = json.loads(path.read_text())
+            out.append(Holder(path, held_name, str(doc["lease_id"]), str(doc.get("api_url") or "")))
+        except FileNotFoundError:  # another run released it first
+            continue
+        except (ValueError, KeyError, TypeError):  # unreadable: nothing to release, just the file
+            out.append(Holder(path, held_name, "", ""))
     return out
+
+
+def release_dead_holders(
+    work_dir: Path | str, release: Callable[[Holder], object] | None, name: str | None = None
+) -> list[Holder]:
+    """Release (``release(holder)``, errors logged) and forget the leases of dead holders of this host.
+
+    ``release=None``: only forget the records; their leases then expire by themselves (``LEASE_S``)."""
+    done = []
+    for h in dead_holders(work_dir, name):
+        if release is not None and h.lease_id:
+            try:
+                release(h)
+            except Exception as e:  # the lease expires anyway
+                log.warning("%s: could not release the lease of a dead run (%s)", h.name, e)
+                continue
+        h.record.unlink(missing_ok=True)
+        done.append(h)
+    return done

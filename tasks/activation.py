@@ -18,7 +18,13 @@ from hsi.cog import CogProfile
 from hsi.scratch import RunScratch
 from hsi.stac.provenance import InputRef
 from hsi.storage import ObjectInfo
-from hsi_pipeline.tasks.runtime import progress_logger, retry_if_transient, run_info, services
+from hsi_pipeline.tasks.runtime import (
+    progress_logger,
+    reclaim_dead_runs,
+    retry_if_transient,
+    run_info,
+    services,
+)
 
 
 @task(
@@ -97,8 +103,7 @@ def plan_activation(raw: dict[str, Any], profile: CogProfile, config: Any = None
     """Reclaim what dead runs left (scratch, their unfinished uploads), then: target, key and whether
     the activated item is up to date (``plan.skip``)."""
     svc = services(config)
-    for r in svc.reclaim_runs():
-        get_run_logger().info("reclaimed %s (%d bytes): %s", r.path, r.bytes, r.reason)
+    reclaim_dead_runs(svc)
     return act.plan_activation(svc, pystac.Item.from_dict(raw), profile)
 
 

@@ -19,17 +19,18 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 import httpx
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.settings import PREFECT_API_URL
 
-from hsi.lease import LEASE_S, dead_holders, record_holder
+from hsi.lease import LEASE_S, Holder, dead_holders, record_holder, release_dead_holders
 
-__all__ = ["prefect_item_lease"]
+__all__ = ["prefect_item_lease", "release_dead_leases"]
 
 log = logging.getLogger(__name__)
 
@@ -74,22 +75,35 @@ def _renew(lease_id: uuid.UUID, stop: threading.Event) -> None:
             log.warning("lease %s: renewal failed (%s); retrying", lease_id, e)
 
 
+def release_dead_leases(
+    work_dir: Path, name: str | None = None, client: SyncPrefectClient | None = None
+) -> list[Holder]:
+    """Release the Prefect leases recorded by dead runs of this machine (of ``name``, or all)."""
+    if not dead_holders(work_dir, name):
+        return []
+    with ExitStack() as stack:
+        c = client or stack.enter_context(get_client(sync_client=True))
+        done = release_dead_holders(
+            work_dir, lambda h: c.release_concurrency_slots_with_lease(uuid.UUID(h.lease_id)), name
+        )
+    for h in done:
+        log.info("%s: released the lease of a dead run (%s)", h.name, h.record.name)
+    return done
+
+
 @contextmanager
 def prefect_item_lease(name: str, work_dir: Path, wait_s: float) -> Iterator[bool]:
     """Hold the one-slot limit ``name``; yields whether it was had within ``wait_s`` seconds."""
     with get_client(sync_client=True) as client:
         _ensure_limit(client, name)
         # a run of this machine that died holding the lease: release it now rather than wait for expiry
-        for record, lease_id in dead_holders(work_dir, name):
-            client.release_concurrency_slots_with_lease(uuid.UUID(lease_id))
-            record.unlink(missing_ok=True)
-            log.info("%s: released the lease of a dead run (%s)", name, record.name)
+        release_dead_leases(work_dir, name, client)
         lease = _acquire(client, name, wait_s)
     if lease is None:
         log.warning("%s: another run still holds the lease after %.0f s; working anyway", name, wait_s)
         yield False
         return
-    record = record_holder(work_dir, name, str(lease))
+    record = record_holder(work_dir, name, str(lease), str(PREFECT_API_URL.value() or ""))
     stop = threading.Event()
     renewer = threading.Thread(target=_renew, args=(lease, stop), name=f"lease-{name}", daemon=True)
     renewer.start()

@@ -16,7 +16,13 @@ from prefect.cache_policies import NO_CACHE
 
 from hsi import production as prod
 from hsi.storage import ObjectInfo
-from hsi_pipeline.tasks.runtime import progress_logger, retry_if_transient, run_info, services
+from hsi_pipeline.tasks.runtime import (
+    progress_logger,
+    reclaim_dead_runs,
+    retry_if_transient,
+    run_info,
+    services,
+)
 
 __all__ = [
     "check_product_done",
@@ -53,8 +59,7 @@ def plan_product(
     """Reclaim what dead runs left, then validate parameters, select bands from the cube header (no
     pixels), compute the key."""
     svc = services(config)
-    for r in svc.reclaim_runs():
-        get_run_logger().info("reclaimed %s (%d bytes): %s", r.path, r.bytes, r.reason)
+    reclaim_dead_runs(svc)
     plan = prod.plan_product(svc, pystac.Item.from_dict(activated), product, params)
     get_run_logger().info(
         "%s on %s: bands %s; key %s",

@@ -25,6 +25,7 @@ __all__ = [
     "get_config",
     "item_lease",
     "progress_logger",
+    "reclaim_dead_runs",
     "report_progress",
     "retry_if_transient",
     "run_info",
@@ -194,3 +195,18 @@ def item_lease(
 
     with prefect_item_lease(name, services(config).work_dir, wait_s) as held:
         yield held
+
+
+def reclaim_dead_runs(svc: Services) -> None:
+    """What dead runs of this machine left: their scratch and unfinished uploads, and their Prefect
+    leases (released at once rather than left to expire). Logged to the run."""
+    from prefect.logging import get_run_logger
+    from prefect.settings import PREFECT_API_URL
+
+    log = get_run_logger()
+    for r in svc.reclaim_runs():
+        log.info("reclaimed %s (%d bytes): %s", r.path, r.bytes, r.reason)
+    if PREFECT_API_URL.value():
+        from hsi_pipeline.tasks.leases import release_dead_leases
+
+        release_dead_leases(svc.work_dir)

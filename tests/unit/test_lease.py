@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hsi.lease import dead_holders, file_lease, lease_name, record_holder
+from hsi.lease import dead_holders, file_lease, lease_name, record_holder, release_dead_holders
 
 
 def test_a_live_holder_is_not_dead_and_a_dead_one_is(tmp_path: Path) -> None:
@@ -21,7 +21,14 @@ def test_a_live_holder_is_not_dead_and_a_dead_one_is(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     theirs = Path(out.stdout.strip())
     assert theirs.is_file() and theirs != mine
-    assert dead_holders(tmp_path, name) == [(theirs, "22222222-2222-2222-2222-222222222222")]
+    dead = dead_holders(tmp_path, name)
+    assert [(h.record, h.name, h.lease_id) for h in dead] == [
+        (theirs, name, "22222222-2222-2222-2222-222222222222")
+    ]
+    assert dead_holders(tmp_path) == dead  # every lease: the same one dead holder
+    released: list[str] = []
+    assert release_dead_holders(tmp_path, lambda h: released.append(h.lease_id)) == dead
+    assert released == ["22222222-2222-2222-2222-222222222222"] and not theirs.exists() and mine.exists()
     # another item's records are not this item's, even when one name is a prefix of the other
     assert dead_holders(tmp_path, name[:-1]) == []
 
