@@ -110,7 +110,10 @@ def replay(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object per message")] = False,
 ) -> None:
     """Re-drive the dead-letter queue: each message ends posted (one run), duplicate (already run),
-    kept (back on the DLQ with the new reason) or retry (transient failure)."""
+    kept (back on the DLQ with the new reason) or retry (transient failure).
+
+    Example: `hsi bridge replay --max-messages 10`
+    """
     import json
 
     import boto3

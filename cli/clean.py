@@ -66,7 +66,10 @@ def clean(
         float, typer.Option(help="abort unfinished uploads below the storage root older than this (seconds)")
     ] = 3600.0,
 ) -> None:
-    """Reclaim the scratch and unfinished uploads of killed runs (and more with --work / --all)."""
+    """Reclaim the scratch and unfinished uploads of killed runs (and more with --work / --all).
+
+    Example: `hsi clean`
+    """
     from hsi.config import load_config
     from hsi.errors import HSIError
     from hsi.services import Services

@@ -124,7 +124,10 @@ def plan(
     scene: Annotated[list[str] | None, typer.Option(help="only these scenes (raw item ids)")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Desired state vs the catalog, per scene and product: missing, stale, failed, up to date."""
+    """Desired state vs the catalog, per scene and product: missing, stale, failed, up to date.
+
+    Example: `hsi plan`
+    """
     from hsi.operations import summary
 
     svc = _services(_config_path(config))
@@ -163,7 +166,10 @@ def reprocess(
     as_json: JsonOpt = False,
 ) -> None:
     """Redo what the plan selects, through the Prefect deployments (or in this process). With no state
-    flag: everything not up to date, or everything of --product/--collection (forced)."""
+    flag: everything not up to date, or everything of --product/--collection (forced).
+
+    Example: `hsi reprocess --stale --dry-run`
+    """
     from hsi.operations import select_jobs
 
     path = _config_path(config)
@@ -218,7 +224,10 @@ def lineage(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """The lineage graph of an item (raw -> activated -> products -> clips), from the catalog alone."""
+    """The lineage graph of an item (raw -> activated -> products -> clips), from the catalog alone.
+
+    Example: `hsi lineage aviris-ng-ang20240101t000000`
+    """
     from hsi.lineage import lineage as walk
 
     svc = _services(_config_path(config))
@@ -271,7 +280,10 @@ def backfill(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Emit hsi.raw.available for the raw scenes under PREFIX that are not done yet (idempotent)."""
+    """Emit hsi.raw.available for the raw scenes under PREFIX that are not done yet (idempotent).
+
+    Example: `hsi backfill s3://hsi-raw/incoming/ --dry-run`
+    """
     from rich.progress import Progress
 
     from hsi.backfill import is_done, scan
@@ -347,7 +359,10 @@ def replay(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Re-run failed work (one run per failure record; a run that fails again records its new reason)."""
+    """Re-run failed work (one run per failure record; a run that fails again records its new reason).
+
+    Example: `hsi replay --failed --dry-run`
+    """
     from hsi.failures import list_failures
 
     if not failed:

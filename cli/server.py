@@ -48,7 +48,7 @@ def _print(st: dict[str, Any]) -> None:
 def start(as_json: JsonOpt = False) -> None:
     """Start the shared local Prefect server now (pipeline commands also start it on first use).
 
-    Example: hsi server start
+    Example: `hsi server start`
     """
     try:
         runtime.ensure_server()
@@ -63,7 +63,7 @@ def start(as_json: JsonOpt = False) -> None:
 def status(as_json: JsonOpt = False) -> None:
     """Show the shared local Prefect server: state, URL, pid, uptime, state dir, database size.
 
-    Example: hsi server status --json
+    Example: `hsi server status --json`
     """
     st = runtime.server_status()
     typer.echo(json.dumps(st, indent=2)) if as_json else _print(st)
@@ -73,7 +73,7 @@ def status(as_json: JsonOpt = False) -> None:
 def stop(as_json: JsonOpt = False) -> None:
     """Stop the shared local Prefect server and its child processes (its database is kept).
 
-    Example: hsi server stop
+    Example: `hsi server stop`
     """
     try:
         info = runtime.stop_server()

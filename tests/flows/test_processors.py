@@ -144,7 +144,12 @@ def test_broken_processor_fails_cleanly_and_publishes_nothing(
     assert message in str(exc.value)
     svc = env["svc"]
     assert svc.catalog.get_item(product_collection(name), product_item_id(env["item_id"], name)) is None
-    assert not list((env["root"] / "assets").rglob(f"*{name}*"))
+    assets = env["root"] / "assets"
+    published = [p for p in assets.rglob(f"*{name}*") if "_failures" not in p.relative_to(assets).parts]
+    assert published == []
+    # the failure is recorded for `hsi plan` / replay (docs/OPERATIONS.md), with the processor's reason
+    records = list((assets / "_failures").rglob(f"*{name}.json"))
+    assert len(records) == 1 and message in records[0].read_text(), records
     assert not list((env["root"] / "work").rglob(".processor-*"))
     assert not [p for p in (env["root"] / "work").rglob("sleep*")]
     if name == "hangs":  # the whole process group is gone

@@ -196,6 +196,7 @@ def test_upsert_into_missing_collection_is_a_clear_error(stac_catalog: StacApiCa
 
 
 def test_unreachable_url_is_catalog_unavailable(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="hsi")  # each retry is logged at INFO (detail, shown with -v)
     url = f"http://127.0.0.1:{_closed_port()}"
     cat = StacApiCatalog(url, retries=2, backoff_s=0.01, timeout_s=2)
     with pytest.raises(CatalogUnavailableError) as ei:

@@ -85,8 +85,13 @@ def test_every_example_runs(
     sqs = boto3.client("sqs", endpoint_url=moto_endpoint, region_name="us-east-1",
                        aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
     queue = sqs.create_queue(QueueName=f"examples-{tmp_path.name[-12:]}")["QueueUrl"]
+    dlq = sqs.create_queue(QueueName=f"examples-dlq-{tmp_path.name[-12:]}")["QueueUrl"]
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+    s3.create_bucket(Bucket="hsi-raw")  # `hsi backfill s3://hsi-raw/incoming/ --dry-run`
     env = _clean_env({"PREFECT_API_URL": prefect.api, "HSI_STACK_DIR": str(stack["state_dir"]),
-                      "HSI_BRIDGE_QUEUE_URL": queue, "AWS_ENDPOINT_URL": moto_endpoint,
+                      "HSI_BRIDGE_QUEUE_URL": queue, "HSI_BRIDGE_DLQ_URL": dlq,
+                      "HSI_SERVER_DIR": str(tmp_path / "server"), "AWS_ENDPOINT_URL": moto_endpoint,
                       "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                       "AWS_DEFAULT_REGION": "us-east-1"})  # fmt: skip
     examples: list[tuple[tuple[str, ...], str]] = []
