@@ -428,19 +428,28 @@ def prefect_api(cfg: Any, notify: Callable[[str], None] | None = None) -> Iterat
     processes CRASHED, and tags the runs made inside with ``hsi-cli`` and this process's pid tag.
     """
     url = resolve_api_url(cfg, notify)
+    # restored on exit: an in-process caller (a notebook, CliRunner) must not keep pointing at this API
+    saved = {k: os.environ.get(k) for k in (*_QUIET_ENV, "PREFECT_API_URL")}
     for k, v in _QUIET_ENV.items():
         os.environ.setdefault(k, v)
     os.environ["PREFECT_API_URL"] = url
     try:
-        mark_crashed_runs(url)
-    except (OSError, ValueError) as e:  # bookkeeping must not stop the work; say what was skipped
-        if notify is not None:
-            notify(f"could not check {url} for runs of killed hsi commands: {e}")
-    from prefect import tags
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+        try:
+            mark_crashed_runs(url)
+        except (OSError, ValueError) as e:  # bookkeeping must not stop the work; say what was skipped
+            if notify is not None:
+                notify(f"could not check {url} for runs of killed hsi commands: {e}")
+        from prefect import tags
+        from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: url}), tags(CLI_TAG, _pid_tag()):
-        yield url
+        with temporary_settings(updates={PREFECT_API_URL: url}), tags(CLI_TAG, _pid_tag()):
+            yield url
+    finally:
+        for k, old in saved.items():
+            if old is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = old
 
 
 # --------------------------------------------------------------------------------- fast path

@@ -7,6 +7,7 @@ activated, one whose data file is truncated after indexing.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -196,7 +197,10 @@ def test_hsi_run_cli_exit_codes(tmp_path):
     s = _three_scenes(tmp_path, config)
     bbox = "--bbox=" + ",".join(str(v) for v in s["bbox"])
     runner = CliRunner()
+    api_before = os.environ.get("PREFECT_API_URL")
     partial = runner.invoke(app, ["run", "index:NDVI", bbox, "--start", "2024-01-01", "-c", str(config)])
+    # the command's API does not stick to this process (later work here must not post to it)
+    assert os.environ.get("PREFECT_API_URL") == api_before
     assert partial.exit_code == 3, partial.output
     assert "2 published, 0 skipped, 1 failed" in " ".join(partial.output.split())
     # only the corrupt scene in the time range: all failed

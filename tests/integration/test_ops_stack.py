@@ -3,7 +3,7 @@ deployments): a private Prefect server + process worker running this checkout's 
 generated deployments and automations, raw objects in a moto bucket, outputs in the stack's SeaweedFS
 (private prefix) and STAC API.
 
-* backfill of N raw objects (``HSI_BACKFILL_N``, default 10 to keep CI cheap; 100 for the full must-show) -> N
+* backfill of N raw objects (``HSI_BACKFILL_N``, default 6 to keep CI cheap; 100 for the full must-show) -> N
   activated items and their products; a second backfill posts nothing and starts no run;
 * the bridge's DLQ: a malformed message (kept with its reason, then fixed) and a message for a key no
   source matches (kept, then the pattern is configured) -> replay -> exactly one run each;
@@ -47,7 +47,7 @@ __all__ = ["aws_env", "moto_endpoint"]
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 PRODUCT = "index:NDVI"
-N = int(os.environ.get("HSI_BACKFILL_N", "10"))
+N = int(os.environ.get("HSI_BACKFILL_N", "6"))
 runner = CliRunner()
 
 
