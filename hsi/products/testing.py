@@ -107,11 +107,10 @@ def write_activated_cog(
             "blockysize": block,
             "compress": "ZSTD",
         }
-        cog_translate(
-            tmp,
+        cog_translate(  # the source carries the nodata: no nodata= here, which would read through a
+            tmp,  # WarpedVRT (minutes per module fixture in a long test process, seconds without)
             str(path),
             prof,
-            nodata=nodata,
             in_memory=False,
             quiet=True,
             overview_level=None if overviews else 0,
