@@ -226,7 +226,7 @@ def lineage(
 ) -> None:
     """The lineage graph of an item (raw -> activated -> products -> clips), from the catalog alone.
 
-    Example: `hsi lineage aviris-ng-ang20240101t000000`
+    Example: `hsi lineage aviris-ng-raw/aviris-ng-ang20240101t000000`
     """
     from hsi.lineage import lineage as walk
 
