@@ -33,8 +33,6 @@ _SUGGEST_SCAN = 5000  # items looked at for "did you mean" (only on the error pa
 
 def require_scenes(hrefs: Sequence[str]) -> None:
     """Every local path exists and every directory holds at least one scene."""
-    from hsi.activation import discover_scenes
-
     for href in hrefs:
         if "://" in href and not href.startswith("file://"):
             continue  # s3://, http(s): checked by the flow (a HEAD costs as much as the work)
@@ -42,9 +40,15 @@ def require_scenes(hrefs: Sequence[str]) -> None:
         if not p.exists():
             fail(f"{href}: no such file or directory (give an ENVI header or data file, an archive, "
                  "a directory of scenes, an s3:// key or a URL)", EXIT_NOT_FOUND)  # fmt: skip
-        if p.is_dir() and not discover_scenes(str(p)):
+        if p.is_dir() and not _has_scenes(p):
             fail(f"{href}: no scenes found in this directory (looked for ENVI headers *.hdr and archives)",
                  EXIT_NOT_FOUND)  # fmt: skip
+
+
+def _has_scenes(p: Path) -> bool:
+    from hsi.indexing import discover_scenes
+
+    return bool(discover_scenes(str(p)))
 
 
 def catalog_of(cfg: Any) -> Any:
@@ -90,8 +94,8 @@ def _unknown_item(catalog: Any, item_id: str, what: str, hint: str) -> None:
 
 def require_raw(cfg: Any, item_ids: Sequence[str], collection: str | None = None) -> None:
     """Each id is an indexed raw item (else: close ids and "run `hsi index PATH` first")."""
-    from hsi.activation import find_raw_item
     from hsi.errors import ItemNotFoundError
+    from hsi.indexing import find_raw_item
     from hsi.services import Services
 
     catalog = catalog_of(cfg)
@@ -109,8 +113,8 @@ def require_raw(cfg: Any, item_ids: Sequence[str], collection: str | None = None
 
 def require_activated(cfg: Any, item_id: str, collection: str | None = None) -> None:
     """``item_id`` is an activated item (else: "run `hsi activate ID` first" or close ids)."""
-    from hsi.activation import find_raw_item
     from hsi.errors import ItemNotFoundError
+    from hsi.indexing import find_raw_item
     from hsi.production import find_activated_item
     from hsi.services import Services
 

@@ -127,12 +127,7 @@ def load(config: str | Path | None) -> Any:
     from hsi.errors import ConfigError
 
     try:
-        cfg = load_config(config)
-        if cfg.processors:  # products computed by external tools are products like the others
-            from hsi.processors import register_processors
-
-            register_processors(cfg.processors)
-        return cfg
+        return load_config(config)  # registers the configured processors as products
     except ConfigError as e:
         issues = getattr(e, "issues", None)
         if not issues:

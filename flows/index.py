@@ -6,7 +6,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from hsi.activation import discover_scenes
+from hsi.indexing import discover_scenes
 from hsi_pipeline.tasks.activation import index_raw_scene
 from hsi_pipeline.tasks.runtime import get_config
 

@@ -1,6 +1,8 @@
-"""Indexing and activation of raw scenes: the domain steps the Prefect tasks wrap one-to-one.
+"""Activation of raw scenes: the domain steps the Prefect tasks wrap one-to-one.
 
-index:     raw files (local, s3://, https://) -> raw STAC item in ``<source>-raw``
+Indexing lives in :mod:`hsi.indexing` (no rasterio import there); its functions are re-exported
+here, because the tasks wrap both.
+
 activate:  raw item -> [skip if done] -> fetch/extract -> COG + quicklooks -> upload -> register
 
 Registration is the commit point: assets are uploaded first to deterministic keys, then the item
@@ -13,30 +15,34 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pystac
 
 from hsi.cog import CogInfo, CogProfile, Progress, write_cog, write_quicklook
-from hsi.errors import HSIError, ItemNotFoundError, UnsupportedSourceError
+from hsi.errors import UnsupportedSourceError
 from hsi.events import EventResource, scene_activated_event, stage_outcome_event
 from hsi.faults import fault_point
-from hsi.geo import bbox_of, scene_footprint
+from hsi.indexing import (
+    COMPANION_ASSETS,
+    SIDECAR_ASSETS,
+    discover_scenes,
+    find_raw_item,
+    index_one,
+    index_scene,
+    sidecar_key,
+)
 from hsi.scene import SceneMetadata
 from hsi.services import Services
-from hsi.sources import detect_source, list_sources, read_scene
-from hsi.sources.archive import METADATA_SUFFIXES, ArchiveLimits, is_archive
-from hsi.sources.emit import EmitSource
+from hsi.sources import read_scene
+from hsi.sources.archive import ArchiveLimits
 from hsi.sources.ng_sidecars import SIDECAR_KINDS, glt_agrees, read_aux
-from hsi.stac.items import COG_MEDIA_TYPE, AssetRef, activated_item, collection_for, raw_item
+from hsi.stac.items import COG_MEDIA_TYPE, AssetRef, activated_item, collection_for
 from hsi.stac.provenance import InputRef, Provenance, RunInfo, apply_provenance, derivation_key
-from hsi.staging import Staged, stage_headers
-from hsi.storage import ObjectInfo, file_checksum
+from hsi.storage import ObjectInfo
 
 __all__ = [
     "ACTIVATION_ALGORITHM",
@@ -64,9 +70,6 @@ log = logging.getLogger(__name__)
 
 ACTIVATION_ALGORITHM = "hsi.activate"
 ACTIVATION_VERSION = "1.1.0"  # 1.1: GLT orthorectification, companions/sidecars as assets, HSI_UNITS
-# Companion rasters of a scene, orthorectified with it and registered as assets of the activated item.
-COMPANION_ASSETS = ("obs", "mask")
-SIDECAR_ASSETS = ("glt", "igm", "loc", "obs_raw", "obs_ort")
 _SIDECAR_TITLES = {
     "glt": "GLT: raw (sample, line) of each ortho pixel; 1-based, 0 = none, negative = infill (ENVI int32)",
     "igm": "IGM: easting, northing, elevation of each raw pixel (ENVI float64)",
@@ -87,128 +90,6 @@ _COMPANION_ROLES = {
 
 
 # ---------------------------------------------------------------------------------------- index
-def _local_files(entry: Path, meta: SceneMetadata) -> dict[str, Path]:
-    """Raw assets of a scene on disk: the archive, or data + header + sensor sidecars."""
-    if is_archive(entry):
-        return {"archive": entry}
-    files: dict[str, Path] = {"data": meta.layout.data_path}
-    if meta.layout.header_path is not None:
-        files["header"] = meta.layout.header_path
-    data = meta.layout.data_path
-    for p in sorted(data.parent.iterdir()):
-        if p.suffix in (".gain", ".spc") and p.name.startswith(meta.scene_id):
-            files[p.suffix.lstrip(".")] = p
-    for kind in COMPANION_ASSETS:  # EMIT: the OBS / MASK granule of the same acquisition
-        if kind in meta.extra:
-            files[kind] = Path(meta.extra[kind])
-    for kind in SIDECAR_KINDS:  # AVIRIS-NG GLT / IGM / LOC / OBS / OBS_ORT (data + header)
-        if f"sidecar_{kind}" in meta.extra:
-            sc = Path(meta.extra[f"sidecar_{kind}"])
-            files[_sidecar_key(kind)] = sc
-            files[_sidecar_key(kind) + "_header"] = sc.with_name(sc.name + ".hdr")
-    return files
-
-
-def _sidecar_key(kind: str) -> str:
-    return "obs_raw" if kind == "obs" else kind
-
-
-def _media_type(key: str, path: str) -> tuple[str, tuple[str, ...]]:
-    if key == "archive":
-        return ("application/gzip" if path.endswith(("gz", "tgz")) else "application/zip"), (
-            "data",
-            "archive",
-        )
-    if key in SIDECAR_ASSETS:
-        return "application/octet-stream", ("metadata", key)
-    if path.endswith(".nc"):
-        return "application/x-netcdf", (("data",) if key == "data" else ("metadata",))
-    if key == "data":
-        return "application/octet-stream", ("data",)
-    return "text/plain", ("metadata",)
-
-
-def index_scene(services: Services, href: str, *, source: str | None = None) -> pystac.Item:
-    """Read a raw scene's metadata (only headers, no pixels) and register its raw item (upsert).
-
-    Remote objects are not downloaded: only headers/sidecars are (or, in an archive, only its
-    metadata members are read), into a scratch directory removed afterwards. Each remote asset
-    records its size and identity (``file:checksum`` when the store knows it, ``hsi:etag``,
-    ``hsi:version_id``), so a re-uploaded scene is a new input even when its size is unchanged."""
-    scratch = services.scratch_dir("index")
-    try:
-        staged = stage_headers(services, href, scratch)
-        try:
-            meta = read_scene(staged.entry, source=source or _detect(staged, href))
-        except HSIError as e:  # name the input, not our scratch copy
-            msg = str(e).replace(str(staged.entry), href) if staged.archive else str(e)
-            raise UnsupportedSourceError(msg.replace(str(scratch), href.rsplit("/", 1)[0])) from None
-        assets = _raw_assets(staged, meta, href)
-        mtime = (
-            datetime.fromtimestamp(staged.entry.stat().st_mtime, tz=UTC)
-            if not staged.remote
-            else datetime.now(UTC)
-        )
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    geom = scene_footprint(meta)
-    item = raw_item(
-        meta, assets, geometry=geom, bbox=bbox_of(geom) if geom else None, fallback_datetime=mtime
-    )
-    item.properties["hsi:level"] = meta.level
-    services.catalog.ensure_collection(collection_for(item.collection_id or ""))  # a STAC API needs it first
-    services.catalog.upsert_item(item)
-    log.info("indexed %s/%s from %s", item.collection_id, item.id, href)
-    return item
-
-
-def _detect(staged: Staged, href: str) -> str:
-    """The source of a staged scene, detected by the original name for archives (as for local ones)."""
-    if staged.archive is not None:
-        return detect_source(Path(staged.archive.rsplit("/", 1)[-1])).name
-    return detect_source(staged.entry).name
-
-
-def _raw_assets(staged: Staged, meta: SceneMetadata, href: str) -> dict[str, AssetRef]:
-    if staged.archive is not None:
-        arc = Path(staged.archive.rsplit("/", 1)[-1])
-        files: dict[str, Path] = {"archive": arc}
-    else:
-        files = _local_files(staged.entry, meta)
-    assets = {}
-    for key, path in files.items():
-        mt, roles = _media_type(key, path.name)
-        remote = staged.remote.get(path.name)
-        if remote is not None:
-            # headers (.hdr/.gain/.spc) are staged bytes; anything else (data, companions, binary
-            # sidecars) may be a sparse placeholder: its identity is the store's
-            staged_bytes = key not in ("archive", "data") and path.name.lower().endswith(METADATA_SUFFIXES)
-            local = path if staged_bytes else None
-            extra = {k: v for k, v in (("hsi:etag", remote.etag), ("hsi:version_id", remote.version_id)) if v}
-            asset_href = href if key == "archive" else f"{staged.remote_dir}/{path.name}"
-            checksum = file_checksum(local) if local is not None else remote.checksum
-            assets[key] = AssetRef(asset_href, mt, roles, path.name, remote.size, checksum, extra)
-        else:
-            local_path = Path(staged.archive) if key == "archive" and staged.archive else path
-            assets[key] = AssetRef(
-                href=str(local_path.resolve()),
-                media_type=mt,
-                roles=roles,
-                title=path.name,
-                size=local_path.stat().st_size,
-                checksum=file_checksum(local_path),
-            )
-    return assets
-
-
-def find_raw_item(services: Services, item_id: str, collection: str | None = None) -> pystac.Item:
-    """The raw item ``item_id`` (in ``collection``, or in any ``<source>-raw`` collection)."""
-    collections = [collection] if collection else [f"{s}-raw" for s in list_sources()]
-    for cid in collections:
-        item = services.catalog.get_item(cid, item_id)
-        if item is not None:
-            return item
-    raise ItemNotFoundError(collection or " | ".join(collections), item_id, services.catalog.href)
 
 
 # ------------------------------------------------------------------------------------- activate
@@ -361,7 +242,7 @@ def _ng_sidecars(meta: SceneMetadata, files: dict[str, Path]) -> tuple[str, ...]
                 notes.append(f"GLT not registered (does not match the ortho image: {problem})")
                 continue
             notes.append("GLT checked against the ortho image: same size and grid")
-        key = _sidecar_key(kind)
+        key = sidecar_key(kind)
         files[key] = Path(path)
         files[key + "_header"] = Path(path + ".hdr")
     return tuple(notes)
@@ -508,15 +389,6 @@ def register_activated(services: Services, item: pystac.Item) -> None:
     fault_point("after-register")
 
 
-def index_one(services: Services, uri: str, source: str | None = None) -> pystac.Item:
-    """Index the one raw scene at ``uri`` (refused, naming what was found, when there is not exactly one)."""
-    entries = discover_scenes(uri)
-    if len(entries) != 1:
-        found = f": {', '.join(entries)}" if entries else ""
-        raise ValueError(f"{uri}: expected exactly one raw scene, found {len(entries)}{found}")
-    return index_scene(services, entries[0], source=source)
-
-
 def not_activated_reason(services: Services, raw: pystac.Item) -> str | None:
     """Why the configuration says not to activate this raw item (``sources.<source>.activate: false``)."""
     src = raw.properties["hsi:source"]
@@ -617,25 +489,3 @@ def plan_activation(services: Services, raw: pystac.Item, profile: CogProfile) -
         ref=ref,
         skip=skip,
     )
-
-
-def discover_scenes(href: str) -> list[str]:
-    """Scene entries at ``href``: itself for a file/URL/s3 key; for a local directory, every
-    archive and every ENVI header in it (sensor sidecar headers excluded), sorted."""
-    if "://" in href and not href.startswith("file://"):
-        return [href]
-    p = Path(href[7:] if href.startswith("file://") else href)
-    if not p.is_dir():
-        return [str(p)]
-    found = []
-    for f in sorted(p.rglob("*")):
-        if not f.is_file():
-            continue
-        if (
-            is_archive(f)
-            or (f.suffix == ".hdr" and not any(s in f.name for s in ("_glt", "_igm", "_loc", "_obs", "_h2o")))
-            or f.suffix == ".nc"
-            and EmitSource().matches(f)
-        ):
-            found.append(str(f))
-    return found

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from rasterio.crs import CRS
-from rasterio.transform import Affine
-from rasterio.warp import transform_geom
+from typing import TYPE_CHECKING, Any
 
 from hsi.scene import SceneMetadata
+
+if TYPE_CHECKING:  # rasterio loads on first use: indexing checks in the CLI stay fast
+    from rasterio.crs import CRS
+    from rasterio.transform import Affine
 
 __all__ = ["bbox_of", "footprint", "scene_footprint"]
 
@@ -21,6 +21,8 @@ def footprint(
     Edges are densified so the polygon stays accurate after reprojection. Without a CRS the
     polygon is in pixel coordinates (and not meaningful on a map).
     """
+    from rasterio.warp import transform_geom
+
     corners = [(0, 0), (width, 0), (width, height), (0, height)]
     ring: list[tuple[float, float]] = []
     for (c0, r0), (c1, r1) in zip(corners, corners[1:] + corners[:1], strict=True):
@@ -47,6 +49,9 @@ def bbox_of(geom: dict[str, Any]) -> tuple[float, float, float, float]:
 
 def scene_footprint(meta: SceneMetadata) -> dict[str, Any] | None:
     """Footprint of a scene from its header georeferencing (None when it has none)."""
+    from rasterio.crs import CRS
+    from rasterio.transform import Affine
+
     if meta.glt is not None:  # sensor geometry: the footprint is the GLT grid's
         g = meta.glt
         return footprint(

@@ -29,12 +29,10 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import rasterio
 from pydantic import ConfigDict, create_model
-from rasterio.windows import Window
 
 from hsi.config.models import ProcessorConfig, ProcessorInput
 from hsi.errors import ProductError
@@ -51,6 +49,9 @@ from hsi.products.base import (
     Product,
 )
 from hsi.products.registry import ProductRegistry, default_registry
+
+if TYPE_CHECKING:  # rasterio is imported where a run needs it: registering processors stays light
+    from rasterio.windows import Window
 
 __all__ = ["ProcessorRun", "image_digest", "processor_product", "register_processors"]
 
@@ -230,6 +231,8 @@ class ProcessorRun:
             arr = np.array(self._mm[:, r0:r1, c0:c1])
         else:
             if self._ds is None:
+                import rasterio
+
                 self._ds = rasterio.open(self.output)
             arr = self._ds.read(window=window)
         out = arr.astype(np.float64) if arr.dtype.kind != "f" else arr
@@ -267,6 +270,8 @@ def _band_names(reader_groups: Sequence[tuple[str, np.ndarray]]) -> list[str]:
 
 def _write_input(reader: ChunkReader, ctx: ComputeContext, path: Path, io: str) -> list[str]:
     """Stream the selected bands (physical float32, NaN = nodata) into ``path`` on the scene grid."""
+    import rasterio
+
     grid = ctx.grid or {}
     windows: list[Window] = list(getattr(reader, "windows", []))
     names: list[str] | None = None
@@ -367,6 +372,8 @@ def _container_argv(image: str, argv: list[str], scratch: Path) -> list[str] | N
 
 
 def _check_output(name: str, cfg: ProcessorConfig, out_dir: Path, grid: Mapping[str, Any]) -> Path:
+    import rasterio
+
     n_out, h, w = len(cfg.outputs), int(grid["height"]), int(grid["width"])
     found = ", ".join(sorted(p.name for p in out_dir.iterdir())) or "nothing"
     if cfg.io == "envi":
@@ -440,6 +447,8 @@ def _run(
     ctx: ComputeContext,
     scratch: Path,
 ) -> ProcessorRun:
+    import rasterio
+
     grid = ctx.grid or {}
     in_dir, out_dir = scratch / "in", scratch / "out"
     in_dir.mkdir()

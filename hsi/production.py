@@ -31,9 +31,10 @@ import rasterio
 
 from hsi.activation import activated_collection as _activated_collection
 from hsi.activation import check_done as _check_done
-from hsi.activation import find_raw_item, public_href
+from hsi.activation import public_href
 from hsi.activation import upload_outputs as _upload
 from hsi.errors import InvalidInputError, ItemNotFoundError
+from hsi.indexing import find_raw_item
 from hsi.products import ProductResult, get_product, run_product, select_bands, write_preview
 from hsi.quantities import (
     MASK_ASSET,

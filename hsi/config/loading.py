@@ -89,6 +89,8 @@ def check_config(data: Any) -> list[ConfigIssue]:
 
 def _check_processor_names(processors: dict[str, Any]) -> list[ConfigIssue]:
     """A processor may not take the name of a built-in or plugin product."""
+    if not processors:
+        return []
     from hsi.processors import SOURCE
     from hsi.products.registry import default_registry
 

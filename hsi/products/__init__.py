@@ -7,30 +7,62 @@ Products are discovered through the ``hsi.products`` entry-point group (see
 :mod:`hsi.products.registry`); built-ins live in :mod:`hsi.products.builtin`.
 """
 
-from hsi.products.bands import select_bands
-from hsi.products.base import (
-    ALL_GOOD_BANDS,
-    AllGoodBands,
-    BandRange,
-    BandRequest,
-    ComputeContext,
-    NoParams,
-    OutputBand,
-    OutputSpec,
-    Params,
-    Product,
-    SelectedBand,
-)
-from hsi.products.engine import ProductResult, compute_array, run_product
-from hsi.products.preview import write_preview
-from hsi.products.registry import (
-    ENTRY_POINT_GROUP,
-    ProductRegistry,
-    default_registry,
-    get_product,
-    list_products,
-    reset_default_registry,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hsi.products.bands import select_bands
+    from hsi.products.base import (
+        ALL_GOOD_BANDS,
+        AllGoodBands,
+        BandRange,
+        BandRequest,
+        ComputeContext,
+        NoParams,
+        OutputBand,
+        OutputSpec,
+        Params,
+        Product,
+        SelectedBand,
+    )
+    from hsi.products.engine import ProductResult, compute_array, run_product
+    from hsi.products.preview import write_preview
+    from hsi.products.registry import (
+        ENTRY_POINT_GROUP,
+        ProductRegistry,
+        default_registry,
+        get_product,
+        list_products,
+        reset_default_registry,
+    )
+
+# Names load on first use (PEP 562): the registry alone must not import rasterio (the engine does),
+# so `hsi products show`, config checks and processor registration answer in well under a second.
+_LAZY = {
+    "select_bands": "hsi.products.bands",
+    "ALL_GOOD_BANDS": "hsi.products.base",
+    "AllGoodBands": "hsi.products.base",
+    "BandRange": "hsi.products.base",
+    "BandRequest": "hsi.products.base",
+    "ComputeContext": "hsi.products.base",
+    "NoParams": "hsi.products.base",
+    "OutputBand": "hsi.products.base",
+    "OutputSpec": "hsi.products.base",
+    "Params": "hsi.products.base",
+    "Product": "hsi.products.base",
+    "SelectedBand": "hsi.products.base",
+    "ProductResult": "hsi.products.engine",
+    "compute_array": "hsi.products.engine",
+    "run_product": "hsi.products.engine",
+    "write_preview": "hsi.products.preview",
+    "ENTRY_POINT_GROUP": "hsi.products.registry",
+    "ProductRegistry": "hsi.products.registry",
+    "default_registry": "hsi.products.registry",
+    "get_product": "hsi.products.registry",
+    "list_products": "hsi.products.registry",
+    "reset_default_registry": "hsi.products.registry",
+}
+
 
 __all__ = [
     "ALL_GOOD_BANDS",
@@ -56,3 +88,16 @@ __all__ = [
     "select_bands",
     "write_preview",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(mod), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -34,13 +34,19 @@ SAVI), with the project's overrides of spyndex's shared defaults in :data:`CONST
 from __future__ import annotations
 
 import functools
+import importlib.metadata
+import importlib.util
+import json
 import logging
 from collections.abc import Mapping
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 from pydantic import Field, create_model
 
+from hsi.errors import ProductError
 from hsi.products.base import (
     BandRange,
     BandRequest,
@@ -77,8 +83,36 @@ def _spyndex() -> Any:
     return spyndex
 
 
+@functools.cache
+def _catalogue() -> SimpleNamespace:
+    """spyndex's own index, band and constant tables, read from its data files without importing it.
+
+    Importing spyndex costs about 0.25 s (requests, python-box); listing products, suggesting
+    names and building a product's metadata need only these tables. Computing calls spyndex.
+    ``tests/unit/test_indices.py`` checks the tables against ``spyndex.indices/bands/constants``.
+    """
+    spec = importlib.util.find_spec("spyndex")
+    if spec is None or not spec.submodule_search_locations:
+        raise ProductError("spyndex is not installed; reinstall hsi-pipeline")
+    data = Path(next(iter(spec.submodule_search_locations))) / "data"
+
+    def table(name: str) -> dict[str, SimpleNamespace]:
+        return {k: SimpleNamespace(**v) for k, v in json.loads((data / name).read_text()).items()}
+
+    indices = json.loads((data / "spectral-indices-dict.json").read_text())["SpectralIndices"]
+    return SimpleNamespace(
+        # spyndex.axioms.SpectralIndex drops the formula's spaces; keep the same text
+        indices={
+            k: SimpleNamespace(**{**v, "formula": v["formula"].replace(" ", "")}) for k, v in indices.items()
+        },
+        bands=table("bands.json"),
+        constants=table("constants.json"),
+        version=importlib.metadata.version("spyndex"),
+    )
+
+
 def _band_window(symbol: str) -> tuple[float, float] | None:
-    sx = _spyndex()
+    sx = _catalogue()
     b = sx.bands.get(symbol) if symbol in sx.bands else None
     if b is None or b.max_wavelength > MAX_OPTICAL_NM:
         return None
@@ -86,7 +120,7 @@ def _band_window(symbol: str) -> tuple[float, float] | None:
 
 
 def _usable(name: str) -> bool:
-    sx = _spyndex()
+    sx = _catalogue()
     idx = sx.indices[name]
     if idx.application_domain in ("radar", "kernel"):
         return False
@@ -108,7 +142,7 @@ def _usable(name: str) -> bool:
 @functools.cache
 def spyndex_index_names() -> tuple[str, ...]:
     """spyndex indices a VNIR–SWIR imaging spectrometer can supply."""
-    return tuple(sorted(n for n in _spyndex().indices if _usable(n)))
+    return tuple(sorted(n for n in _catalogue().indices if _usable(n)))
 
 
 def _resolve_name(name: str) -> str | None:
@@ -129,7 +163,7 @@ def spyndex_product(name: str) -> Product | None:
 
 @functools.cache
 def _build_spyndex_product(name: str) -> Product:
-    sx = _spyndex()
+    sx = _catalogue()
     idx = sx.indices[name]
     inputs = []
     consts: dict[str, Any] = {}
@@ -163,7 +197,7 @@ def _build_spyndex_product(name: str) -> Product:
                 lo, hi = _band_window(sym)  # type: ignore[misc]
                 values[lam] = (lo + hi) / 2.0
         with np.errstate(all="ignore"):
-            out = sx.computeIndex(name, params=values)
+            out = _spyndex().computeIndex(name, params=values)
         out = np.asarray(out, dtype=np.float32)
         if out.ndim == 0:  # formula without any band term is impossible, but be safe
             out = np.full(next(iter(bands.values())).shape, out, dtype=np.float32)
@@ -171,13 +205,13 @@ def _build_spyndex_product(name: str) -> Product:
 
     return Product(
         name=f"index:{name}",
-        version=f"{INDEX_VERSION}+spyndex.{sx.__version__}",
+        version=f"{INDEX_VERSION}+spyndex.{sx.version}",
         title=idx.long_name,
         inputs=tuple(inputs),
         output=OutputSpec(bands=(OutputBand(name, f"{idx.long_name}: {idx.formula}"),)),
         compute=compute,
         params_model=model,
-        reference=f"{idx.reference} (Awesome Spectral Indices via spyndex {sx.__version__})",
+        reference=f"{idx.reference} (Awesome Spectral Indices via spyndex {sx.version})",
         kind="index",
         extra={"formula": idx.formula, "application_domain": idx.application_domain},
         notes=" ".join(notes),

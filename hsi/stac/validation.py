@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pystac
-import pystac.validation
+
+if TYPE_CHECKING:  # jsonschema (through pystac.validation) loads on the first validation
+    import pystac.validation
 
 __all__ = ["HSI_EXTENSION", "use_offline_schemas", "validate_item"]
 
@@ -23,6 +26,8 @@ HSI_EXTENSION = "https://hsi-pipeline.github.io/stac-extension/v1.0.0/schema.jso
 @cache
 def use_offline_schemas() -> pystac.validation.JsonSchemaSTACValidator:
     """Install (once) a pystac validator that resolves every known extension schema locally."""
+    import pystac.validation
+
     validator = pystac.validation.JsonSchemaSTACValidator()
     for path in sorted(SCHEMA_DIR.glob("*/v*/schema.json")):
         ext, version = path.parent.parent.name, path.parent.name

@@ -159,3 +159,25 @@ def test_sloped_continuum_depth() -> None:
     d = linear_continuum_depth(left, right, feat, 1660.0, 1780.0, np.array([1700.0, 1730.0]))
     # Rc(1700) = 0.1 + 0.2*40/120 = 0.16667 -> 0.1; Rc(1730) = 0.1 + 0.2*70/120 = 0.21667 -> 0.53846
     assert d[0, 0] == pytest.approx(1 - 0.1 / (0.1 + 0.2 * 70 / 120), rel=1e-5)
+
+
+def test_catalogue_read_from_spyndex_data_matches_spyndex() -> None:
+    """The tables read without importing spyndex (fast `hsi products`) are spyndex's own."""
+    from hsi.products.indices import _catalogue
+
+    cat = _catalogue()
+    assert cat.version == spyndex.__version__
+    assert set(cat.indices) == set(spyndex.indices)
+    for name, idx in spyndex.indices.items():
+        mine = cat.indices[name]
+        for attr in ("bands", "formula", "long_name", "reference", "application_domain"):
+            assert getattr(mine, attr) == getattr(idx, attr), (name, attr)
+    assert set(cat.bands) == set(spyndex.bands)
+    for sym, b in spyndex.bands.items():
+        assert (cat.bands[sym].min_wavelength, cat.bands[sym].max_wavelength) == (
+            b.min_wavelength,
+            b.max_wavelength,
+        )
+    assert {k: c.default for k, c in cat.constants.items()} == {
+        k: c.default for k, c in spyndex.constants.items()
+    }
