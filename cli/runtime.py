@@ -486,7 +486,7 @@ def activation_up_to_date(cfg: Any, item_id: str, collection: str | None = None)
         return None
     try:
         from hsi import activation as act
-        from hsi.cog import CogProfile
+        from hsi.cog_profile import CogProfile
 
         svc = _services(cfg)
         _reclaim_dead_runs(svc)  # what killed runs left, as the flow's planning task does

@@ -12,7 +12,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from hsi.cog import CogProfile
+from hsi.cog_profile import CogProfile
 from hsi.storage import ObjectInfo
 from hsi_pipeline.tasks import activation as t
 from hsi_pipeline.tasks.ops import note_done, note_failure

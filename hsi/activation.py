@@ -18,11 +18,11 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pystac
 
-from hsi.cog import CogInfo, CogProfile, Progress, write_cog, write_quicklook
+from hsi.cog_profile import CogProfile
 from hsi.errors import UnsupportedSourceError
 from hsi.events import EventResource, scene_activated_event, stage_outcome_event
 from hsi.faults import fault_point
@@ -43,6 +43,9 @@ from hsi.sources.ng_sidecars import SIDECAR_KINDS, glt_agrees, read_aux
 from hsi.stac.items import COG_MEDIA_TYPE, AssetRef, activated_item, collection_for
 from hsi.stac.provenance import InputRef, Provenance, RunInfo, apply_provenance, derivation_key
 from hsi.storage import ObjectInfo
+
+if TYPE_CHECKING:  # the writer (rasterio, rio-cogeo) loads in convert(): planning stays light
+    from hsi.cog import CogInfo, Progress
 
 __all__ = [
     "ACTIVATION_ALGORITHM",
@@ -210,6 +213,8 @@ def convert(
     """Scene on disk -> analysis-ready COG + RGB quicklook COG + PNG thumbnail in ``out_dir``.
 
     An archive is extracted into ``work_dir`` within ``limits``."""
+    from hsi.cog import write_cog, write_quicklook
+
     meta = read_scene(entry, source=source, work_dir=work_dir, limits=limits)
     out_dir.mkdir(parents=True, exist_ok=True)
     cube = out_dir / f"{meta.item_id}.tif"

@@ -45,6 +45,7 @@ from rasterio.transform import Affine
 from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_translate
 
+from hsi.cog_profile import CogProfile
 from hsi.cube import open_cube, read_rotated_window
 from hsi.faults import fault_point
 from hsi.geo import bbox_of, footprint
@@ -73,37 +74,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]  # (done, total)
-
-
-@dataclass(frozen=True)
-class CogProfile:
-    """Creation profile of the analysis-ready cube."""
-
-    blocksize: int = 256
-    compress: str = "ZSTD"
-    level: int | None = 9  # ZSTD level; 9 is a good speed/size trade-off for spectra
-    predictor: int | None = None  # None = 2 for integers, 3 for floats
-    overview_level: int = 0  # cube overviews (0 = none; the quicklook carries the pyramid)
-    num_threads: int | str = "ALL_CPUS"
-
-    def creation_options(self, dtype: str) -> dict[str, Any]:
-        pred = self.predictor
-        if pred is None:
-            pred = 3 if np.dtype(dtype).kind == "f" else 2
-        opts: dict[str, Any] = {
-            "driver": "GTiff",
-            "interleave": "band",
-            "tiled": True,
-            "blockxsize": self.blocksize,
-            "blockysize": self.blocksize,
-            "compress": self.compress,
-            "predictor": pred,
-            "num_threads": self.num_threads,
-            "bigtiff": "IF_SAFER",
-        }
-        if self.level is not None and self.compress.upper() == "ZSTD":
-            opts["zstd_level"] = self.level
-        return opts
 
 
 @dataclass(frozen=True)

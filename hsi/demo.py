@@ -17,7 +17,7 @@ from typing import Any
 
 from hsi import activation as act
 from hsi import production as prod
-from hsi.cog import CogProfile
+from hsi.cog_profile import CogProfile
 from hsi.services import Services
 from hsi.sources.synthetic import synthesize
 from hsi.stac.items import collection_for

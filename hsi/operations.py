@@ -29,7 +29,7 @@ from typing import Any, Literal
 import pystac
 
 from hsi import activation as act
-from hsi.cog import CogProfile
+from hsi.cog_profile import CogProfile
 from hsi.errors import HSIError
 from hsi.failures import get_failure
 from hsi.lineage import descendants

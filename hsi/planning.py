@@ -31,7 +31,7 @@ import pystac
 
 from hsi import activation as act
 from hsi.catalog.base import BBox, Catalog, DatetimeRange
-from hsi.cog import CogProfile
+from hsi.cog_profile import CogProfile
 from hsi.errors import InvalidInputError
 from hsi.services import Services
 from hsi.sources import list_sources

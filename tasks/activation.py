@@ -14,7 +14,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from hsi import activation as act
-from hsi.cog import CogProfile
+from hsi.cog_profile import CogProfile
 from hsi.scratch import RunScratch
 from hsi.stac.provenance import InputRef
 from hsi.storage import ObjectInfo

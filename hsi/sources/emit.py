@@ -28,8 +28,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from hsi.errors import DataFileError, UnsupportedSourceError
 from hsi.scene import BandInfo, GltRef, RasterLayout, SceneMetadata
 from hsi.sources.envi import is_bad_default
@@ -139,6 +137,8 @@ def _open(path: Path, group: str | None = None) -> Any:
 def _geo(
     path: Path, attrs: dict[str, Any], loc: Any
 ) -> tuple[tuple[float, float, float, float, float, float], str, GltRef]:
+    import numpy as np  # on use: detecting and listing sources stays light (fast CLI checks)
+
     if "geotransform" not in attrs or "spatial_ref" not in attrs:
         raise DataFileError(
             path, "global attributes 'geotransform' and 'spatial_ref' are required (EMIT V001)"
@@ -178,6 +178,8 @@ def read_granule(
     path: Path, *, variable: str, quantity: str, level: str, label_var: str | None
 ) -> SceneMetadata:
     """Metadata of one EMIT granule whose cube is ``variable`` (headers only, no pixels)."""
+    import numpy as np
+
     name = parse_emit_name(path.name)
     if name is None:
         raise UnsupportedSourceError(f"{path}: not an EMIT granule name (EMIT_<level>_<product>_...nc)")

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 import pystac
 
 from hsi.scene import BandInfo, SceneMetadata
@@ -78,6 +77,8 @@ def bands_field(
     bands: Sequence[BandInfo], dtype: str, nodata: float | None, unit: str | None = None
 ) -> list[dict[str, Any]]:
     """STAC 1.1 ``bands`` entries (eo/raster v2 field names; wavelengths in micrometres)."""
+    import numpy as np  # on use: reading items (CLI checks) does not need it
+
     out = []
     dt = np.dtype(dtype).name
     for b in bands:
