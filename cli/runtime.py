@@ -462,7 +462,7 @@ def _services(cfg: Any) -> Any:
 def _reclaim_dead_runs(svc: Any) -> None:
     """The planning tasks' housekeeping without Prefect: dead runs' scratch and uploads, and their
     item leases, released through the API that granted them (plain HTTP, as for crashed runs)."""
-    from hsi.lease import Holder, release_dead_holders
+    from hsi.lease import Holder
 
     def release(h: Holder) -> None:
         if h.api_url:
@@ -470,8 +470,7 @@ def _reclaim_dead_runs(svc: Any) -> None:
                 h.api_url, "POST", "v2/concurrency_limits/decrement-with-lease", {"lease_id": h.lease_id}, 5.0
             )
 
-    svc.reclaim_runs()
-    release_dead_holders(svc.work_dir, release)
+    svc.reclaim_dead_runs(release)
 
 
 def _fast_path_possible(cfg: Any) -> bool:

@@ -127,13 +127,17 @@ def dead_holders(work_dir: Path | str, name: str | None = None) -> list[Holder]:
 
 
 def release_dead_holders(
-    work_dir: Path | str, release: Callable[[Holder], object] | None, name: str | None = None
+    work_dir: Path | str,
+    release: Callable[[Holder], object] | None,
+    name: str | None = None,
+    holders: list[Holder] | None = None,
 ) -> list[Holder]:
     """Release (``release(holder)``, errors logged) and forget the leases of dead holders of this host.
 
-    ``release=None``: only forget the records; their leases then expire by themselves (``LEASE_S``)."""
+    ``release=None``: only forget the records; their leases then expire by themselves (``LEASE_S``).
+    ``holders``: the caller's :func:`dead_holders` list (not looked up again)."""
     done = []
-    for h in dead_holders(work_dir, name):
+    for h in dead_holders(work_dir, name) if holders is None else holders:
         if release is not None and h.lease_id:
             try:
                 release(h)

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from hsi.catalog import Catalog, open_catalog
 from hsi.config import PipelineConfig, S3Access, load_config
 from hsi.errors import ConfigError, StorageError
+from hsi.lease import Holder, release_dead_holders
 from hsi.scratch import Reclaimed, RunScratch, open_run, reclaim
 from hsi.storage import ObjectInfo, ObjectStore, open_store
 
@@ -198,6 +199,14 @@ class Services:
     def reclaim_runs(self, *, everything: bool = False, grace_s: float = 600.0) -> list[Reclaimed]:
         """Delete the scratch of runs whose owner died (``everything``: of every run not alive here)."""
         return reclaim(self.work_dir, undo=self.undo_run, everything=everything, grace_s=grace_s)
+
+    def reclaim_dead_runs(self, release: Callable[[Holder], object] | None) -> list[Reclaimed]:
+        """What dead runs of this machine left: their scratch (and unfinished uploads), then their
+        item leases, released with ``release(holder)`` (Prefect's client in the flows, plain HTTP in
+        the CLI's fast path) rather than left to expire. Returns the reclaimed scratch."""
+        reclaimed = self.reclaim_runs()
+        release_dead_holders(self.work_dir, release)
+        return reclaimed
 
     def abort_stale_uploads(
         self, prefix_uri: str | None = None, older_than_s: float = STALE_UPLOAD_S

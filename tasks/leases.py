@@ -30,7 +30,7 @@ from prefect.settings import PREFECT_API_URL
 
 from hsi.lease import LEASE_S, Holder, dead_holders, record_holder, release_dead_holders
 
-__all__ = ["prefect_item_lease", "release_dead_leases"]
+__all__ = ["prefect_item_lease", "release_dead_leases", "release_lease"]
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +79,24 @@ def release_dead_leases(
     work_dir: Path, name: str | None = None, client: SyncPrefectClient | None = None
 ) -> list[Holder]:
     """Release the Prefect leases recorded by dead runs of this machine (of ``name``, or all)."""
-    if not dead_holders(work_dir, name):
+    dead = dead_holders(work_dir, name)
+    if not dead:
         return []
     with ExitStack() as stack:
         c = client or stack.enter_context(get_client(sync_client=True))
         done = release_dead_holders(
-            work_dir, lambda h: c.release_concurrency_slots_with_lease(uuid.UUID(h.lease_id)), name
+            work_dir, lambda h: c.release_concurrency_slots_with_lease(uuid.UUID(h.lease_id)), name, dead
         )
     for h in done:
         log.info("%s: released the lease of a dead run (%s)", h.name, h.record.name)
     return done
+
+
+def release_lease(h: Holder) -> None:
+    """Release the lease of a dead holder through Prefect's client (a client each: they are rare)."""
+    with get_client(sync_client=True) as c:
+        c.release_concurrency_slots_with_lease(uuid.UUID(h.lease_id))
+    log.info("%s: released the lease of a dead run (%s)", h.name, h.record.name)
 
 
 @contextmanager

@@ -203,10 +203,8 @@ def reclaim_dead_runs(svc: Services) -> None:
     from prefect.logging import get_run_logger
     from prefect.settings import PREFECT_API_URL
 
-    log = get_run_logger()
-    for r in svc.reclaim_runs():
-        log.info("reclaimed %s (%d bytes): %s", r.path, r.bytes, r.reason)
-    if PREFECT_API_URL.value():
-        from hsi_pipeline.tasks.leases import release_dead_leases
+    from hsi_pipeline.tasks.leases import release_lease
 
-        release_dead_leases(svc.work_dir)
+    log = get_run_logger()
+    for r in svc.reclaim_dead_runs(release_lease if PREFECT_API_URL.value() else None):
+        log.info("reclaimed %s (%d bytes): %s", r.path, r.bytes, r.reason)
