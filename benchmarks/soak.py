@@ -52,6 +52,11 @@ from hsi.services import Services  # noqa: E402
 from hsi.sources.synthetic import synthesize  # noqa: E402
 from hsi.stac.product import product_collection, product_item_id  # noqa: E402
 from hsi_pipeline.deployments.generate import apply  # noqa: E402
+from hsi_pipeline.deployments.local.services import (  # noqa: E402
+    drop_prefect_db,
+    ensure_prefect_db,
+    prefect_db_url,
+)
 from hsi_pipeline.deployments.local.stack import Layout, status  # noqa: E402
 from tests.integration.e2e_harness import (  # noqa: E402
     Bridge,
@@ -105,8 +110,17 @@ def _all_runs(api: str) -> list[dict[str, Any]]:
             return runs
 
 
-def _settled(api: str, scene_uris: dict[str, str], svc: Services) -> dict[str, str]:
-    """Scene -> 'complete' | 'failed' | 'pending' from the catalog and the flow runs."""
+def _count_events(api: str, name: str) -> int:
+    r = prefect_api(
+        "POST", f"{api}/events/filter", json={"filter": {"event": {"name": [name]}}, "limit": 200}
+    )
+    r.raise_for_status()
+    return int(r.json().get("total", len(r.json()["events"])))
+
+
+def _settled(api: str, scene_uris: dict[str, str], svc: Services) -> tuple[dict[str, str], int]:
+    """Scene -> 'complete' | 'failed' | 'pending' from the catalog and the flow runs; the number of
+    runs not yet in a terminal state."""
     runs = _all_runs(api)
     by_scene: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
@@ -132,7 +146,7 @@ def _settled(api: str, scene_uris: dict[str, str], svc: Services) -> dict[str, s
             out[sid] = "failed"
         else:
             out[sid] = "pending"
-    return out
+    return out, sum(r["state_type"] not in TERMINAL for r in runs)
 
 
 def main() -> int:
@@ -145,8 +159,14 @@ def main() -> int:
     ap.add_argument("--p-redeliver", type=float, default=0.3)
     ap.add_argument("--restarts", type=int, default=1, help="Prefect server restarts during the stream")
     ap.add_argument("--settle-timeout", type=float, default=1800.0)
+    ap.add_argument("--idle-timeout", type=float, default=180.0,
+                    help="stop waiting when no run is active and nothing changed for this long")  # fmt: skip
+    ap.add_argument("--prefect-db", choices=("postgres", "sqlite"), default="postgres",
+                    help="the private Prefect server's database: the stack's PostgreSQL (as `hsi stack up` "
+                         "runs Prefect) or SQLite")  # fmt: skip
     args = ap.parse_args()
-    info = status(Layout.default(Path(os.environ.get("HSI_STACK_DIR") or ROOT / ".stack")))
+    layout = Layout.default(Path(os.environ.get("HSI_STACK_DIR") or ROOT / ".stack"))
+    info = status(layout)
     if not info["up"]:
         print("the local stack is not running: `hsi stack up` first", file=sys.stderr)
         return 2
@@ -157,7 +177,13 @@ def main() -> int:
     moto_proc = subprocess.Popen([_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=moto_log,
                                  stderr=subprocess.STDOUT)  # fmt: skip
     moto = f"http://127.0.0.1:{port}"
-    prefect = PrivatePrefect(tmp / "prefect")
+    db_name = f"soak_{os.getpid()}"
+    db_url = None
+    if args.prefect_db == "postgres":
+        sec = json.loads(layout.secrets_file.read_text())
+        ensure_prefect_db(layout, sec, db_name)
+        db_url = prefect_db_url(layout, sec, db_name)
+    prefect = PrivatePrefect(tmp / "prefect", db_url=db_url)
     faults: Counter[str] = Counter()
     t_start = time.monotonic()
     try:
@@ -203,9 +229,13 @@ def main() -> int:
                     prefect.start_server(timeout=600)
                     faults["Prefect server restart"] += 1
             deadline = time.monotonic() + args.settle_timeout
+            last, changed = None, time.monotonic()
             while True:  # poll until every scene is complete or failed (or the deadline: "lost")
-                state = _settled(prefect.api, uris, svc)
-                if "pending" not in state.values() or time.monotonic() > deadline:
+                state, active = _settled(prefect.api, uris, svc)
+                if (state, active) != last:
+                    last, changed = (state, active), time.monotonic()
+                idle = not active and time.monotonic() - changed > args.idle_timeout
+                if "pending" not in state.values() or time.monotonic() > deadline or idle:
                     break
                 time.sleep(5.0)  # polling interval of a condition, not synchronisation
         doubled = 0
@@ -218,6 +248,7 @@ def main() -> int:
             )  # fmt: skip
             doubled += int(len(act) > 1) + int(len(pub) > 1)
         counts = Counter(state.values())
+        action_failed = _count_events(prefect.api, "prefect.automation.action.failed")
         wall = time.monotonic() - t_start
         print(f"\nsoak: {args.scenes} scenes, seed {args.seed}, {wall:.0f} s wall")
         print("faults injected: " + (", ".join(f"{k} x{v}" for k, v in sorted(faults.items())) or "none"))
@@ -225,11 +256,14 @@ def main() -> int:
         print(f"{'failed with a record (crashed/failed run)':<44}{counts['failed']:>6}")
         print(f"{'lost':<44}{counts['pending']:>6}")
         print(f"{'doubled (work done twice for one item)':<44}{doubled:>6}")
+        print(f"{'automation actions that failed (Prefect)':<44}{action_failed:>6}")
         return 1 if counts["pending"] or doubled else 0
     finally:
         prefect.stop()
         _stop(moto_proc)
         moto_log.close()
+        if db_url:
+            drop_prefect_db(layout, db_name)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
     HSI_STACK_DIR=/work/stack .venv/bin/python scripts/fault_table.py [--from-junit FILE ...] [pytest args]
 
-Runs ``pytest tests/faults`` with a JUnit report (or reads an existing one with ``--from-junit``) and
+Runs ``pytest tests/faults`` with a JUnit report (or reads an existing one with ``--from-junit``, e.g.
+the whole suite's from ``bash scripts/test.sh --junitxml=FILE``: only tests/faults cases are used) and
 replaces the text between the ``<!-- fault-table -->`` markers of docs/RELIABILITY.md.
 """
 
@@ -24,6 +25,8 @@ BEGIN, END = "<!-- fault-table -->", "<!-- /fault-table -->"
 def _cases(junit: Path) -> list[tuple[str, str, float]]:
     rows = []
     for tc in ET.parse(junit).getroot().iter("testcase"):
+        if not tc.get("classname", "").startswith("tests.faults."):  # a whole-suite report: only ours
+            continue
         outcome = "pass"
         for tag in ("failure", "error", "skipped"):
             if tc.find(tag) is not None:

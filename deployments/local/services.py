@@ -444,18 +444,26 @@ def _prefect_ok(layout: Layout) -> bool:
 PREFECT_DB = "prefect"  # the Prefect server's database in the stack's PostgreSQL
 
 
-def ensure_prefect_db(layout: Layout, sec: dict[str, str]) -> None:
-    """The Prefect server's own database in the stack's PostgreSQL (idempotent)."""
-    if _psql(layout, f"SELECT 1 FROM pg_database WHERE datname = '{PREFECT_DB}'") != "1":
-        _psql(layout, f"CREATE DATABASE {PREFECT_DB} OWNER {PG_USER}")
+def ensure_prefect_db(layout: Layout, sec: dict[str, str], name: str = PREFECT_DB) -> None:
+    """A Prefect server's own database in the stack's PostgreSQL (idempotent; ``name``: another
+    server's, e.g. a benchmark's private one)."""
+    if _psql(layout, f"SELECT 1 FROM pg_database WHERE datname = '{name}'") != "1":
+        _psql(layout, f"CREATE DATABASE {name} OWNER {PG_USER}")
 
 
-def prefect_db_url(layout: Layout, sec: dict[str, str]) -> str:
+def drop_prefect_db(layout: Layout, name: str) -> None:
+    """Drop a private Prefect server's database (never the stack's own)."""
+    if name == PREFECT_DB:
+        raise StackError("refusing to drop the stack's own Prefect database")
+    _psql(layout, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def prefect_db_url(layout: Layout, sec: dict[str, str], name: str = PREFECT_DB) -> str:
     from urllib.parse import quote
 
     return (
         f"postgresql+asyncpg://{PG_USER}:{quote(sec['pg_password'], safe='')}@{HOST}:"
-        f"{layout.ports['postgres']}/{PREFECT_DB}"
+        f"{layout.ports['postgres']}/{name}"
     )
 
 

@@ -49,17 +49,19 @@ class PrivatePrefect:
     server: subprocess.Popen[bytes] | None = None
     worker: subprocess.Popen[bytes] | None = None
     starter: subprocess.Popen[bytes] | None = None
+    db_url: str | None = None  # PostgreSQL (as `hsi stack up` runs it); None: SQLite under ``home``
 
     @property
     def api(self) -> str:
         return f"http://127.0.0.1:{self.port}/api"
 
     def _env(self) -> dict[str, str]:
+        db = {"PREFECT_SERVER_DATABASE_CONNECTION_URL": self.db_url} if self.db_url else {}
         return _clean_env({"PREFECT_HOME": str(self.home), "PREFECT_API_URL": self.api,
                            "PREFECT_SERVER_API_PORT": str(self.port), "PREFECT_UI_ENABLED": "false",
                            "PREFECT_SERVER_UI_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING",
                            # SQLite under many concurrent flow runs: wait for the lock instead of a 503
-                           "PREFECT_SERVER_DATABASE_TIMEOUT": "60"})  # fmt: skip
+                           "PREFECT_SERVER_DATABASE_TIMEOUT": "60", **db})  # fmt: skip
 
     def healthy(self) -> bool:
         try:
