@@ -62,17 +62,37 @@ def pool_command(socket_path: str | Path) -> str:
     return shlex.join([sys.executable, str(Path(__file__).resolve()), "run", "--socket", str(socket_path)])
 
 
+POOL_CONCURRENCY_ENV = "HSI_POOL_CONCURRENCY"
+
+
+def pool_concurrency() -> int | None:
+    """Flow runs the local pool runs at once: ``HSI_POOL_CONCURRENCY`` (0 = no limit), default twice the
+    CPUs and at least 4. A burst of new scenes then queues in Prefect (SCHEDULED) instead of forking
+    dozens of runs that starve each other and the API server (seen in the soak: 40 runs on 2 cores,
+    API read timeouts); parents waiting on deployment runs (``hsi reprocess``) still leave slots."""
+    raw = os.environ.get(POOL_CONCURRENCY_ENV, "").strip()
+    if raw:
+        n = int(raw)
+        return n if n > 0 else None
+    return max(4, 2 * (os.cpu_count() or 1))
+
+
 def ensure_pool(api_url: str, pool: str, command: str, *, timeout: float = 30.0) -> None:
-    """Create or update the process work pool ``pool`` so its runs start with ``command``."""
+    """Create or update the process work pool ``pool`` so its runs start with ``command``, with
+    :func:`pool_concurrency` as its concurrency limit."""
     import httpx
     from prefect.workers.process import ProcessWorker
 
     tpl = ProcessWorker.get_default_base_job_template()
     tpl["variables"]["properties"]["command"]["default"] = command
+    limit = pool_concurrency()
     with httpx.Client(base_url=api_url.rstrip("/"), timeout=timeout) as c:
-        r = c.post("/work_pools/", json={"name": pool, "type": "process", "base_job_template": tpl})
+        r = c.post(
+            "/work_pools/",
+            json={"name": pool, "type": "process", "base_job_template": tpl, "concurrency_limit": limit},
+        )
         if r.status_code == 409:
-            r = c.patch(f"/work_pools/{pool}", json={"base_job_template": tpl})
+            r = c.patch(f"/work_pools/{pool}", json={"base_job_template": tpl, "concurrency_limit": limit})
         if r.status_code >= 400:
             raise RuntimeError(
                 f"cannot set up work pool {pool!r} at {api_url}: HTTP {r.status_code} {r.text[:300]}"

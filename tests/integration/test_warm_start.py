@@ -110,6 +110,8 @@ def test_pool_starts_runs_through_the_starter(warm: dict[str, Any]) -> None:
     pool = prefect_api("GET", f"{warm['api']}/work_pools/{POOL}").json()
     command = pool["base_job_template"]["variables"]["properties"]["command"]["default"]
     assert str(WARM) in command and str(warm["prefect"].starter_socket) in command
+    # a burst queues in Prefect rather than forking a run per scene at once
+    assert pool["concurrency_limit"] == max(4, 2 * (os.cpu_count() or 1))
 
 
 def test_runs_are_forked_warm_and_behave_like_cold_runs(warm: dict[str, Any]) -> None:
