@@ -379,7 +379,10 @@ class StacApiCatalog:
     def _api_error(self, url: str, e: Any) -> CatalogError:
         status = getattr(e, "status_code", None)
         if status is None:
-            return CatalogUnavailableError(url, f"cannot reach the STAC API: {self._scrub(str(e))[:300]}")
+            # unreachable: name the API, not the first collection a lookup happened to try
+            return CatalogUnavailableError(
+                self._url, f"cannot reach the STAC API: {self._scrub(str(e))[:300]}"
+            )
         if status >= 500:
             return CatalogUnavailableError(url, f"server error after {self._retries} retries", status)
         if status in (401, 403):
@@ -417,7 +420,9 @@ class StacApiCatalog:
             return resp
         what = "cannot reach the STAC API" if status is None else "the STAC API keeps failing"
         raise CatalogUnavailableError(
-            url, f"{what}: {method} failed after {attempts} attempts ({last})", status
+            self._url if status is None else url,
+            f"{what}: {method} failed after {attempts} attempts ({last})",
+            status,
         )
 
     def _status(self, method: str, url: str) -> int | None:

@@ -79,3 +79,20 @@ def test_api_managed_links_are_not_sent() -> None:
     }
     assert [ln["rel"] for ln in StacApiCatalog._clean(d)["links"]] == ["derived_from", "via"]
     assert StacApiCatalog._clean({})["links"] == []  # an item POST must carry links
+
+
+def test_unreachable_api_is_named_not_the_collection_a_lookup_tried() -> None:
+    """`hsi activate ID` looks in emit-raw first: the error must name the API, not that collection."""
+    import socket
+
+    from hsi.errors import CatalogUnavailableError
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    api = f"http://127.0.0.1:{port}/stac"
+    cat = StacApiCatalog(api, retries=1, backoff_s=0.0, timeout_s=2.0)
+    with pytest.raises(CatalogUnavailableError) as ei:
+        cat.get_item("emit-raw", "some-id")
+    assert str(ei.value).startswith(f"catalog {api}: cannot reach the STAC API")
+    assert "emit-raw" not in str(ei.value)
