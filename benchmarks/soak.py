@@ -110,11 +110,12 @@ def _all_runs(api: str) -> list[dict[str, Any]]:
             return runs
 
 
-def _count_events(api: str, name: str) -> int:
-    r = prefect_api(
-        "POST", f"{api}/events/filter", json={"filter": {"event": {"name": [name]}}, "limit": 200}
-    )
-    r.raise_for_status()
+def _count_events(api: str, name: str) -> int | str:
+    """How many ``name`` events the server has (a diagnostic: "?" when it cannot tell)."""
+    body = {"filter": {"event": {"name": [name]}}, "limit": 50}
+    r = prefect_api("POST", f"{api}/events/filter", json=body)
+    if r.status_code != 200:
+        return f"? (HTTP {r.status_code})"
     return int(r.json().get("total", len(r.json()["events"])))
 
 
