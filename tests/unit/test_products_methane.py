@@ -12,7 +12,8 @@ from scipy import ndimage
 
 from hsi.errors import ProductError
 from hsi.products import compute_array, get_product, run_product
-from hsi.products.methane import _Components, ch4_lut, ch4_unit_absorption, column_filters
+from hsi.products.methane import ch4_lut, ch4_unit_absorption, column_filters
+from hsi.products.plumes import WindowedComponents
 from hsi.products.testing import MethaneScene, band_table, write_activated_cog
 from hsi.sources.synthetic import sensor_table
 
@@ -133,7 +134,7 @@ def test_components_joined_across_windows_equal_whole_image_labels(win: int) -> 
     h, w = 70, 50
     cand = ndimage.binary_opening(rng.random((h, w)) < 0.45) | (rng.random((h, w)) < 0.05)
     alpha = rng.random((h, w)) * 100
-    comps = _Components(w)
+    comps = WindowedComponents(w)
     for r in range(0, h, win):
         for c in range(0, w, win):
             comps.add(cand[r : r + win, c : c + win], alpha[r : r + win, c : c + win], r, c)
