@@ -231,7 +231,8 @@ def _rotated_bounds(t: Affine, width: int, height: int) -> tuple[float, float, f
     return min(xs), min(ys), max(xs), max(ys)
 
 
-def _band_tags(meta: SceneMetadata) -> tuple[list[dict[str, str]], list[dict[str, dict[str, str]]]]:
+def band_tags(meta: SceneMetadata) -> tuple[list[dict[str, str]], list[dict[str, dict[str, str]]]]:
+    """Per-band tags (default and IMAGERY domains) of the scene's bands, as every cube COG carries."""
     tags, ns_tags = [], []
     for b in meta.bands:
         t = {TAG_GOOD: "1" if b.good else "0"}
@@ -247,9 +248,44 @@ def _band_tags(meta: SceneMetadata) -> tuple[list[dict[str, str]], list[dict[str
     return tags, ns_tags
 
 
-def band_tags(meta: SceneMetadata) -> tuple[list[dict[str, str]], list[dict[str, dict[str, str]]]]:
-    """Per-band tags (default and IMAGERY domains) of the scene's bands, as every cube COG carries."""
-    return _band_tags(meta)
+def scene_sink(
+    meta: SceneMetadata,
+    dst_path: str | Path,
+    profile: CogProfile,
+    *,
+    width: int,
+    height: int,
+    crs: CRS | None,
+    transform: Affine,
+    nodata: float | None,
+    extra_tags: Mapping[str, str] | None = None,
+) -> CogSink:
+    """The :class:`CogSink` of a scene's cube on a given grid: the scene's dtype, band descriptions,
+    band tags, scales and offsets, and the ``HSI_*`` dataset tags (both writers use it)."""
+    tags, ns_tags = band_tags(meta)
+    return CogSink(
+        dst_path,
+        width=width,
+        height=height,
+        count=meta.layout.count,
+        dtype=np.dtype(meta.layout.dtype).name,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+        profile=profile,
+        descriptions=[b.description() for b in meta.bands],
+        band_tags=tags,
+        band_ns_tags=ns_tags,
+        scales=[b.scale for b in meta.bands],
+        offsets=[b.offset for b in meta.bands],
+        tags={
+            "HSI_SCENE_ID": meta.scene_id,
+            "HSI_SOURCE": meta.source,
+            "HSI_QUANTITY": meta.quantity,
+            **(extra_tags or {}),
+            **({"HSI_UNITS": meta.units} if meta.units else {}),
+        },
+    )
 
 
 def write_cog(
@@ -261,8 +297,7 @@ def write_cog(
 ) -> CogInfo:
     """Write the scene as one band-interleaved COG at ``dst_path`` (a local path) in bounded memory.
 
-
-
+    The cube is read and written one output tile at a time. The COG keeps the source's digital
     numbers; per-band scale/offset make them physical. A rotated grid is resampled north-up
     (nearest neighbour) with fill = nodata. The COG appears at ``dst_path`` only when complete.
     """
@@ -287,28 +322,8 @@ def write_cog(
     else:
         dst_t, width, height = src_t, meta.layout.width, meta.layout.height
     crs = CRS.from_wkt(meta.crs_wkt) if meta.crs_wkt else None
-    band_tags, band_ns_tags = _band_tags(meta)
-    sink = CogSink(
-        dst_path,
-        width=width,
-        height=height,
-        count=meta.layout.count,
-        dtype=np.dtype(meta.layout.dtype).name,
-        crs=crs,
-        transform=dst_t,
-        nodata=nodata,
-        profile=profile,
-        descriptions=[b.description() for b in meta.bands],
-        band_tags=band_tags,
-        band_ns_tags=band_ns_tags,
-        scales=[b.scale for b in meta.bands],
-        offsets=[b.offset for b in meta.bands],
-        tags={
-            "HSI_SCENE_ID": meta.scene_id,
-            "HSI_SOURCE": meta.source,
-            "HSI_QUANTITY": meta.quantity,
-            **({"HSI_UNITS": meta.units} if meta.units else {}),
-        },
+    sink = scene_sink(
+        meta, dst_path, profile, width=width, height=height, crs=crs, transform=dst_t, nodata=nodata
     )
     env = {"GDAL_CACHEMAX": 256, "GDAL_NUM_THREADS": "ALL_CPUS"}
     with rasterio.Env(**env), cube, sink:

@@ -276,7 +276,7 @@ def write_cog_glt(
     Same profile, band description and tags as :func:`hsi.cog.write_cog` (which calls this for
     scenes with ``meta.glt``); fill = the scene's nodata (or the dtype default).
     """
-    from hsi.cog import CogInfo, CogProfile, CogSink, band_tags, default_nodata
+    from hsi.cog import CogInfo, CogProfile, default_nodata, scene_sink
     from hsi.geo import bbox_of, footprint
 
     if meta.glt is None:
@@ -286,7 +286,6 @@ def write_cog_glt(
     nodata = meta.nodata if meta.nodata is not None else default_nodata(meta.layout.dtype)
     dst_t, width, height = glt_output_grid(ref)
     crs = CRS.from_wkt(ref.crs_wkt) if ref.crs_wkt else None
-    tags, ns_tags = band_tags(meta)
     log.info(
         "%s: sensor geometry %dx%d -> GLT grid %dx%d (exact lookup, fill %s)",
         meta.scene_id,
@@ -296,28 +295,16 @@ def write_cog_glt(
         height,
         nodata,
     )
-    sink = CogSink(
+    sink = scene_sink(
+        meta,
         dst_path,
+        profile,
         width=width,
         height=height,
-        count=meta.layout.count,
-        dtype=np.dtype(meta.layout.dtype).name,
         crs=crs,
         transform=dst_t,
         nodata=nodata,
-        profile=profile,
-        descriptions=[b.description() for b in meta.bands],
-        band_tags=tags,
-        band_ns_tags=ns_tags,
-        scales=[b.scale for b in meta.bands],
-        offsets=[b.offset for b in meta.bands],
-        tags={
-            "HSI_SCENE_ID": meta.scene_id,
-            "HSI_SOURCE": meta.source,
-            "HSI_QUANTITY": meta.quantity,
-            "HSI_GEOMETRY": "glt-orthorectified",
-            **({"HSI_UNITS": meta.units} if meta.units else {}),
-        },
+        extra_tags={"HSI_GEOMETRY": "glt-orthorectified"},
     )
     env = {"GDAL_CACHEMAX": 256, "GDAL_NUM_THREADS": "ALL_CPUS"}
     with rasterio.Env(**env), open_cube(meta) as cube, open_glt(ref) as glt, sink:
