@@ -119,10 +119,26 @@ def _count_events(api: str, name: str) -> int | str:
     return int(r.json().get("total", len(r.json()["events"])))
 
 
+def _orphans(api: str, runs: list[dict[str, Any]]) -> set[str]:
+    """Ids of non-terminal subflow runs whose parent flow run ended (crashed) without them."""
+    state = {r["id"]: r["state_type"] for r in runs}
+    out = set()
+    for r in runs:
+        if r["state_type"] in TERMINAL or not r.get("parent_task_run_id"):
+            continue
+        tr = prefect_api("GET", f"{api}/task_runs/{r['parent_task_run_id']}")
+        parent = tr.json().get("flow_run_id") if tr.status_code == 200 else None
+        if parent and state.get(parent) in TERMINAL:
+            out.add(r["id"])
+    return out
+
+
 def _settled(api: str, scene_uris: dict[str, str], svc: Services) -> tuple[dict[str, str], int]:
     """Scene -> 'complete' | 'failed' | 'pending' from the catalog and the flow runs; the number of
     runs not yet in a terminal state."""
     runs = _all_runs(api)
+    # subflow runs left PENDING/RUNNING by a parent that crashed never move again: not "active"
+    orphans = _orphans(api, runs)
     by_scene: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
         p = r.get("parameters") or {}
@@ -141,13 +157,12 @@ def _settled(api: str, scene_uris: dict[str, str], svc: Services) -> tuple[dict[
         states = [r["state_type"] for r in by_scene.get(sid, [])]
         if done:
             out[sid] = "complete"
-        elif (
-            states and all(s in TERMINAL for s in states) and any(s in ("FAILED", "CRASHED") for s in states)
-        ):
+        elif any(s in ("FAILED", "CRASHED") for s in states):
+            # a killed parent's in-process subflow run stays PENDING in Prefect: the crash is the record
             out[sid] = "failed"
         else:
             out[sid] = "pending"
-    return out, sum(r["state_type"] not in TERMINAL for r in runs)
+    return out, sum(r["state_type"] not in TERMINAL for r in runs if r["id"] not in orphans)
 
 
 def main() -> int:
