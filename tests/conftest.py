@@ -18,7 +18,11 @@ TESTS = Path(__file__).resolve().parent
 # every core on purpose (tests/cli's CPU hog), and their bounded waits assume nothing else competes
 # with them but the rest of the suite. Every other file is a group of its own (module fixtures once).
 SERIAL_DIRS = ("integration", "faults", "cli")
-OWN_GROUP = ("integration/test_help_examples.py",)  # a private Prefect server; reads the stack only
+# a private Prefect server and only reads the stack; the stack's S3 and STAC API only (own prefixes
+# and collections); nothing that waits on a deadline
+OWN_GROUP = ("integration/test_help_examples.py", "integration/test_storage_s3.py",
+             "integration/test_catalog_stacapi.py", "integration/test_open_item_stack.py",
+             "integration/test_raw_staging_s3.py", "integration/test_quickstart_notebook.py")  # fmt: skip
 
 
 def xdist_group_of(path: Path) -> str:
