@@ -12,6 +12,29 @@ import yaml
 from hsi.stac.validation import use_offline_schemas
 
 DATA = Path(__file__).parent / "data"
+TESTS = Path(__file__).resolve().parent
+# Under pytest-xdist (`-n 2 --dist loadgroup`, see pyproject.toml) these run one after another on one
+# worker: they share the local stack (its Prefect deployments, work pool and automations) or load
+# every core on purpose (tests/cli's CPU hog), and their bounded waits assume nothing else competes
+# with them but the rest of the suite. Every other file is a group of its own (module fixtures once).
+SERIAL_DIRS = ("integration", "faults", "cli")
+# a private Prefect server and only reads the stack; the stack's S3 and STAC API only (own prefixes
+# and collections); nothing that waits on a deadline
+OWN_GROUP = ("integration/test_help_examples.py", "integration/test_storage_s3.py",
+             "integration/test_catalog_stacapi.py", "integration/test_open_item_stack.py",
+             "integration/test_raw_staging_s3.py", "integration/test_quickstart_notebook.py")  # fmt: skip
+
+
+def xdist_group_of(path: Path) -> str:
+    rel = path.resolve().relative_to(TESTS).as_posix()
+    if rel.split("/", 1)[0] in SERIAL_DIRS and rel not in OWN_GROUP:
+        return "serial"
+    return rel
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(xdist_group_of(Path(str(item.fspath)))))
 
 
 @pytest.fixture(autouse=True, scope="session")
