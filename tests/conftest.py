@@ -13,7 +13,7 @@ from hsi.stac.validation import use_offline_schemas
 
 DATA = Path(__file__).parent / "data"
 TESTS = Path(__file__).resolve().parent
-# Under pytest-xdist (`-n 2 --dist loadgroup`, see pyproject.toml) these run one after another on one
+# Under pytest-xdist (`-n 2`, see pyproject.toml) these run one after another on one
 # worker: they share the local stack (its Prefect deployments, work pool and automations) or load
 # every core on purpose (tests/cli's CPU hog), and their bounded waits assume nothing else competes
 # with them but the rest of the suite. Every other file is a group of its own (module fixtures once).
@@ -32,9 +32,19 @@ def xdist_group_of(path: Path) -> str:
     return rel
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(xdist_group_of(Path(str(item.fspath)))))
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Work units = :func:`xdist_group_of` each test's file (pytest-xdist's ``xdist_group`` marks are
+    not applied to node ids under pytest 9, so the grouping is done here, in the scheduler)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    root = Path(str(config.rootpath))
+
+    class FileGroupScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group_of(root / nodeid.split("::", 1)[0])
+
+    return FileGroupScheduling(config, log)
 
 
 @pytest.fixture(autouse=True, scope="session")
