@@ -72,9 +72,10 @@ class PrivatePrefect:
     def start_server(self, timeout: float = 120.0) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         log = (self.home / "server.log").open("ab")
-        self.server = subprocess.Popen([_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port",
-                                        str(self.port)], env=self._env(), stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-        wait_for(lambda: self.server.poll() is None and self.healthy(), timeout=timeout, interval=0.5,
+        server = subprocess.Popen([_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port",
+                                   str(self.port)], env=self._env(), stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        self.server = server
+        wait_for(lambda: server.poll() is None and self.healthy(), timeout=timeout, interval=0.5,
                  what=f"prefect server on {self.port}")  # fmt: skip
 
     def stop_server(self) -> None:
@@ -96,10 +97,11 @@ class PrivatePrefect:
                "PREFECT_WORKER_PREFETCH_SECONDS": "2", "PREFECT_LOGGING_LEVEL": "INFO"}  # fmt: skip
         if warm and self.starter is None:
             slog = (self.home / "flow-starter.log").open("ab")
-            self.starter = subprocess.Popen([_bin("python"), str(ROOT / "deployments" / "local" / "warm.py"), "serve",
-                                             "--socket", str(self.starter_socket), "--pool", POOL], env=env,
-                                            cwd=ROOT, stdout=slog, stderr=subprocess.STDOUT)  # fmt: skip
-            wait_for(lambda: self.starter.poll() is None and self.starter_socket.is_socket(), timeout=90,
+            starter = subprocess.Popen([_bin("python"), str(ROOT / "deployments" / "local" / "warm.py"), "serve",
+                                        "--socket", str(self.starter_socket), "--pool", POOL], env=env,
+                                       cwd=ROOT, stdout=slog, stderr=subprocess.STDOUT)  # fmt: skip
+            self.starter = starter
+            wait_for(lambda: starter.poll() is None and self.starter_socket.is_socket(), timeout=90,
                      interval=0.25, what="warm flow-run starter")  # fmt: skip
         log = (self.home / "worker.log").open("ab")
         self.worker = subprocess.Popen([_bin("prefect"), "worker", "start", "--pool", POOL, "--type", "process",
