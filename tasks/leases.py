@@ -84,17 +84,13 @@ def release_dead_leases(
         return []
     with ExitStack() as stack:
         c = client or stack.enter_context(get_client(sync_client=True))
-        done = release_dead_holders(
-            work_dir, lambda h: c.release_concurrency_slots_with_lease(uuid.UUID(h.lease_id)), name, dead
-        )
-    for h in done:
-        log.info("%s: released the lease of a dead run (%s)", h.name, h.record.name)
-    return done
+        return release_dead_holders(work_dir, lambda h: release_lease(h, c), name, dead)
 
 
-def release_lease(h: Holder) -> None:
-    """Release the lease of a dead holder through Prefect's client (a client each: they are rare)."""
-    with get_client(sync_client=True) as c:
+def release_lease(h: Holder, client: SyncPrefectClient | None = None) -> None:
+    """Release the lease of a dead holder through Prefect's client (``client``, or one of its own)."""
+    with ExitStack() as stack:
+        c = client or stack.enter_context(get_client(sync_client=True))
         c.release_concurrency_slots_with_lease(uuid.UUID(h.lease_id))
     log.info("%s: released the lease of a dead run (%s)", h.name, h.record.name)
 

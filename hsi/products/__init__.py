@@ -10,57 +10,40 @@ Products are discovered through the ``hsi.products`` entry-point group (see
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from hsi.products.bands import select_bands
+from hsi.products.base import (
+    ALL_GOOD_BANDS,
+    AllGoodBands,
+    BandRange,
+    BandRequest,
+    ComputeContext,
+    NoParams,
+    OutputBand,
+    OutputSpec,
+    Params,
+    Product,
+    SelectedBand,
+)
+from hsi.products.registry import (
+    ENTRY_POINT_GROUP,
+    ProductRegistry,
+    default_registry,
+    get_product,
+    list_products,
+    reset_default_registry,
+)
+
 if TYPE_CHECKING:
-    from hsi.products.bands import select_bands
-    from hsi.products.base import (
-        ALL_GOOD_BANDS,
-        AllGoodBands,
-        BandRange,
-        BandRequest,
-        ComputeContext,
-        NoParams,
-        OutputBand,
-        OutputSpec,
-        Params,
-        Product,
-        SelectedBand,
-    )
     from hsi.products.engine import ProductResult, compute_array, run_product
     from hsi.products.preview import write_preview
-    from hsi.products.registry import (
-        ENTRY_POINT_GROUP,
-        ProductRegistry,
-        default_registry,
-        get_product,
-        list_products,
-        reset_default_registry,
-    )
 
-# Names load on first use (PEP 562): the registry alone must not import rasterio (the engine does),
-# so `hsi products show`, config checks and processor registration answer in well under a second.
+# The windowed engine and the preview import rasterio: they load on first use (PEP 562), so the
+# registry (`hsi products show`, config checks, processor registration) answers well under a second.
 _LAZY = {
-    "select_bands": "hsi.products.bands",
-    "ALL_GOOD_BANDS": "hsi.products.base",
-    "AllGoodBands": "hsi.products.base",
-    "BandRange": "hsi.products.base",
-    "BandRequest": "hsi.products.base",
-    "ComputeContext": "hsi.products.base",
-    "NoParams": "hsi.products.base",
-    "OutputBand": "hsi.products.base",
-    "OutputSpec": "hsi.products.base",
-    "Params": "hsi.products.base",
-    "Product": "hsi.products.base",
-    "SelectedBand": "hsi.products.base",
     "ProductResult": "hsi.products.engine",
     "compute_array": "hsi.products.engine",
     "run_product": "hsi.products.engine",
     "write_preview": "hsi.products.preview",
-    "ENTRY_POINT_GROUP": "hsi.products.registry",
-    "ProductRegistry": "hsi.products.registry",
-    "default_registry": "hsi.products.registry",
-    "get_product": "hsi.products.registry",
-    "list_products": "hsi.products.registry",
-    "reset_default_registry": "hsi.products.registry",
 }
 
 
