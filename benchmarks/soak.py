@@ -197,7 +197,7 @@ def main() -> int:
     db_url = None
     if args.prefect_db == "postgres":
         sec = json.loads(layout.secrets_file.read_text())
-        ensure_prefect_db(layout, sec, db_name)
+        ensure_prefect_db(layout, db_name)
         db_url = prefect_db_url(layout, sec, db_name)
     prefect = PrivatePrefect(tmp / "prefect", db_url=db_url)
     faults: Counter[str] = Counter()

@@ -222,11 +222,28 @@ def convert(
     rgb, png = out_dir / f"{meta.item_id}_rgb.tif", out_dir / f"{meta.item_id}_quicklook.png"
     bands = write_quicklook(cube, rgb, png)
     files = {"cube": cube, "rgb": rgb, "thumbnail": png}
-    for kind, comp in _companions(meta).items():  # same grid as the cube
+    for kind, comp in companions(meta).items():  # same grid as the cube
         files[kind] = out_dir / f"{meta.item_id}_{kind}.tif"
         write_cog(comp, files[kind], profile)
     notes = _ng_sidecars(meta, files)
     return Converted(meta=meta, cog=info, files=files, rgb_bands=bands, notes=notes)
+
+
+def sensor_companions(meta: SceneMetadata) -> dict[str, SceneMetadata]:
+    """The companions in the scene's *sensor* geometry (a product computed before orthorectification):
+    EMIT's OBS / MASK granules, AVIRIS-NG's raw ``_obs`` (not ``_obs_ort``, which is on the ortho grid)."""
+    size = (meta.layout.width, meta.layout.height)
+    if meta.source == "emit":
+        found = companions(meta)
+    elif "sidecar_obs" in meta.extra:
+        found = {
+            "obs": read_aux(
+                Path(meta.extra["sidecar_obs"]), source=meta.source, scene_id=meta.scene_id, quantity="obs"
+            )
+        }
+    else:
+        found = {}
+    return {k: c for k, c in found.items() if (c.layout.width, c.layout.height) == size}
 
 
 def _ng_sidecars(meta: SceneMetadata, files: dict[str, Path]) -> tuple[str, ...]:
@@ -253,7 +270,8 @@ def _ng_sidecars(meta: SceneMetadata, files: dict[str, Path]) -> tuple[str, ...]
     return tuple(notes)
 
 
-def _companions(meta: SceneMetadata) -> dict[str, SceneMetadata]:
+def companions(meta: SceneMetadata) -> dict[str, SceneMetadata]:
+    """The observation-geometry / quality-mask rasters rendered on the activated cube's grid."""
     if meta.source == "aviris-ng" and "sidecar_obs_ort" in meta.extra:  # on the image's grid already
         obs = read_aux(
             Path(meta.extra["sidecar_obs_ort"]), source=meta.source, scene_id=meta.scene_id, quantity="obs"

@@ -41,6 +41,7 @@ __all__ = [
     "glt_from_envi",
     "glt_output_grid",
     "open_glt",
+    "orthorectify_raster",
     "orthorectify_window",
     "write_cog_glt",
 ]
@@ -333,3 +334,74 @@ def write_cog_glt(
             footprint=fp,
             interleave=(out.tags(ns="IMAGE_STRUCTURE").get("INTERLEAVE") or "").upper(),
         )
+
+
+class _RasterCube:
+    """A GDAL raster (e.g. a product computed in sensor geometry) as a :class:`hsi.cube.CubeReader`."""
+
+    def __init__(self, ds: Any) -> None:
+        self.ds = ds
+        self.shape = (ds.count, ds.height, ds.width)
+        self.dtype: np.dtype[Any] = np.dtype(ds.dtypes[0])
+
+    def read(self, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+        from rasterio.windows import Window
+
+        (r0, r1), (c0, c1) = rows, cols
+        return np.asarray(self.ds.read(window=Window(c0, r0, c1 - c0, r1 - r0)))
+
+    def close(self) -> None:  # the dataset belongs to the caller
+        pass
+
+    def __enter__(self) -> _RasterCube:
+        return self
+
+    def __exit__(self, t: Any, e: Any, tb: Any) -> None:
+        pass
+
+
+def orthorectify_raster(
+    src_path: str | Path,
+    ref: GltRef,
+    dst_path: str | Path,
+    profile: Any = None,
+    *,
+    overview_resampling: str = "nearest",
+    extra_tags: dict[str, str] | None = None,
+    budget_bytes: int = DEFAULT_BUDGET_BYTES,
+) -> tuple[int, int]:
+    """A raster in the GLT's sensor geometry (its size = the sensor cube's) into a COG on the GLT's
+    grid, by the same exact lookup as :func:`write_cog_glt`; dtype, nodata (the fill), band
+    descriptions, band tags and dataset tags are kept. Returns the output (width, height).
+
+    This is how a product computed before orthorectification (EMIT's own practice) is
+    orthorectified after: every output pixel is the product value of the sensor pixel its GLT
+    entry names."""
+    from hsi.cog import CogProfile, CogSink, default_nodata
+
+    dst_t, width, height = glt_output_grid(ref)
+    crs = CRS.from_wkt(ref.crs_wkt) if ref.crs_wkt else None
+    with rasterio.open(src_path) as src, open_glt(ref) as glt:
+        cube = _RasterCube(src)
+        fill = src.nodata if src.nodata is not None else default_nodata(src.dtypes[0])
+        sink = CogSink(
+            dst_path,
+            width=width,
+            height=height,
+            count=src.count,
+            dtype=src.dtypes[0],
+            crs=crs,
+            transform=dst_t,
+            nodata=fill,
+            profile=profile or CogProfile(),
+            descriptions=list(src.descriptions),
+            band_tags=[src.tags(b) for b in range(1, src.count + 1)],
+            tags={**src.tags(), **(extra_tags or {})},
+            overview_resampling=overview_resampling,
+        )
+        with rasterio.Env(GDAL_CACHEMAX=128, GDAL_NUM_THREADS="ALL_CPUS"), sink:
+            for rows, cols in sink.block_windows():
+                sx, sy = _glt_window(glt, dst_t, rows, cols)
+                sink.write(orthorectify_window(cube, sx, sy, fill, budget_bytes=budget_bytes, path=src_path),
+                           rows, cols)  # fmt: skip
+    return width, height

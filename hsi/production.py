@@ -36,6 +36,7 @@ from hsi.activation import upload_outputs as _upload
 from hsi.errors import InvalidInputError, ItemNotFoundError
 from hsi.indexing import find_raw_item
 from hsi.products import ProductResult, get_product, run_product, select_bands, write_preview
+from hsi.products.sensor import run_product_sensor
 from hsi.quantities import (
     MASK_ASSET,
     PIPELINE_RECORDS,
@@ -298,29 +299,28 @@ def compute(
     prod = get_product(plan.product)
     out_dir.mkdir(parents=True, exist_ok=True)
     cog, png = out_dir / f"{plan.item_id}.tif", out_dir / f"{plan.item_id}_preview.png"
-    path, env = source_env(services, plan.cube_href)
     context: dict[str, Any] = {}
     if "processor" in prod.extra:  # an external tool gets the input item's JSON
         activated = services.catalog.get_item(plan.input.collection, plan.input.id)
         context["item"] = activated.to_dict() if activated is not None else {"id": plan.input.id}
     params = {k: v for k, v in plan.params.items() if k not in PIPELINE_RECORDS}
-    adjust = build_adjustments(plan.inputs, lambda h: source_env(services, h)) if plan.inputs else []
-    try:
-        result = run_product(
-            prod,
-            path,
-            str(cog),
-            params,
-            rasterio_env=env,
-            scene_id=plan.input.id,
-            progress=progress,
-            window_size=window_size,
-            context=context,
-            adjust=adjust,
-        )
-    finally:
-        for a in adjust:
-            a.close()
+    with contextlib.ExitStack() as stack:
+        if plan.inputs is not None and plan.inputs.geometry == "sensor":
+            meta, sides = _sensor_inputs(services, plan, out_dir / ".sensor", stack)
+            adjust = build_adjustments(plan.inputs, lambda h: source_env(services, h), sides=sides)
+            result = run_product_sensor(
+                prod, meta, str(cog), params, scene_id=plan.input.id, progress=progress, context=context,
+                adjust=adjust,
+            )  # fmt: skip
+        else:
+            path, env = source_env(services, plan.cube_href)
+            adjust = build_adjustments(plan.inputs, lambda h: source_env(services, h)) if plan.inputs else []
+            for a in adjust:
+                stack.callback(a.close)
+            result = run_product(
+                prod, path, str(cog), params, rasterio_env=env, scene_id=plan.input.id, progress=progress,
+                window_size=window_size, context=context, adjust=adjust,
+            )  # fmt: skip
     write_preview(cog, png)
     spec = prod.output_spec(prod.parse_params(params))
     return Computed(
@@ -329,6 +329,32 @@ def compute(
         proj=_proj_fields(cog),
         classes=dict(spec.classes) if spec.classes else None,
     )
+
+
+def _sensor_inputs(
+    services: Services, plan: ProductPlan, work: Path, stack: contextlib.ExitStack
+) -> tuple[Any, dict[str, Any]]:
+    """The raw sensor-geometry scene of ``plan`` staged in ``work`` (removed on exit) and its companions
+    in the same geometry (``obs``, ``mask``) as window readers, for a ``geometry=sensor`` run."""
+    import shutil
+
+    from hsi.activation import fetch_raw, sensor_companions
+    from hsi.products.sensor import CubeSide
+    from hsi.sources import read_scene
+
+    raw = find_raw_item(services, plan.input.id)
+    stack.callback(shutil.rmtree, work, ignore_errors=True)
+    entry = fetch_raw(services, raw, work / "raw")
+    meta = read_scene(entry, source=raw.properties.get("hsi:source"), work_dir=work / "extract")
+    if meta.glt is None:
+        raise InvalidInputError(
+            f"geometry=sensor: raw scene {raw.collection_id}/{raw.id} has no GLT (map-projected); "
+            "run with geometry=ortho"
+        )
+    sides: dict[str, Any] = {}
+    for kind, comp in sensor_companions(meta).items():
+        sides[kind] = stack.enter_context(contextlib.closing(CubeSide(comp)))
+    return meta, sides
 
 
 def upload_outputs(services: Services, plan: ProductPlan, files: Mapping[str, Path]) -> dict[str, ObjectInfo]:

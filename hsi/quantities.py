@@ -1,16 +1,21 @@
 """What a product gets as input: quantity checks, radiance -> TOA reflectance, quality masks.
 
 Every product declares the quantity it ``needs`` (``reflectance`` | ``radiance`` | ``any``); the
-activated cube says what it holds (COG tag ``HSI_QUANTITY``, units in ``HSI_UNITS``). Two
+activated cube says what it holds (COG tag ``HSI_QUANTITY``, units in ``HSI_UNITS``). Three
 pipeline-level parameters, accepted next to a product's own parameters:
 
 * ``radiance``: ``"toa"`` (default) -- a reflectance product on a radiance cube runs on TOA
   reflectance (:mod:`hsi.toa`); ``"refuse"`` -- it fails with a message saying why;
 * ``mask``: ``true`` (default) -- when the activated item has a quality-mask asset (EMIT L2A MASK),
-  pixels flagged cloud, cirrus, water or dilated cloud are nodata; ``false`` -- no masking.
+  pixels flagged cloud, cirrus, water or dilated cloud are nodata; ``false`` -- no masking;
+* ``geometry``: ``"ortho"`` (default) -- computed on the activated (orthorectified) COG;
+  ``"sensor"`` -- computed on the raw sensor-geometry cube (the item's ``sensor`` asset, with its
+  OBS/MASK companions in the same geometry), then orthorectified through the GLT
+  (:mod:`hsi.products.sensor`, EMIT's own practice).
 
 What was decided is recorded in the product's parameters (hence its provenance and product key):
-``input_quantity`` + ``toa_reflectance`` (the conversion) and ``quality_mask`` (asset, flags, or "off").
+``input_quantity`` + ``toa_reflectance`` (the conversion), ``quality_mask`` (asset, flags, or "off")
+and ``geometry`` (only when ``"sensor"``).
 Nothing is added when nothing happens (a reflectance cube without a mask asset), so keys of such
 products do not change.
 """
@@ -33,6 +38,7 @@ __all__ = [
     "MASK_FLAGS",
     "OBS_ASSET",
     "PIPELINE_RECORDS",
+    "SENSOR_ASSET",
     "InputPlan",
     "build_adjustments",
     "plan_inputs",
@@ -45,13 +51,14 @@ OBS_ASSET = "obs"
 MASK_ASSET = "mask"
 OBS_SOLAR_ZENITH_BAND = 5  # 1-based: to-sun zenith in EMIT OBS and AVIRIS-NG obs/obs_ort
 MASK_FLAGS = ("Cloud flag", "Cirrus flag", "Water flag", "Dilated Cloud Flag")  # masked by default
-_OPTIONS = {"radiance": "toa", "mask": True}
-PIPELINE_RECORDS = ("input_quantity", "toa_reflectance", "quality_mask")
+_OPTIONS = {"radiance": "toa", "mask": True, "geometry": "ortho"}
+PIPELINE_RECORDS = ("input_quantity", "toa_reflectance", "quality_mask", "geometry")
+SENSOR_ASSET = "sensor"  # the activated item's raw sensor-geometry cube + GLT (hsi.activation)
 DEFAULT_RADIANCE_UNITS = "uW nm-1 cm-2 sr-1"
 
 
 def split_params(params: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(product parameters, pipeline options ``radiance``/``mask`` with defaults)."""
+    """(product parameters, pipeline options ``radiance``/``mask``/``geometry`` with defaults)."""
     prod = dict(params or {})
     opts = dict(_OPTIONS)
     for k in _OPTIONS:
@@ -61,6 +68,8 @@ def split_params(params: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict
         prod.pop(k, None)  # records of an earlier plan are recomputed, never trusted
     if opts["radiance"] not in ("toa", "refuse"):
         raise ProductError(f"parameter radiance must be 'toa' or 'refuse', got {opts['radiance']!r}")
+    if opts["geometry"] not in ("ortho", "sensor"):
+        raise ProductError(f"parameter geometry must be 'ortho' or 'sensor', got {opts['geometry']!r}")
     if isinstance(opts["mask"], str):
         opts["mask"] = opts["mask"].strip().lower() in ("1", "true", "yes", "on")
     return prod, opts
@@ -74,6 +83,7 @@ class InputPlan:
     zenith_href: str | None = None
     mask_href: str | None = None
     mask_bands: tuple[int, ...] = ()
+    geometry: str = "ortho"  # "sensor": computed on the raw sensor-geometry cube, then through its GLT
 
 
 def _centre(item: pystac.Item) -> tuple[float, float]:
@@ -163,21 +173,43 @@ def plan_inputs(
                 )
             mask_href = mask.href
             records["quality_mask"] = {"asset": MASK_ASSET, "flags": [desc[i - 1] for i in mask_bands]}
-    return InputPlan(records, factors, zen_deg, zen_href, mask_href, mask_bands)
+    if opts["geometry"] == "sensor":
+        if SENSOR_ASSET not in item.assets:
+            raise ProductError(
+                f"geometry=sensor: {item.id} has no '{SENSOR_ASSET}' asset (it was delivered map-projected, "
+                "or activated before sensor-geometry cubes were kept); run with geometry=ortho"
+            )
+        records["geometry"] = "sensor"
+    return InputPlan(records, factors, zen_deg, zen_href, mask_href, mask_bands, opts["geometry"])
 
 
-def build_adjustments(plan: InputPlan, env_for: Any) -> list[Any]:
-    """The engine adjustments of ``plan``; ``env_for(href) -> (gdal path, rasterio.Env)``."""
-    from hsi.products.inputs import MaskFlags, ToaReflectance
+def build_adjustments(plan: InputPlan, env_for: Any, sides: Mapping[str, Any] | None = None) -> list[Any]:
+    """The engine adjustments of ``plan``; ``env_for(href) -> (gdal path, rasterio.Env)`` opens the
+    activated item's side COGs. ``sides`` (``obs``/``mask`` -> a window reader): companions in
+    the geometry the product is computed in instead (sensor geometry: the raw OBS / MASK granule)."""
+    from hsi.products.inputs import MaskFlags, ToaReflectance, side_cog
+
+    def side(asset: str, href: str) -> Any:
+        if sides is None:
+            return side_cog(*env_for(href))
+        if asset not in sides:
+            raise ProductError(
+                f"geometry=sensor: the raw scene has no sensor-geometry '{asset}' companion this product's "
+                f"input needs ({'per-pixel solar zenith' if asset == OBS_ASSET else 'quality mask'}); "
+                "run with geometry=ortho"
+            )
+        return sides[asset]
 
     out: list[Any] = []
     if plan.factors is not None:
         if plan.zenith_href is not None:
-            path, env = env_for(plan.zenith_href)
-            out.append(ToaReflectance(plan.factors, zenith_cog=(path, env, OBS_SOLAR_ZENITH_BAND)))
+            out.append(
+                ToaReflectance(
+                    plan.factors, zenith=(side(OBS_ASSET, plan.zenith_href), OBS_SOLAR_ZENITH_BAND)
+                )
+            )
         else:
             out.append(ToaReflectance(plan.factors, zenith_deg=plan.zenith_deg))
     if plan.mask_href is not None:
-        path, env = env_for(plan.mask_href)
-        out.append(MaskFlags(path, env, plan.mask_bands))
+        out.append(MaskFlags(side(MASK_ASSET, plan.mask_href), plan.mask_bands))
     return out

@@ -444,7 +444,7 @@ def _prefect_ok(layout: Layout) -> bool:
 PREFECT_DB = "prefect"  # the Prefect server's database in the stack's PostgreSQL
 
 
-def ensure_prefect_db(layout: Layout, sec: dict[str, str], name: str = PREFECT_DB) -> None:
+def ensure_prefect_db(layout: Layout, name: str = PREFECT_DB) -> None:
     """A Prefect server's own database in the stack's PostgreSQL (idempotent; ``name``: another
     server's, e.g. a benchmark's private one)."""
     if _psql(layout, f"SELECT 1 FROM pg_database WHERE datname = '{name}'") != "1":
@@ -479,7 +479,7 @@ def up_prefect(layout: Layout, sec: dict[str, str] | None = None) -> str:
     layout.prefect_home.mkdir(parents=True, exist_ok=True)
     env = _prefect_env(layout)
     if sec is not None:
-        ensure_prefect_db(layout, sec)
+        ensure_prefect_db(layout)
         env.update(
             PREFECT_SERVER_DATABASE_CONNECTION_URL=prefect_db_url(layout, sec),
             PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE="10",

@@ -32,7 +32,15 @@ from hsi.products.bands import select_bands, wavelength_map
 from hsi.products.base import BandRequest, ComputeContext, OutputSpec, Params, Product, SelectedBand
 from hsi.scene import BandInfo, bands_from_dataset
 
-__all__ = ["ProductResult", "compute_array", "iter_windows", "run_product"]
+__all__ = [
+    "ProductResult",
+    "compute_array",
+    "iter_windows",
+    "overview_resampling",
+    "product_profile",
+    "run_on_dataset",
+    "run_product",
+]
 
 log = logging.getLogger(__name__)
 
@@ -308,37 +316,84 @@ def run_product(
     env = rasterio_env if rasterio_env is not None else rasterio.Env(**dict(gdal_env or {}))
     with env, rasterio.open(src_path) as ds:
         product.check_quantity(ds.tags().get(QUANTITY_TAG), f"cube {src_path}")
-        bands = bands_from_dataset(ds)
-        p, selected, ctx = _prepare(product, bands, sid, params)
-        n_in = len({s.index for s in selected})
+        return run_on_dataset(
+            product,
+            ds,
+            bands_from_dataset(ds),
+            src_path,
+            dst_path,
+            params,
+            scene_id=sid,
+            window_size=window_size,
+            max_chunk_mb=max_chunk_mb,
+            progress=progress,
+            context=context,
+            adjust=adjust,
+        )
+
+
+def run_on_dataset(
+    product: Product,
+    ds: Any,
+    bands: Sequence[BandInfo],
+    src_path: str,
+    dst_path: str,
+    params: Mapping[str, Any] | Params | None = None,
+    *,
+    scene_id: str,
+    window_size: int = 512,
+    max_chunk_mb: float = 256.0,
+    windows: list[Window] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    context: Mapping[str, Any] | None = None,
+    adjust: Sequence[Any] = (),
+) -> ProductResult:
+    """The engine on an open dataset: anything with rasterio's ``width``, ``height``, ``count``,
+    ``crs``, ``transform``, ``block_shapes``, ``nodata`` and ``read(indexes, window)`` (a rasterio
+    dataset, or :class:`hsi.products.sensor.SensorDataset`). ``windows`` overrides the block-aligned
+    windows (a reader whose reads cost whole lines of every band)."""
+    sid = scene_id
+    p, selected, ctx = _prepare(product, bands, sid, params)
+    n_in = len({s.index for s in selected})
+    if windows is None:
         bh, bw = ds.block_shapes[0]
         wsize = window_size
         while n_in * wsize * wsize * 4 > max_chunk_mb * 2**20 and wsize > 16:
             wsize //= 2
         windows = list(iter_windows(ds.width, ds.height, (bh, bw), wsize))
-        reader = _Reader(ds, product, p, selected, bands, windows, adjust)
-        ctx.grid = {"width": ds.width, "height": ds.height, "crs": ds.crs, "transform": ds.transform}
-        ctx.scratch = Path(dst_path).parent
-        ctx.extra = dict(context or {})
-        log.info(
-            "product %s on %s: %d bands of %d, %d windows of <= %d px",
-            product.name,
-            sid,
-            n_in,
-            ds.count,
-            len(windows),
-            wsize,
-        )
-        if product.fit is not None:
-            # the fit passes read the window bands again: a bounded GDAL block cache keeps memory flat
-            with rasterio.Env(GDAL_CACHEMAX=128):
-                ctx.state = product.fit(reader, p, ctx)
-        try:
-            return _write(product, p, ctx, reader, windows, ds, sid, src_path, dst_path, selected, progress)
-        finally:
-            close = getattr(ctx.state, "close", None)
-            if close is not None:
-                close()
+    reader = _Reader(ds, product, p, selected, bands, windows, adjust)
+    ctx.grid = {"width": ds.width, "height": ds.height, "crs": ds.crs, "transform": ds.transform}
+    ctx.scratch = Path(dst_path).parent
+    ctx.extra = dict(context or {})
+    log.info(
+        "product %s on %s: %d bands of %d, %d windows",
+        product.name,
+        sid,
+        n_in,
+        ds.count,
+        len(windows),
+    )
+    if product.fit is not None:
+        # the fit passes read the window bands again: a bounded GDAL block cache keeps memory flat
+        with rasterio.Env(GDAL_CACHEMAX=128):
+            ctx.state = product.fit(reader, p, ctx)
+    try:
+        return _write(product, p, ctx, reader, windows, ds, sid, src_path, dst_path, selected, progress)
+    finally:
+        close = getattr(ctx.state, "close", None)
+        if close is not None:
+            close()
+
+
+def product_profile(width: int, height: int) -> CogProfile:
+    """The COG layout of a product on a ``width`` x ``height`` grid (blocks, overview levels)."""
+    block = 512 if min(width, height) >= 512 else 256
+    return CogProfile(blocksize=block, overview_level=_overview_levels(width, height, block))
+
+
+def overview_resampling(spec: OutputSpec) -> str:
+    """Classes keep their labels in overviews; measurements are averaged."""
+    return "nearest" if spec.classes is not None else "average"
 
 
 def _write(
@@ -359,7 +414,6 @@ def _write(
     stats = _Stats(spec)
     dst = Path(dst_path)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    block = 512 if min(ds.width, ds.height) >= 512 else 256
     tags = {
         f"{TAG_PREFIX}PRODUCT": product.name,
         f"{TAG_PREFIX}PRODUCT_VERSION": product.version,
@@ -376,7 +430,6 @@ def _write(
             tags[f"{TAG_PREFIX}CLASS_COLORS"] = json.dumps(
                 {str(k): list(v) for k, v in spec.class_colors.items()}
             )
-    resampling = "nearest" if spec.classes is not None else "average"
     sink = CogSink(
         dst,
         width=ds.width,
@@ -386,11 +439,11 @@ def _write(
         crs=ds.crs,
         transform=ds.transform,
         nodata=spec.nodata,
-        profile=CogProfile(blocksize=block, overview_level=_overview_levels(ds.width, ds.height, block)),
+        profile=product_profile(ds.width, ds.height),
         descriptions=[f"{b.name}: {b.description}" for b in spec.bands],
         band_tags=[{"NAME": b.name} for b in spec.bands],
         tags=tags,
-        overview_resampling=resampling,
+        overview_resampling=overview_resampling(spec),
     )
     with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS", GDAL_CACHEMAX=128), sink:
         for k, w in enumerate(windows, start=1):

@@ -24,11 +24,22 @@ from rasterio.windows import Window
 
 from hsi.errors import ProductError
 
-__all__ = ["MaskFlags", "ToaReflectance", "WindowAdjust"]
+__all__ = ["MaskFlags", "SideRaster", "ToaReflectance", "WindowAdjust", "side_cog"]
 
 
 class WindowAdjust(Protocol):
     def __call__(self, arr: np.ndarray, bands: Sequence[int], window: Window) -> None: ...
+
+
+class SideRaster(Protocol):
+    """A raster on the cube's grid read window by window (a side COG, or a sensor-geometry companion:
+    :class:`hsi.products.sensor.CubeSide`)."""
+
+    path: str
+
+    def read(self, indexes: list[int], window: Window) -> np.ndarray: ...
+
+    def close(self) -> None: ...
 
 
 class _Side:
@@ -39,7 +50,7 @@ class _Side:
         self.env = env if env is not None else rasterio.Env()
         self._ds: Any = None
 
-    def read(self, indexes: list[int], window: Window, shape: tuple[int, int] | None = None) -> np.ndarray:
+    def read(self, indexes: list[int], window: Window) -> np.ndarray:
         with self.env:
             if self._ds is None:
                 self._ds = rasterio.open(self.path)
@@ -51,6 +62,11 @@ class _Side:
             self._ds = None
 
 
+def side_cog(path: str, env: Any = None) -> SideRaster:
+    """A side COG (local path or ``/vsis3/...`` under ``env``) read window by window."""
+    return _Side(path, env)
+
+
 class ToaReflectance:
     """rho = L * factor_band / cos(theta_s); factor_band = pi d^2 u / E_sun,band."""
 
@@ -59,14 +75,14 @@ class ToaReflectance:
         factor: Mapping[int, float],
         *,
         zenith_deg: float | None = None,
-        zenith_cog: tuple[str, Any, int] | None = None,  # (path, env, 1-based band)
+        zenith: tuple[SideRaster, int] | None = None,  # (observation geometry raster, 1-based band)
     ) -> None:
-        if (zenith_deg is None) == (zenith_cog is None):
-            raise ValueError("give exactly one of zenith_deg and zenith_cog")
+        if (zenith_deg is None) == (zenith is None):
+            raise ValueError("give exactly one of zenith_deg and zenith")
         self.factor = dict(factor)
         self.zenith_deg = zenith_deg
-        self._side = _Side(zenith_cog[0], zenith_cog[1]) if zenith_cog else None
-        self._band = zenith_cog[2] if zenith_cog else 0
+        self._side = zenith[0] if zenith else None
+        self._band = zenith[1] if zenith else 0
 
     def __call__(self, arr: np.ndarray, bands: Sequence[int], window: Window) -> None:
         f = np.array([self.factor[b] for b in bands], dtype=np.float64)[:, None, None]
@@ -75,7 +91,7 @@ class ToaReflectance:
         else:
             z = self._side.read([self._band], window)[0].astype(np.float64)
             if z.shape != arr.shape[1:]:
-                raise ProductError(f"solar zenith COG {self._side.path} is not on the cube's grid")
+                raise ProductError(f"solar zenith raster {self._side.path} is not on the cube's grid")
             z[(z < 0) | (z >= 90)] = np.nan  # fill (-9999) and night
             mu = np.cos(np.radians(z))[None]
         arr[...] = (arr * f / mu).astype(arr.dtype)
@@ -86,16 +102,16 @@ class ToaReflectance:
 
 
 class MaskFlags:
-    """NaN where any of ``flag_bands`` (1-based) of the mask COG is 1."""
+    """NaN where any of ``flag_bands`` (1-based) of the mask raster is 1."""
 
-    def __init__(self, path: str, env: Any, flag_bands: Sequence[int]) -> None:
-        self._side = _Side(path, env)
+    def __init__(self, side: SideRaster, flag_bands: Sequence[int]) -> None:
+        self._side = side
         self.flag_bands = list(flag_bands)
 
     def __call__(self, arr: np.ndarray, bands: Sequence[int], window: Window) -> None:
         m = self._side.read(self.flag_bands, window)
         if m.shape[1:] != arr.shape[1:]:
-            raise ProductError(f"mask COG {self._side.path} is not on the cube's grid")
+            raise ProductError(f"mask raster {self._side.path} is not on the cube's grid")
         arr[:, (m == 1).any(axis=0)] = np.nan
 
     def close(self) -> None:

@@ -63,6 +63,7 @@ def stack() -> Iterator[dict[str, Any]]:
             bad = [n for n, c in info["components"].items() if not c["healthy"]]
             pytest.fail(f"stack started but not healthy: {bad}; logs in {layout.logs}")
     info["config"] = str(config_path)
+    info["root"] = str(layout.root)
     yield info
 
 

@@ -17,6 +17,8 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,6 +117,21 @@ class PrivatePrefect:
         if self.starter is not None:
             _stop(self.starter)
         self.stop_server()
+
+
+@contextmanager
+def stack_prefect_db(stack_root: Path, name: str) -> Iterator[str]:
+    """A private Prefect server's database in the running stack's PostgreSQL (as `hsi stack up` runs
+    its own server: bursts of runs make SQLite answer "database is locked"); dropped on exit."""
+    from hsi_pipeline.deployments.local.services import drop_prefect_db, ensure_prefect_db, prefect_db_url
+    from hsi_pipeline.deployments.local.stack import Layout
+
+    layout = Layout.default(stack_root)
+    ensure_prefect_db(layout, name)
+    try:
+        yield prefect_db_url(layout, json.loads(layout.secrets_file.read_text()), name)
+    finally:
+        drop_prefect_db(layout, name)
 
 
 def write_moto_credentials(path: Path) -> Path:

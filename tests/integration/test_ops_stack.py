@@ -39,6 +39,7 @@ from tests.integration.e2e_harness import (
     ng_scene_id,
     pipeline_config,
     prefect_api,
+    stack_prefect_db,
     wait_for,
 )  # fmt: skip
 from tests.integration.moto_server import aws_env, moto_endpoint
@@ -67,23 +68,26 @@ def pipeline(stack: dict[str, Any], moto_endpoint: str, tmp_path_factory: pytest
     tmp = tmp_path_factory.mktemp("ops-stack")
     run_id = ng_scene_id()[-6:]
     bucket = f"archive-{run_id}"
-    prefect = PrivatePrefect(tmp / "prefect")
-    prefect.start_server(timeout=300)  # a loaded 2-core machine takes minutes
-    try:
-        prefect.start_worker()
-        kw = {"endpoint_url": moto_endpoint, "region_name": "us-east-1", "aws_access_key_id": "testing",
-              "aws_secret_access_key": "testing"}  # fmt: skip
-        s3, sqs = boto3.client("s3", **kw), boto3.client("sqs", **kw)
-        s3.create_bucket(Bucket=bucket)
-        dlq = sqs.create_queue(QueueName=f"dlq-{run_id}")["QueueUrl"]
-        path = pipeline_config(tmp / "hsi.yaml", stack=stack, moto=moto_endpoint, bucket=bucket, api=prefect.api,
-                               products=[{"product": PRODUCT}], run_id=run_id)  # fmt: skip
-        cfg = load_config(path)
-        apply(cfg, config_path=path, api_url=prefect.api)
-        yield {"api": prefect.api, "s3": s3, "sqs": sqs, "dlq": dlq, "bucket": bucket, "cfg": cfg, "path": str(path),
-               "tmp": tmp, "catalog": Services.from_config(cfg).catalog, "stack": stack}  # fmt: skip
-    finally:
-        prefect.stop()
+    # Prefect on the stack's PostgreSQL, as `hsi stack up` runs it: a 100-scene backfill is a burst
+    with stack_prefect_db(Path(stack["root"]), f"ops_{run_id}") as db_url:
+        prefect = PrivatePrefect(tmp / "prefect", db_url=db_url)
+        prefect.start_server(timeout=300)  # a loaded 2-core machine takes minutes
+        try:
+            prefect.start_worker()
+            kw = {"endpoint_url": moto_endpoint, "region_name": "us-east-1", "aws_access_key_id": "testing",
+                  "aws_secret_access_key": "testing"}  # fmt: skip
+            s3, sqs = boto3.client("s3", **kw), boto3.client("sqs", **kw)
+            s3.create_bucket(Bucket=bucket)
+            dlq = sqs.create_queue(QueueName=f"dlq-{run_id}")["QueueUrl"]
+            path = pipeline_config(tmp / "hsi.yaml", stack=stack, moto=moto_endpoint, bucket=bucket,
+                                   api=prefect.api, products=[{"product": PRODUCT}], run_id=run_id)  # fmt: skip
+            cfg = load_config(path)
+            apply(cfg, config_path=path, api_url=prefect.api)
+            yield {"api": prefect.api, "s3": s3, "sqs": sqs, "dlq": dlq, "bucket": bucket, "cfg": cfg,
+                   "path": str(path), "tmp": tmp, "catalog": Services.from_config(cfg).catalog,
+                   "stack": stack}  # fmt: skip
+        finally:
+            prefect.stop()
 
 
 def _put_scene(p: dict[str, Any], prefix: str, *, archive: bool = False) -> tuple[str, str]:
