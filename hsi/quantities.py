@@ -25,18 +25,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
-import pystac
+from typing import TYPE_CHECKING, Any
 
 from hsi.errors import ProductError
-from hsi.scene import BandInfo
+
+if TYPE_CHECKING:  # the option parsing is on the CLI's and the configuration's import path
+    import pystac
+
+    from hsi.scene import BandInfo
 
 __all__ = [
     "MASK_ASSET",
     "MASK_FLAGS",
     "OBS_ASSET",
+    "PIPELINE_OPTIONS",
     "PIPELINE_RECORDS",
     "SENSOR_ASSET",
     "InputPlan",
@@ -52,6 +54,7 @@ MASK_ASSET = "mask"
 OBS_SOLAR_ZENITH_BAND = 5  # 1-based: to-sun zenith in EMIT OBS and AVIRIS-NG obs/obs_ort
 MASK_FLAGS = ("Cloud flag", "Cirrus flag", "Water flag", "Dilated Cloud Flag")  # masked by default
 _OPTIONS = {"radiance": "toa", "mask": True, "geometry": "ortho"}
+PIPELINE_OPTIONS = tuple(_OPTIONS)  # accepted next to every product's own parameters
 PIPELINE_RECORDS = ("input_quantity", "toa_reflectance", "quality_mask", "geometry")
 SENSOR_ASSET = "sensor"  # the activated item's raw sensor-geometry cube + GLT (hsi.activation)
 DEFAULT_RADIANCE_UNITS = "uW nm-1 cm-2 sr-1"
@@ -103,6 +106,8 @@ def plan_inputs(
     mask_descriptions: Sequence[str] | None = None,
 ) -> InputPlan:
     """Decide the input preparation of one product run on one activated item (no pixels read)."""
+    import numpy as np
+
     from hsi.toa import (
         ToaConversion,
         band_solar_irradiance,

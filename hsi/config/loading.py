@@ -115,10 +115,16 @@ def _check_product(loc: tuple[str | int, ...], run: dict[str, Any]) -> list[Conf
     params = run.get("params") or {}
     if not isinstance(params, dict):
         return []  # the type error is pydantic's
+    from hsi.quantities import PIPELINE_OPTIONS, split_params
+
+    try:
+        params = split_params(params)[0]  # radiance=, mask=, geometry= are the pipeline's, not the product's
+    except ProductError as e:
+        return [ConfigIssue((*loc, "params"), str(e))]
     try:
         product.params_model.model_validate(params)
     except ValidationError as e:
-        allowed = ", ".join(product.params_model.model_fields) or "none"
+        allowed = ", ".join([*product.params_model.model_fields, *PIPELINE_OPTIONS])
         return [ConfigIssue((*loc, "params", *err["loc"]),
                             f"{'unknown parameter' if err['type'] == 'extra_forbidden' else _pydantic_message(err)}"
                             f" (product {product.name}; parameters: {allowed})")

@@ -81,6 +81,12 @@ def test_bad_product_parameter_names_it(work: Path) -> None:
     one_line(hsi(work, "product", "oil-spill", ITEM, "--param", "no_such=1"), EXIT_USAGE, "no_such",
              "hsi products show oil-spill")  # fmt: skip
     one_line(hsi(work, "product", "oil-spill", ITEM, "--param", "oops"), EXIT_USAGE, "key=value", "'oops'")
+    # the pipeline's options (radiance=, mask=, geometry=) are accepted next to the product's own ...
+    one_line(hsi(work, "product", "index:NDVI", ITEM, "--param", "geometry=sensor", "--param", "mask=false"),
+             EXIT_NOT_FOUND, f"run `hsi activate {ITEM}` first")  # fmt: skip
+    # ... and checked
+    one_line(hsi(work, "product", "index:NDVI", ITEM, "--param", "geometry=raw"), EXIT_USAGE,
+             "geometry must be 'ortho' or 'sensor', got 'raw'")  # fmt: skip
 
 
 def test_missing_files_are_named(work: Path) -> None:

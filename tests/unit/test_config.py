@@ -94,6 +94,12 @@ def test_cli_validate_reports_all_errors_and_exit_code(tmp_path: Path) -> None:
             "parameters: hi_threshold",
         ),
         (
+            "sources:\n  emit:\n    products:\n      - product: index:NDVI\n        params: {geometry: raw}\n",
+            5,
+            "sources.emit.products[0].params",
+            "geometry must be 'ortho' or 'sensor'",
+        ),
+        (
             "sources:\n  aviris-ng:\n    products:\n      - params: {}\n",
             4,
             "sources.aviris-ng.products[0].product",
@@ -234,3 +240,13 @@ def test_every_deployment_parameter_is_a_parameter_of_its_flow() -> None:
     new = spec["deployments"][0]
     assert new["entrypoint"] == "flows/activate.py:activate_scene"
     assert set(new["triggers"][0]["parameters"]) == {"uri", "source", "trigger"}
+
+
+def test_pipeline_options_are_accepted_next_to_product_parameters() -> None:
+    text = (
+        "sources:\n  emit:\n    products:\n      - product: index:NDVI\n"
+        "        params: {geometry: sensor, mask: false, radiance: refuse}\n"
+    )
+    cfg, issues = validate_text(text, "hsi.yaml")
+    assert cfg is not None and not issues, [str(i) for i in issues]
+    assert cfg.sources["emit"].products[0].params == {"geometry": "sensor", "mask": False, "radiance": "refuse"}
