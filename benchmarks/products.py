@@ -16,6 +16,12 @@ syscalls, ``read_bytes`` = bytes from the block device), peak RSS of the child
     .venv/bin/python benchmarks/products.py                 # sizes 512 and 1024 in a temp dir
     .venv/bin/python benchmarks/products.py --sizes 768 1536 --workdir /tmp/hsi-bench --keep
     .venv/bin/python benchmarks/products.py --path scene.tif
+    .venv/bin/python benchmarks/products.py --emit           # EMIT L2A 1x/2x: geometry=sensor vs ortho
+
+``--emit`` synthesizes EMIT L2A granules (1242 x 1280 x 285 float32, 1.8 GB, and twice as long),
+activates each (GLT COG), then runs NDVI on the orthorectified COG (``ortho``: 2 bands read) and on the
+raw granule's lines and samples then through the GLT (``sensor``: whole-line strips of every band),
+and checks that the two outputs are equal pixel for pixel.
 """
 
 from __future__ import annotations
@@ -139,8 +145,62 @@ def child(mode: str, src: str, out: str) -> dict[str, object]:
     }
 
 
-def _run_child(mode: str, src: Path, out: Path) -> dict[str, object]:
+def emit_child(mode: str, src: str, out: str) -> dict[str, object]:
+    """NDVI on an activated EMIT COG (``ortho``) or on its raw granule then the GLT (``sensor``)."""
+    from hsi.products import get_product, run_product
+    from hsi.products.sensor import run_product_sensor
+    from hsi.sources import read_scene
+
+    prod = get_product("index:NDVI")
+    _drop_cache(Path(src))
+    io0, t0 = _io(), time.perf_counter()
+    if mode == "ortho":
+        run_product(prod, src, out)
+    else:
+        run_product_sensor(prod, read_scene(src), out)
+    wall = time.perf_counter() - t0
+    io1 = _io()
+    return {"mode": mode, "wall_s": wall, "rchar": io1.get("rchar", 0) - io0.get("rchar", 0),
+            "read_bytes": io1.get("read_bytes", 0) - io0.get("read_bytes", 0), "maxrss_mb": _peak_rss_mb()}  # fmt: skip
+
+
+def emit_case(work: Path, downtracks: list[int], keep: bool) -> None:
+    import numpy as np
+    import rasterio
+
+    from hsi.activation import convert
+    from hsi.sources.emit_synth import synthesize_emit
+
+    print("NDVI on EMIT L2A granules: geometry=sensor (raw lines, then the GLT) vs ortho (activated COG)")
+    rows = []
+    for i, lines in enumerate(downtracks):
+        d = work / f"emit{i}"
+        shutil.rmtree(d, ignore_errors=True)
+        nc = synthesize_emit(d, level="l2a", crosstrack=1242, downtrack=lines, seed=300 + i, companions=False)
+        cog = convert(nc, d / "out").files["cube"]
+        runs = {m: _run_child(m, nc if m == "sensor" else cog, d / f"ndvi_{m}.tif", emit=True)
+                for m in ("ortho", "sensor")}  # fmt: skip
+        with rasterio.open(d / "ndvi_ortho.tif") as a, rasterio.open(d / "ndvi_sensor.tif") as b:
+            same = a.transform == b.transform and np.array_equal(a.read(1), b.read(1))
+        o, s_ = runs["ortho"], runs["sensor"]
+        rows.append({"granule": f"1242x{lines}x285 float32", "GB": round(nc.stat().st_size / 1e9, 2),
+                     "ortho_s": round(float(o["wall_s"]), 2), "sensor_s": round(float(s_["wall_s"]), 2),
+                     "ratio": round(float(s_["wall_s"]) / float(o["wall_s"]), 2),
+                     "ortho_read_MB": round(float(o["rchar"]) / 2**20), "sensor_read_MB": round(float(s_["rchar"]) / 2**20),
+                     "ortho_peak_MB": round(float(o["maxrss_mb"])), "sensor_peak_MB": round(float(s_["maxrss_mb"])),
+                     "identical": same})  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+        if not keep:
+            shutil.rmtree(d, ignore_errors=True)
+    if len(rows) > 1:
+        print(f"\nsensor path peak RSS, largest / smallest granule: "
+              f"{rows[-1]['sensor_peak_MB'] / rows[0]['sensor_peak_MB']:.2f}x for {rows[-1]['GB'] / rows[0]['GB']:.1f}x "
+              "the data")  # fmt: skip
+
+
+def _run_child(mode: str, src: Path, out: Path, emit: bool = False) -> dict[str, object]:
     cmd = [sys.executable, __file__, "--child", mode, "--path", str(src), "--out", str(out)]
+    cmd += ["--emit"] if emit else []
     res = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -155,11 +215,23 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[512, 1024], help="generated scene sizes (px)")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--keep", action="store_true", help="keep generated scenes")
-    ap.add_argument("--child", choices=["engine", "bare3", "full"], help=argparse.SUPPRESS)
+    ap.add_argument("--emit", action="store_true", help="EMIT granules: geometry=sensor vs ortho")
+    ap.add_argument(
+        "--emit-downtrack", type=int, nargs="+", default=[1280, 2560], help="EMIT down-track lines"
+    )
+    ap.add_argument("--child", choices=["engine", "bare3", "full", "ortho", "sensor"], help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        print(json.dumps(child(a.child, a.path[0], a.out)))
+        print(json.dumps((emit_child if a.emit else child)(a.child, a.path[0], a.out)))
+        return
+    if a.emit:
+        work = a.workdir or Path(tempfile.mkdtemp(prefix="hsi-bench-"))
+        try:
+            emit_case(work, a.emit_downtrack, a.keep)
+        finally:
+            if not a.keep and a.workdir is None:
+                shutil.rmtree(work, ignore_errors=True)
         return
 
     import rasterio

@@ -75,6 +75,14 @@ class NetcdfCube:
             block = block[:, :, None]
         return np.ascontiguousarray(block.transpose(2, 0, 1), dtype=self.dtype)
 
+    def read_bands(self, rows: tuple[int, int], cols: tuple[int, int], bands: list[int]) -> np.ndarray:
+        """Only ``bands`` (0-based, increasing) of a window: HDF5 copies out just those."""
+        if self._var.ndim == 2:
+            return self.read(rows, cols)[bands]
+        (r0, r1), (c0, c1) = rows, cols
+        block = np.asarray(self._var[r0:r1, c0:c1, bands])
+        return np.ascontiguousarray(block.transpose(2, 0, 1), dtype=self.dtype)
+
     def close(self) -> None:
         if self._f is not None:
             self._f.close()

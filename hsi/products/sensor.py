@@ -47,6 +47,17 @@ SENSOR_GEOMETRY_TAG = "HSI_GEOMETRY"
 DEFAULT_STRIP_BYTES = 64 << 20
 
 
+def _read(cube: CubeReader, indexes: list[int], window: Window) -> np.ndarray:
+    """Bands ``indexes`` (1-based) of a window; only those bands where the reader can select them."""
+    rows = (int(window.row_off), int(window.row_off) + int(window.height))
+    cols = (int(window.col_off), int(window.col_off) + int(window.width))
+    zero = [i - 1 for i in indexes]
+    pick = getattr(cube, "read_bands", None)
+    if pick is not None and zero == sorted(set(zero)):
+        return np.asarray(pick(rows, cols, zero))
+    return np.asarray(cube.read(rows, cols)[zero])
+
+
 class SensorDataset:
     """A sensor-geometry cube seen through the few rasterio-dataset members the engine uses
     (no CRS: pixel = (sample, line))."""
@@ -67,9 +78,7 @@ class SensorDataset:
         }
 
     def read(self, indexes: list[int], window: Window) -> np.ndarray:
-        r0, c0 = int(window.row_off), int(window.col_off)
-        block = self.cube.read((r0, r0 + int(window.height)), (c0, c0 + int(window.width)))
-        return block[[i - 1 for i in indexes]]
+        return _read(self.cube, indexes, window)
 
     def strips(self, budget_bytes: int = DEFAULT_STRIP_BYTES) -> list[Window]:
         """Whole-line windows of at most ``budget_bytes`` of every band."""
@@ -88,9 +97,7 @@ class CubeSide:
         self._cube = open_cube(meta)
 
     def read(self, indexes: list[int], window: Window) -> np.ndarray:
-        r0, c0 = int(window.row_off), int(window.col_off)
-        block = self._cube.read((r0, r0 + int(window.height)), (c0, c0 + int(window.width)))
-        return np.asarray(block[[i - 1 for i in indexes]])
+        return _read(self._cube, indexes, window)
 
     def close(self) -> None:
         self._cube.close()

@@ -249,4 +249,8 @@ def test_pipeline_options_are_accepted_next_to_product_parameters() -> None:
     )
     cfg, issues = validate_text(text, "hsi.yaml")
     assert cfg is not None and not issues, [str(i) for i in issues]
-    assert cfg.sources["emit"].products[0].params == {"geometry": "sensor", "mask": False, "radiance": "refuse"}
+    assert cfg.sources["emit"].products[0].params == {
+        "geometry": "sensor",
+        "mask": False,
+        "radiance": "refuse",
+    }
