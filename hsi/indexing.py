@@ -89,14 +89,15 @@ def index_scene(services: Services, href: str, *, source: str | None = None) -> 
     """Read a raw scene's metadata (only headers, no pixels) and register its raw item (upsert).
 
     Remote objects are not downloaded: only headers/sidecars are (or, in an archive, only its
-    metadata members are read), into a scratch directory removed afterwards. Each remote asset
+    metadata members are read; of an s3:// EMIT granule, the blocks holding its HDF5 metadata, by
+    ranged GETs), into a scratch directory removed afterwards. Each remote asset
     records its size and identity (``file:checksum`` when the store knows it, ``hsi:etag``,
     ``hsi:version_id``), so a re-uploaded scene is a new input even when its size is unchanged."""
     scratch = services.scratch_dir("index")
     try:
         staged = stage_headers(services, href, scratch)
         try:
-            meta = read_scene(staged.entry, source=source or _detect(staged, href))
+            meta = _read(staged, href, source)
         except HSIError as e:  # name the input, not our scratch copy
             msg = str(e).replace(str(staged.entry), href) if staged.archive else str(e)
             raise UnsupportedSourceError(msg.replace(str(scratch), href.rsplit("/", 1)[0])) from None
@@ -117,6 +118,16 @@ def index_scene(services: Services, href: str, *, source: str | None = None) -> 
     services.catalog.upsert_item(item)
     log.info("indexed %s/%s from %s", item.collection_id, item.id, href)
     return item
+
+
+def _read(staged: Staged, href: str, source: str | None) -> SceneMetadata:
+    """The scene's metadata: read by staging (an s3:// EMIT granule, whose staged entry is a
+    placeholder that must not be read), else read from the staged entry."""
+    if staged.meta is not None:
+        if source not in (None, staged.meta.source):
+            raise UnsupportedSourceError(f"{href}: a {staged.meta.source} scene, not {source!r}")
+        return staged.meta
+    return read_scene(staged.entry, source=source or _detect(staged, href))
 
 
 def _detect(staged: Staged, href: str) -> str:

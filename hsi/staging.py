@@ -7,8 +7,13 @@ remote object it describes:
 * an ``s3://`` header or data key: the scene's sibling objects are listed; metadata objects
   (``.hdr``, ``.gain``, ``.spc``: a few kB) are downloaded, every other sibling becomes a sparse
   placeholder of its size (a HEAD, no GET), so the header's layout checks see the true size;
-  an EMIT netCDF4 granule is the exception: HDF5 metadata is spread through the file, so the
-  granule is downloaded, and only its OBS/MASK companion (by name) becomes a placeholder;
+* an ``s3://`` EMIT netCDF4 granule: its HDF5 metadata is spread through the file, so it cannot be
+  read from a placeholder, and it is not downloaded either. The granule and its OBS/MASK companion
+  (found by name) become placeholders, and the EMIT reader itself reads the granule's metadata
+  from a file object made of cached, aligned ranged GETs pinned to the ETag
+  (:class:`hsi.storage.blocks.RangedBlocks`): exactly the bytes it touches, rounded to blocks. That
+  read *is* the scene's metadata read (:attr:`Staged.meta`, paths naming the placeholders): nothing
+  reads the placeholder's bytes afterwards, so no unfetched range can be read as zeros;
 * an ``s3://`` or ``http(s)://`` archive: a tar is read as one stream, a zip by ranged GETs of its
   central directory and metadata members (:func:`hsi.sources.archive.extract_headers`);
 * a local archive: the same, from the file; a local header or data file is used in place.
@@ -20,14 +25,18 @@ import logging
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from hsi.errors import StorageError
+from hsi.errors import InvalidInputError, StorageError, UnsupportedSourceError
 from hsi.services import Services
 from hsi.sources.archive import METADATA_SUFFIXES, ArchiveLimits, extract_headers, is_archive
 from hsi.sources.emit import companion_names, parse_emit_name
 from hsi.storage import ObjectInfo
 from hsi.storage.s3 import S3Store
+
+if TYPE_CHECKING:
+    from hsi.scene import SceneMetadata
 
 __all__ = ["Staged", "stage_headers"]
 
@@ -44,6 +53,9 @@ class Staged:
     archive: str | None = None  # the archive's href/path when the scene is an archive
     remote: dict[str, ObjectInfo] = field(default_factory=dict)  # file name -> identity of remote objects
     remote_dir: str | None = None  # href of the directory holding the remote objects
+    # the scene's metadata when staging read it (an s3:// EMIT granule, by ranged GETs): ``entry``
+    # is then a placeholder whose bytes must not be read; the metadata's paths name the placeholders
+    meta: SceneMetadata | None = None
 
 
 def _name(href: str) -> str:
@@ -118,21 +130,48 @@ def _stage_s3_scene(services: Services, href: str, dest: Path, info: ObjectInfo)
     dest.mkdir(parents=True, exist_ok=True)
     for base, obj in remote.items():
         target = dest / base
-        if emit and base == name:
-            # the netCDF4/HDF5 metadata of a granule is spread through the file and cannot be read
-            # from a placeholder: the granule itself is downloaded (its companions stay placeholders)
-            store.get_file(obj.uri, target, expect=obj)
-        elif base.lower().endswith(METADATA_SUFFIXES):
+        if base.lower().endswith(METADATA_SUFFIXES):
             if obj.size > _MAX_METADATA_OBJECT:
                 raise StorageError(obj.uri, f"{obj.size} bytes is too large for a header or sidecar")
             store.get_file(obj.uri, target, expect=obj)
-        else:  # pixels: a sparse placeholder of the object's size (no byte is read)
+        else:  # pixels or an EMIT granule: a sparse placeholder of the object's size (no byte is read)
             with open(target, "wb") as f:
                 f.truncate(obj.size)
     if emit:
-        log.info("%s: EMIT granule downloaded, %d companion placeholders", href, len(remote) - 1)
-    else:
-        log.info("%s: staged %d header objects, %d placeholders (no pixel data read)", href,
-                 sum(b.lower().endswith(METADATA_SUFFIXES) for b in remote),
-                 sum(not b.lower().endswith(METADATA_SUFFIXES) for b in remote))  # fmt: skip
+        return _read_emit(store, href, info, dest, remote)
+    log.info("%s: staged %d header objects, %d placeholders (no pixel data read)", href,
+             sum(b.lower().endswith(METADATA_SUFFIXES) for b in remote),
+             sum(not b.lower().endswith(METADATA_SUFFIXES) for b in remote))  # fmt: skip
     return Staged(dest / name, remote=remote, remote_dir=prefix)
+
+
+def _read_emit(
+    store: S3Store, href: str, info: ObjectInfo, dest: Path, remote: dict[str, ObjectInfo]
+) -> Staged:
+    """The metadata of the EMIT granule at ``href`` (``info``; a placeholder in ``dest``), read by
+    the EMIT reader from cached ranged GETs pinned to its ETag: the only read of its bytes."""
+    from hsi.sources.emit import EmitSource
+    from hsi.storage.blocks import RangedBlocks
+
+    prefix, name = href.rsplit("/", 1)
+    blocks = RangedBlocks(
+        lambda start, length: store.read_range(href, start, length, etag=info.etag),
+        info.size,
+        name=href,
+    )
+    with blocks.open() as f:
+        try:
+            meta = EmitSource().read(dest / name, fileobj=f)
+        except InvalidInputError as e:  # not readable as a granule: name the object, not our scratch
+            if blocks.error is not None:
+                raise blocks.error from None
+            raise UnsupportedSourceError(str(e).replace(str(dest), prefix)) from None
+        except Exception:
+            if blocks.error is not None:  # the store's error (changed object, outage), not the reader's
+                raise blocks.error from None
+            raise
+    if blocks.error is not None:  # a failed read the reader swallowed: its result is not to be trusted
+        raise blocks.error
+    log.info("%s: EMIT granule metadata read by %d ranged GETs, %d of %d bytes; %d companion placeholders",
+             href, blocks.gets, blocks.bytes_read, info.size, len(remote) - 1)  # fmt: skip
+    return Staged(dest / name, remote=remote, remote_dir=prefix, meta=meta)

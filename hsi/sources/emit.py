@@ -26,14 +26,18 @@ import logging
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from hsi.errors import DataFileError, UnsupportedSourceError
 from hsi.scene import BandInfo, GltRef, RasterLayout, SceneMetadata
 from hsi.sources.envi import is_bad_default
 
 if TYPE_CHECKING:
+    from io import RawIOBase
+
     from hsi.sources.archive import ArchiveLimits
+
+    GranuleFile = IO[bytes] | RawIOBase  # a seekable binary file object of a granule's bytes
 
 __all__ = [
     "EMIT_RADIANCE_UNITS",
@@ -122,14 +126,24 @@ def companion_path(cube: Path, kind: str) -> Path | None:
     return p if p.is_file() else None
 
 
-def _open(path: Path, group: str | None = None) -> Any:
+def _open(path: Path, group: str | None = None, fileobj: GranuleFile | None = None) -> Any:
+    """The granule at ``path``, or its bytes from ``fileobj`` when given (read from its start)."""
     import xarray as xr
 
+    src: Any = path  # xarray takes a path or a readable, seekable binary file object
+    if fileobj is not None:
+        fileobj.seek(0)
+        src = fileobj
     try:
         return xr.open_dataset(
-            path, engine="h5netcdf", group=group, mask_and_scale=False, decode_times=False, cache=False
+            src,
+            engine="h5netcdf",
+            group=group,
+            mask_and_scale=False,
+            decode_times=False,
+            cache=False,
         )
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # a file object not HDF5: xarray says ValueError
         where = f" (group {group!r})" if group else ""
         raise DataFileError(path, f"cannot read as an EMIT netCDF4 granule{where}: {exc}") from exc
 
@@ -175,15 +189,24 @@ def _when(attrs: dict[str, Any], name: EmitName) -> datetime:
 
 
 def read_granule(
-    path: Path, *, variable: str, quantity: str, level: str, label_var: str | None
+    path: Path,
+    *,
+    variable: str,
+    quantity: str,
+    level: str,
+    label_var: str | None,
+    fileobj: GranuleFile | None = None,
 ) -> SceneMetadata:
-    """Metadata of one EMIT granule whose cube is ``variable`` (headers only, no pixels)."""
+    """Metadata of one EMIT granule whose cube is ``variable`` (headers only, no pixels).
+
+    With ``fileobj`` the granule's bytes are read from it (e.g. ranged reads of a remote object) and
+    ``path`` only names it: the result's paths are ``path`` and companions are looked for next to it."""
     import numpy as np
 
     name = parse_emit_name(path.name)
     if name is None:
         raise UnsupportedSourceError(f"{path}: not an EMIT granule name (EMIT_<level>_<product>_...nc)")
-    root = _open(path)
+    root = _open(path, fileobj=fileobj)
     try:
         if variable not in root.variables:
             raise DataFileError(path, f"no variable {variable!r} at the root of the granule")
@@ -199,8 +222,8 @@ def read_granule(
         dtype = np.dtype(var.dtype).name
     finally:
         root.close()
-    sbp = _open(path, "sensor_band_parameters")
-    loc = _open(path, "location")
+    sbp = _open(path, "sensor_band_parameters", fileobj)
+    loc = _open(path, "location", fileobj)
     try:
         transform, wkt, glt = _geo(path, attrs, loc)
         if label_var is not None:
@@ -308,12 +331,21 @@ class EmitSource:
         return p.is_dir() and _cube_in(p) is not None
 
     def read(
-        self, path: Path, work_dir: Path | None = None, limits: ArchiveLimits | None = None
+        self,
+        path: Path,
+        work_dir: Path | None = None,
+        limits: ArchiveLimits | None = None,
+        *,
+        fileobj: GranuleFile | None = None,
     ) -> SceneMetadata:
         """Metadata of a granule (or of the RAD/RFL granule in a directory); ``limits`` is accepted for
-        the source protocol and unused (EMIT granules are not archives)."""
+        the source protocol and unused (EMIT granules are not archives).
+
+        ``fileobj``: read the granule's bytes from this seekable file object instead of from ``path``,
+        which then only names the granule (a placeholder of it, next to its companions' placeholders):
+        how an ``s3://`` granule is indexed by ranged reads (:mod:`hsi.staging`)."""
         p = Path(path)
-        if p.is_dir():
+        if p.is_dir() and fileobj is None:
             cube = _cube_in(p)
             if cube is None:
                 raise UnsupportedSourceError(f"{p}: no EMIT RAD or RFL granule in this directory")
@@ -327,4 +359,6 @@ class EmitSource:
         if not p.is_file():
             raise DataFileError(p, "file not found")
         level, quantity, variable = _CUBES[parsed.product]
-        return read_granule(p, variable=variable, quantity=quantity, level=level, label_var=None)
+        return read_granule(
+            p, variable=variable, quantity=quantity, level=level, label_var=None, fileobj=fileobj
+        )

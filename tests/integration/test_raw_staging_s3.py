@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import rasterio
 from hsi import activation as act
 from hsi.cog import CogProfile
 from hsi.config import PipelineConfig
-from hsi.errors import StorageError
+from hsi.errors import StorageError, UnsupportedSourceError
 from hsi.services import Services
 from hsi.sources.synthetic import synthesize
 from hsi.storage import file_checksum
@@ -174,9 +175,10 @@ def test_activation_of_an_s3_scene_stages_privately_and_leaves_nothing(
 def test_index_of_an_s3_emit_granule_and_activation_stages_its_companion(
     tmp_path: Path, s3: Any, svc: Services
 ) -> None:
-    """EMIT from S3: netCDF4 metadata cannot be read from a placeholder, so indexing downloads the
-    granule (only it); its OBS companion is found by name (never a GET, no other EMIT_* key touched)
-    and recorded as an asset, and activation's fetch stages the companion next to the granule."""
+    """EMIT from S3: netCDF4 metadata cannot be read from a placeholder, so indexing reads the
+    granule's metadata by ranged GETs (only of it); its OBS companion is found by name (never a GET,
+    no other EMIT_* key touched) and recorded as an asset, and activation's fetch stages the
+    companion next to the granule."""
     from hsi.sources.emit import companion_names
     from hsi.sources.emit_synth import synthesize_emit
 
@@ -193,7 +195,8 @@ def test_index_of_an_s3_emit_granule_and_activation_stages_its_companion(
     gets = _gets(svc)
 
     raw = act.index_scene(svc, f"s3://{BUCKET}/raw/{nc.name}")
-    assert [g["Key"] for g in gets] == [f"raw/{nc.name}"]  # the granule; never the companion
+    assert {g["Key"] for g in gets} == {f"raw/{nc.name}"}  # the granule; never the companion
+    assert all("Range" in g and g["IfMatch"] for g in gets)  # ranged reads pinned to its ETag
     assert f"raw/{obs_name}" in heads  # the companion: a HEAD for its identity
     assert not any(other.stem in k or "MASK" in k for k in heads)  # the other granule is not looked at
     assert _left(svc) == []
@@ -216,3 +219,104 @@ def test_index_of_an_s3_emit_granule_and_activation_stages_its_companion(
     assert conv.meta.glt is not None and "obs" in conv.files  # orthorectified with its OBS companion
     with rasterio.open(conv.files["obs"]) as ds:
         assert ds.count == 11 and (ds.width, ds.height) == (conv.cog.width, conv.cog.height)
+
+
+def _comparable(item: Any) -> dict[str, Any]:
+    """A raw item without what differs by where it was read: asset hrefs (kept by file name), the
+    remote identity fields, and the time of indexing."""
+    d = item.to_dict()
+    for a in d["assets"].values():
+        a["href"] = a["href"].rsplit("/", 1)[-1]
+        for k in ("hsi:etag", "hsi:version_id"):
+            a.pop(k, None)
+    for k in ("created", "updated"):
+        d["properties"].pop(k, None)
+    d.pop("links", None)
+    return dict(d)
+
+
+def test_index_of_an_s3_emit_granule_reads_its_metadata_by_ranged_gets_only(
+    tmp_path: Path, s3: Any, svc: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An s3:// EMIT granule (24 MB, its pixels dominate) is indexed from a few ranged GETs of its
+    metadata: the raw item is the one indexed from the same granule on local disk (ids, properties,
+    bands, assets, geometry), and the bytes the S3 server sent are a small share of the object."""
+    from hsi.sources.emit import companion_names
+    from hsi.sources.emit_synth import synthesize_emit
+
+    nc = synthesize_emit(tmp_path / "emit", level="l2a", crosstrack=128, downtrack=160, seed=5)
+    (mask_name,) = companion_names(nc.name)
+    size = nc.stat().st_size
+    assert size > 20 << 20
+    store = svc.store_for(f"s3://{BUCKET}/x")
+    for p in (nc, nc.parent / mask_name):  # with the sha256 metadata, as our store writes objects
+        store.put_file(p, f"s3://{BUCKET}/emit/{p.name}")
+    local = act.index_scene(svc, str(nc))
+
+    gets = _gets(svc)
+    received: list[int] = []  # Content-Length of every GetObject response the client received
+    client = store.client  # type: ignore[attr-defined]
+    client.meta.events.register(
+        "after-call.s3.GetObject",
+        lambda parsed=None, **_: received.append(int((parsed or {}).get("ContentLength") or 0)),
+    )
+    with caplog.at_level(logging.INFO, logger="hsi.staging"):
+        remote = act.index_scene(svc, f"s3://{BUCKET}/emit/{nc.name}")
+
+    assert {g["Key"] for g in gets} == {f"emit/{nc.name}"}  # the granule only; the MASK is a HEAD
+    assert all(g["Range"].startswith("bytes=") and g["IfMatch"] for g in gets)
+    assert len(received) == len(gets) <= 8
+    assert sum(received) < size / 10, f"{sum(received)} of {size} bytes read"
+    assert f"{len(gets)} ranged GETs, {sum(received)} of {size} bytes" in caplog.text  # the log agrees
+    assert _left(svc) == []
+    assert _comparable(remote) == _comparable(local)
+    assert remote.assets["data"].href == f"s3://{BUCKET}/emit/{nc.name}"
+    assert remote.assets["mask"].href == f"s3://{BUCKET}/emit/{mask_name}"
+    assert remote.assets["data"].extra_fields["file:checksum"] == file_checksum(nc)
+    bands = remote.assets["data"].extra_fields["bands"]  # compared above; here: really read
+    assert len(bands) == 285 and bands == local.assets["data"].extra_fields["bands"]
+    assert remote.properties["hsi:bad_bands"]
+    assert remote.properties["datetime"] == local.properties["datetime"]
+    assert remote.geometry == local.geometry and remote.bbox == local.bbox
+
+
+def test_index_of_an_s3_emit_granule_that_is_not_one_names_the_object(
+    tmp_path: Path, s3: Any, svc: Services
+) -> None:
+    """A corrupt granule fails with the object's name (not the scratch placeholder's), after a GET
+    of its first block only; nothing stays on disk."""
+    name = "EMIT_L2A_RFL_001_20220903T163129_2224611_012.nc"
+    bad = tmp_path / name
+    bad.write_bytes(b"not HDF5" * 200_000)
+    s3.upload_file(str(bad), BUCKET, f"bad/{name}")
+    gets = _gets(svc)
+    with pytest.raises(UnsupportedSourceError, match=f"s3://{BUCKET}/bad") as exc:
+        act.index_scene(svc, f"s3://{BUCKET}/bad/{name}")
+    assert str(svc.work_dir) not in str(exc.value)
+    assert len(gets) == 1 and gets[0]["Range"] == f"bytes=0-{(256 << 10) - 1}"
+    assert _left(svc) == []
+
+
+def test_an_s3_emit_granule_replaced_while_it_is_indexed_is_refused(
+    tmp_path: Path, s3: Any, svc: Services
+) -> None:
+    """The ranged GETs are pinned to the ETag of the object indexed: a granule replaced between two
+    of them is refused as a storage error (not read as a mix, nor reported as a corrupt granule)."""
+    from hsi.sources.emit_synth import synthesize_emit
+
+    size = {"level": "l1b", "crosstrack": 96, "downtrack": 128, "companions": False}
+    nc = synthesize_emit(tmp_path / "a", seed=1, **size)  # type: ignore[arg-type]
+    other = synthesize_emit(tmp_path / "b", seed=2, **size)  # type: ignore[arg-type]
+    s3.upload_file(str(nc), BUCKET, f"swap/{nc.name}")
+    client = svc.store_for(f"s3://{BUCKET}/x").client  # type: ignore[attr-defined]
+    swapped: list[bool] = []
+
+    def swap(**_: Any) -> None:
+        if not swapped:
+            swapped.append(True)
+            s3.upload_file(str(other), BUCKET, f"swap/{nc.name}")
+
+    client.meta.events.register("after-call.s3.GetObject", swap)
+    with pytest.raises(StorageError, match="changed while it was read"):
+        act.index_scene(svc, f"s3://{BUCKET}/swap/{nc.name}")
+    assert swapped and _left(svc) == []
