@@ -249,17 +249,18 @@ def orthorectify_window(
     line_bytes = n * (c1 - c0) * cube.dtype.itemsize
     step = max(1, budget_bytes // max(1, line_bytes))
     vals = np.empty((n, vs.size), dtype=cube.dtype)
-    if l1 - l0 <= step:
-        block = cube.read((l0, l1), (c0, c1))
-        vals[:] = block[:, vl - l0, vs - c0]
-    else:
-        for a in range(l0, l1, step):
-            b = min(a + step, l1)
-            sel = (vl >= a) & (vl < b)
-            if not sel.any():
-                continue
-            block = cube.read((a, b), (c0, c1))
-            vals[:, sel] = block[:, vl[sel] - a, vs[sel] - c0]
+    # a reader that keeps the pixel-interleaved order (EMIT netCDF) gathers the named pixels from the
+    # slab as stored, instead of transposing the whole slab to (band, line, sample) first
+    pixels = getattr(cube, "read_pixels", None)
+    for a in range(l0, l1, step):
+        b = min(a + step, l1)
+        sel = slice(None) if l1 - l0 <= step else (vl >= a) & (vl < b)
+        if not isinstance(sel, slice) and not sel.any():
+            continue
+        if pixels is not None:
+            vals[:, sel] = pixels((a, b), (c0, c1))[vl[sel] - a, vs[sel] - c0].T
+        else:
+            vals[:, sel] = cube.read((a, b), (c0, c1))[:, vl[sel] - a, vs[sel] - c0]
     out[:, valid] = vals
     return out
 

@@ -75,6 +75,16 @@ class NetcdfCube:
             block = block[:, :, None]
         return np.ascontiguousarray(block.transpose(2, 0, 1), dtype=self.dtype)
 
+    def read_pixels(self, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+        """A window in the variable's own (line, sample, band) order: no transpose of the whole
+        slab (a GLT lookup gathers a few pixels of it, :func:`hsi.glt.orthorectify_window`)."""
+        n, h, w = self.shape
+        (r0, r1), (c0, c1) = rows, cols
+        if not (0 <= r0 < r1 <= h and 0 <= c0 < c1 <= w):
+            raise ValueError(f"window rows {rows} cols {cols} outside the cube {h}x{w}")
+        block = np.asarray(self._var[r0:r1, c0:c1])
+        return block[:, :, None] if block.ndim == 2 else block
+
     def read_bands(self, rows: tuple[int, int], cols: tuple[int, int], bands: list[int]) -> np.ndarray:
         """Only ``bands`` (0-based, increasing) of a window: HDF5 copies out just those."""
         if self._var.ndim == 2:
