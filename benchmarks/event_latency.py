@@ -21,6 +21,8 @@ parameter ``uri`` = the data object).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import statistics
 import subprocess
 import sys
@@ -40,6 +42,7 @@ from hsi.events import PRODUCT_PUBLISHED  # noqa: E402
 from hsi.sources.synthetic import synthesize  # noqa: E402
 from hsi.stac.product import product_collection, product_item_id  # noqa: E402
 from hsi_pipeline.deployments.generate import apply  # noqa: E402
+from hsi_pipeline.deployments.local.services import WORKER_QUERY_SECONDS  # noqa: E402
 from hsi_pipeline.deployments.local.stack import Layout, status  # noqa: E402
 from tests.integration.e2e_harness import (  # noqa: E402
     Bridge,
@@ -49,6 +52,7 @@ from tests.integration.e2e_harness import (  # noqa: E402
     landing_bucket,
     ng_scene_id,
     pipeline_config,
+    stack_prefect_db,
 )  # fmt: skip
 from tests.integration.moto_server import _bin, _stop, free_port, wait_for  # noqa: E402
 
@@ -64,11 +68,20 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))]
 
 
-Row = tuple[str, float, float, float]
+Row = tuple[str, float, float, float, float, float, float]
 LABELS = (
     ("put -> activate run created", 1),
     ("put -> activate run start", 2),
     ("put -> product published", 3),
+)
+#: where the seconds go between put and published (medians of each segment)
+SEGMENTS = (
+    ("put -> activate run created (bridge, event, automation)", 0, 1),
+    ("created -> activate flow start (worker poll, fork)", 1, 2),
+    ("activate flow (index, COG, upload, register)", 2, 4),
+    ("activate end -> products run created (event, automation)", 4, 5),
+    ("products run created -> start (worker poll, fork)", 5, 6),
+    ("products flow start -> published", 6, 3),
 )
 
 
@@ -80,11 +93,15 @@ def measure(args: argparse.Namespace, info: dict[str, Any], *, warm: bool) -> li
     moto_proc = subprocess.Popen([_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=moto_log,
                                  stderr=subprocess.STDOUT)  # fmt: skip
     moto = f"http://127.0.0.1:{port}"
-    prefect = PrivatePrefect(tmp / "prefect")
+    db = contextlib.ExitStack()
+    db_url = None
+    if args.prefect_db == "postgres":  # as `hsi stack up` runs Prefect
+        db_url = db.enter_context(stack_prefect_db(ROOT / ".stack", f"latency_{os.getpid()}_{int(warm)}"))
+    prefect = PrivatePrefect(tmp / "prefect", db_url=db_url)
     try:
         wait_for(lambda: httpx.get(f"{moto}/moto-api/", timeout=2).status_code == 200, what="moto")
         prefect.start_server()
-        prefect.start_worker(warm=warm)
+        prefect.start_worker(warm=warm, query_seconds=args.query_seconds)
         run_id = ng_scene_id()[-6:]
         bucket = f"latency-{run_id}"
         s3, sqs, queue = landing_bucket(moto, bucket)
@@ -120,17 +137,28 @@ def measure(args: argparse.Namespace, info: dict[str, Any], *, warm: bool) -> li
         missing = sorted(set(t0) - set(act_runs))
         if missing:
             raise RuntimeError(f"no activate run found for: {', '.join(missing)}")
+        items = {f"aviris-ng-{sid}": sid for sid, _ in scenes}
+        prod_runs = {}
+        for r in flow_runs(prefect.api, flow_name="products"):
+            sid = items.get(str(r["parameters"].get("item_id")))
+            if sid is not None:
+                prod_runs[sid] = r
         rows = []
         for sid, _ in scenes:
             r = act_runs[sid]
-            created, start = _ts(r["created"]), _ts(r["start_time"])
-            assert created is not None and start is not None, r
-            rows.append((sid, created - t0[sid], start - t0[sid], done[sid] - t0[sid]))
+            created, start, end = _ts(r["created"]), _ts(r["start_time"]), _ts(r["end_time"])
+            assert created is not None and start is not None and end is not None, r
+            p = prod_runs.get(sid, {})
+            pc, ps = _ts(p.get("created")), _ts(p.get("start_time"))
+            nan = float("nan")
+            rows.append((sid, created - t0[sid], start - t0[sid], done[sid] - t0[sid], end - t0[sid],
+                         (pc - t0[sid]) if pc else nan, (ps - t0[sid]) if ps else nan))  # fmt: skip
         return rows
     finally:
         prefect.stop()
         _stop(moto_proc)
         moto_log.close()
+        db.close()
 
 
 def report(title: str, rows: list[Row]) -> dict[str, float]:
@@ -143,6 +171,12 @@ def report(title: str, rows: list[Row]) -> dict[str, float]:
         xs = [r[col] for r in rows]
         medians[label] = statistics.median(xs)
         print(f"{label:<28} median {medians[label]:6.2f} s   p95 {_pct(xs, 0.95):6.2f} s   (n={len(xs)})")
+    print("where the time goes (median of each segment):")
+    for label, a, b in SEGMENTS:
+        xs = [(r[b] if b else 0.0) - (r[a] if a else 0.0) for r in rows]
+        xs = [x for x in xs if x == x]  # a run the API did not list is left out
+        if xs:
+            print(f"  {label:<58} {statistics.median(xs):6.2f} s")
     return medians
 
 
@@ -151,6 +185,10 @@ def main() -> int:
     ap.add_argument("--scenes", type=int, default=10)
     ap.add_argument("--interval", type=float, default=2.0, help="seconds between scene arrivals")
     ap.add_argument("--size", type=int, default=48, help="scene width (height = 1.25 x)")
+    ap.add_argument("--prefect-db", choices=["postgres", "sqlite"], default="postgres",
+                    help="the private Prefect server's database (postgres: in the stack's PostgreSQL, as `hsi stack up`)")  # fmt: skip
+    ap.add_argument("--query-seconds", type=float, default=WORKER_QUERY_SECONDS,
+                    help=f"worker poll interval (default {WORKER_QUERY_SECONDS}, as `hsi stack up`)")  # fmt: skip
     ap.add_argument("--no-baseline", action="store_true",
                     help="skip the baseline pass (Prefect's default cold process start)")  # fmt: skip
     args = ap.parse_args()

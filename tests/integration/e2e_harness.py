@@ -92,10 +92,13 @@ class PrivatePrefect:
     def starter_socket(self) -> Path:
         return self.home / "flow-starter.sock"
 
-    def start_worker(self, warm: bool = True) -> None:
+    def start_worker(self, warm: bool = True, query_seconds: float | None = None) -> None:
         """The pool's worker; with ``warm``, runs start through a warm flow-run starter
-        (deployments/local/warm.py) that configures the pool first, as ``hsi stack up`` does."""
-        env = {**self._env(), "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        (deployments/local/warm.py) that configures the pool first, as ``hsi stack up`` does.
+        ``query_seconds``: the worker's poll interval (default 1 s; ``hsi stack up`` polls faster, on
+        PostgreSQL)."""
+        poll = str(query_seconds if query_seconds is not None else 1)
+        env = {**self._env(), "PREFECT_WORKER_QUERY_SECONDS": poll, "PREFECT_RUNNER_POLL_FREQUENCY": "1",
                "PREFECT_WORKER_PREFETCH_SECONDS": "2", "PREFECT_LOGGING_LEVEL": "INFO"}  # fmt: skip
         if warm and self.starter is None:
             slog = (self.home / "flow-starter.log").open("ab")
