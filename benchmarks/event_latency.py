@@ -52,6 +52,7 @@ from tests.integration.e2e_harness import (  # noqa: E402
     landing_bucket,
     ng_scene_id,
     pipeline_config,
+    prefect_api,
     stack_prefect_db,
 )  # fmt: skip
 from tests.integration.moto_server import _bin, _stop, free_port, wait_for  # noqa: E402
@@ -143,6 +144,18 @@ def measure(args: argparse.Namespace, info: dict[str, Any], *, warm: bool) -> li
             sid = items.get(str(r["parameters"].get("item_id")))
             if sid is not None:
                 prod_runs[sid] = r
+        pend = []  # the activate runs' state history: waiting for a worker, then starting
+        for r in act_runs.values():
+            hist = prefect_api(
+                "GET", f"{prefect.api}/flow_run_states/", params={"flow_run_id": r["id"]}
+            ).json()
+            at = {h["type"]: _ts(h["timestamp"]) for h in hist}
+            if all(at.get(k) for k in ("SCHEDULED", "PENDING", "RUNNING")):
+                pend.append((at["PENDING"] - at["SCHEDULED"], at["RUNNING"] - at["PENDING"]))  # type: ignore[operator]
+        if pend:
+            print(f"activate runs: scheduled -> pending (worker poll) median {statistics.median(p[0] for p in pend):.2f} s, "
+                  f"pending -> running (fork, engine start) median {statistics.median(p[1] for p in pend):.2f} s",
+                  flush=True)  # fmt: skip
         rows = []
         for sid, _ in scenes:
             r = act_runs[sid]
@@ -164,7 +177,7 @@ def measure(args: argparse.Namespace, info: dict[str, Any], *, warm: bool) -> li
 def report(title: str, rows: list[Row]) -> dict[str, float]:
     print(f"\n{title}")
     print(f"{'scene':<22}{'run created':>13}{'activate start':>16}{'product published':>19}")
-    for sid, a, b, c in rows:
+    for sid, a, b, c, *_ in rows:
         print(f"{sid:<22}{a:>12.2f}s{b:>15.2f}s{c:>18.2f}s")
     medians = {}
     for label, col in LABELS:

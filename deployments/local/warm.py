@@ -49,6 +49,14 @@ DEFAULT_PRELOAD = (
     "hsi_pipeline.flows.index",
     "hsi_pipeline.flows.product",
     "hsi_pipeline.flows.on_demand",
+    # imported on first use by the runs (the CLI keeps them off its start-up path): spectral indices,
+    # the STAC API client, TOA reflectance, netCDF granules
+    "spyndex",
+    "pystac_client",
+    "hsi.catalog.stacapi",
+    "hsi.toa",
+    "hsi.netcdf",
+    "hsi.sources.emit",
 )
 _HDR = struct.Struct("!I")
 STOP_GRACE_S = 10.0  # on SIGTERM: how long running flow runs get to stop before SIGKILL

@@ -20,7 +20,7 @@ from typing import Any
 
 from hsi.errors import StorageError
 
-__all__ = ["DEFAULT_BLOCK_SIZE", "RangedBlocks"]
+__all__ = ["DEFAULT_BLOCK_SIZE", "RangedBlocks", "RangedRaw"]
 
 DEFAULT_BLOCK_SIZE = 256 << 10
 
@@ -98,12 +98,15 @@ class RangedBlocks:
     def open(self) -> io.RawIOBase:
         """A seekable binary file object over the object's bytes (its own position; shared blocks).
         Unbuffered: a read asks for exactly its bytes, no read-ahead past them."""
-        return _BlockView(self)
+        return RangedRaw(self.read, self.size)
 
 
-class _BlockView(io.RawIOBase):
-    def __init__(self, blocks: RangedBlocks) -> None:
-        self._b, self._pos = blocks, 0
+class RangedRaw(io.RawIOBase):
+    """A seekable raw binary reader over ``read_at(start, length) -> bytes`` of an object of ``size``
+    bytes (each read asks for exactly its bytes: wrap it in ``io.BufferedReader`` for read-ahead)."""
+
+    def __init__(self, read_at: Callable[[int, int], bytes], size: int) -> None:
+        self._read_at, self._size, self._pos = read_at, int(size), 0
 
     def readable(self) -> bool:
         return True
@@ -115,13 +118,15 @@ class _BlockView(io.RawIOBase):
         return self._pos
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._b.size}[whence]
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
         self._pos = max(0, base + offset)
         return self._pos
 
     def readinto(self, buf: Any) -> int:
-        data = self._b.read(self._pos, len(buf))
-        n = len(data)
-        memoryview(buf).cast("B")[:n] = data
-        self._pos += n
-        return n
+        n = min(len(buf), self._size - self._pos)
+        if n <= 0:
+            return 0
+        data = self._read_at(self._pos, n)
+        memoryview(buf).cast("B")[: len(data)] = data
+        self._pos += len(data)
+        return len(data)

@@ -316,7 +316,10 @@ class S3Store(ResumableMultipart):
 
     def open_ranged(self, uri: str, info: ObjectInfo, buffer_size: int = 64 << 10) -> Any:
         """A seekable binary reader of the object made of ranged GETs (e.g. for a zip's directory)."""
-        return io.BufferedReader(_RangedReader(self, uri, info), buffer_size=buffer_size)
+        from hsi.storage.blocks import RangedRaw
+
+        raw = RangedRaw(lambda start, length: self.read_range(uri, start, length, etag=info.etag), info.size)
+        return io.BufferedReader(raw, buffer_size=buffer_size)
 
     def stat(self, uri: str, checksum: bool = False) -> ObjectInfo | None:
         bucket, key = self._key(uri)
@@ -474,36 +477,6 @@ class S3Store(ResumableMultipart):
         if code:
             return StorageError(uri, f"{op} failed{where}: {code}")
         return StorageError(uri, f"{op} failed{where}: {type(cause).__name__}")
-
-
-class _RangedReader(io.RawIOBase):
-    """Raw, seekable reads of one S3 object by ranged GETs, pinned to its ETag."""
-
-    def __init__(self, store: S3Store, uri: str, info: ObjectInfo) -> None:
-        self._store, self._uri, self._size, self._etag, self._pos = store, uri, info.size, info.etag, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def readinto(self, b: Any) -> int:
-        n = min(len(b), self._size - self._pos)
-        if n <= 0:
-            return 0
-        data = self._store.read_range(self._uri, self._pos, n, etag=self._etag)
-        b[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
 
 
 @functools.cache
