@@ -254,8 +254,8 @@ def orthorectify_window(
     pixels = getattr(cube, "read_pixels", None)
     for a in range(l0, l1, step):
         b = min(a + step, l1)
-        sel = slice(None) if l1 - l0 <= step else (vl >= a) & (vl < b)
-        if not isinstance(sel, slice) and not sel.any():
+        sel = (vl >= a) & (vl < b)
+        if not sel.any():
             continue
         if pixels is not None:
             vals[:, sel] = pixels((a, b), (c0, c1))[vl[sel] - a, vs[sel] - c0].T

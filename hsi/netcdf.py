@@ -65,33 +65,27 @@ class NetcdfCube:
         self.shape = (bands, lines, samples)
         self.dtype: np.dtype[Any] = np.dtype(self._var.dtype).newbyteorder("=")
 
-    def read(self, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+    def read_pixels(
+        self, rows: tuple[int, int], cols: tuple[int, int], bands: list[int] | None = None
+    ) -> np.ndarray:
+        """A window in the variable's own (line, sample, band) order, only ``bands`` (0-based,
+        increasing) when given: HDF5 copies out just those, and nothing transposes the slab (a GLT
+        lookup gathers a few pixels of it, :func:`hsi.glt.orthorectify_window`)."""
         n, h, w = self.shape
         (r0, r1), (c0, c1) = rows, cols
         if not (0 <= r0 < r1 <= h and 0 <= c0 < c1 <= w):
             raise ValueError(f"window rows {rows} cols {cols} outside the cube {h}x{w}")
-        block = np.asarray(self._var[r0:r1, c0:c1])
-        if block.ndim == 2:
-            block = block[:, :, None]
-        return np.ascontiguousarray(block.transpose(2, 0, 1), dtype=self.dtype)
+        if self._var.ndim == 2:
+            block = np.asarray(self._var[r0:r1, c0:c1])[:, :, None]
+            return block if bands is None else block[:, :, bands]
+        return np.asarray(self._var[r0:r1, c0:c1] if bands is None else self._var[r0:r1, c0:c1, bands])
 
-    def read_pixels(self, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
-        """A window in the variable's own (line, sample, band) order: no transpose of the whole
-        slab (a GLT lookup gathers a few pixels of it, :func:`hsi.glt.orthorectify_window`)."""
-        n, h, w = self.shape
-        (r0, r1), (c0, c1) = rows, cols
-        if not (0 <= r0 < r1 <= h and 0 <= c0 < c1 <= w):
-            raise ValueError(f"window rows {rows} cols {cols} outside the cube {h}x{w}")
-        block = np.asarray(self._var[r0:r1, c0:c1])
-        return block[:, :, None] if block.ndim == 2 else block
+    def read(self, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+        return np.ascontiguousarray(self.read_pixels(rows, cols).transpose(2, 0, 1), dtype=self.dtype)
 
     def read_bands(self, rows: tuple[int, int], cols: tuple[int, int], bands: list[int]) -> np.ndarray:
-        """Only ``bands`` (0-based, increasing) of a window: HDF5 copies out just those."""
-        if self._var.ndim == 2:
-            return self.read(rows, cols)[bands]
-        (r0, r1), (c0, c1) = rows, cols
-        block = np.asarray(self._var[r0:r1, c0:c1, bands])
-        return np.ascontiguousarray(block.transpose(2, 0, 1), dtype=self.dtype)
+        """Only ``bands`` (0-based, increasing) of a window, as (band, line, sample)."""
+        return np.ascontiguousarray(self.read_pixels(rows, cols, bands).transpose(2, 0, 1), dtype=self.dtype)
 
     def close(self) -> None:
         if self._f is not None:
