@@ -146,12 +146,10 @@ def require_product(name: str, params: dict[str, Any] | None = None) -> None:
         product = get_product(name)
     except ProductError as e:
         fail(str(e), EXIT_NOT_FOUND)
-    try:
-        if params:
-            from hsi.quantities import split_params  # radiance=, mask=, geometry= are the pipeline's
+    from hsi.quantities import parse_request_params
 
-            params = split_params(params)[0]
-        product.parse_params(dict(params or {}))
+    try:
+        parse_request_params(product, params)
     except ProductError as e:
         fail(f"{e} (see `hsi products show {product.name}`)", EXIT_USAGE)
 

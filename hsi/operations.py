@@ -36,7 +36,7 @@ from hsi.lineage import descendants
 from hsi.planning import ProductRequest, product_requests, raw_collections
 from hsi.production import expected_product_params
 from hsi.products import get_product
-from hsi.quantities import split_params
+from hsi.quantities import parse_request_params
 from hsi.services import Services
 from hsi.stac.product import product_collection, product_item_id
 
@@ -159,8 +159,8 @@ def _product_row(services: Services, raw: pystac.Item, activation: PlanRow, acti
     base: dict[str, Any] = dict(scene=raw.id, raw_collection=raw.collection_id or "", stage="product", collection=coll,
                 item_id=pid, product=req.product, acquired=activation.acquired)  # fmt: skip
     prod = get_product(req.product)
-    prod_params, opts = split_params(req.params)  # pipeline options (radiance=, mask=) are not the product's
-    params = prod.parse_params(prod_params).model_dump(mode="json")
+    p, opts = parse_request_params(prod, req.params)
+    params = p.model_dump(mode="json")
     cur = item.properties.get("hsi:product_key", "") if item is not None else ""
     processed = item.properties.get("processing:datetime", "") if item is not None else ""
     key = ""

@@ -33,7 +33,7 @@ from hsi import activation as act
 from hsi.catalog.base import BBox, Catalog, DatetimeRange
 from hsi.cog_profile import CogProfile
 from hsi.errors import InvalidInputError
-from hsi.quantities import split_params
+from hsi.quantities import parse_request_params
 from hsi.services import Services
 from hsi.sources import list_sources
 
@@ -290,7 +290,7 @@ def product_requests(products: Sequence[str | Mapping[str, Any]]) -> list[Produc
             raise InvalidInputError(
                 f"product request {p!r}: expected a name or {{'product': name, 'params': {{}}}}"
             )
-        get_product(req.product).parse_params(split_params(req.params)[0])
+        parse_request_params(get_product(req.product), req.params)
         out.append(req)
     return out
 

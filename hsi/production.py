@@ -42,8 +42,8 @@ from hsi.quantities import (
     PIPELINE_RECORDS,
     InputPlan,
     build_adjustments,
+    parse_request_params,
     plan_inputs,
-    split_params,
 )
 from hsi.scene import bands_from_dataset
 from hsi.services import Services
@@ -139,8 +139,7 @@ def plan_product(
     supply a band) or InvalidInputError (no cube asset) before any pixel is read.
     """
     prod = get_product(product)
-    prod_params, opts = split_params(params)
-    p = prod.parse_params(prod_params)
+    p, opts = parse_request_params(prod, params)
     prod.check_quantity(
         activated.properties.get("hsi:quantity"), f"item {activated.collection_id}/{activated.id}"
     )
@@ -238,8 +237,7 @@ def expected_product_params(
     """(key, recorded parameters) :func:`plan_product` would give. Only when the input plan depends on
     the COG headers (TOA on a radiance scene, an applied quality mask) are they read; never pixels."""
     prod = get_product(product)
-    prod_params, opts = split_params(params)
-    p = prod.parse_params(prod_params)
+    p, opts = parse_request_params(prod, params)
     cube = activated.assets.get(CUBE_ASSET)
     if cube is None:
         raise InvalidInputError(

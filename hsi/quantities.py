@@ -43,6 +43,7 @@ __all__ = [
     "SENSOR_ASSET",
     "InputPlan",
     "build_adjustments",
+    "parse_request_params",
     "plan_inputs",
     "split_params",
 ]
@@ -76,6 +77,13 @@ def split_params(params: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict
     if isinstance(opts["mask"], str):
         opts["mask"] = opts["mask"].strip().lower() in ("1", "true", "yes", "on")
     return prod, opts
+
+
+def parse_request_params(product: Any, params: Mapping[str, Any] | None) -> tuple[Any, dict[str, Any]]:
+    """(``product``'s validated parameters, the pipeline options): how every request's parameters are
+    checked, since ``radiance=``/``mask=``/``geometry=`` are the pipeline's, not the product's."""
+    prod_params, opts = split_params(params)
+    return product.parse_params(prod_params), opts
 
 
 @dataclass(frozen=True)
