@@ -28,6 +28,7 @@ doubled. Not a test (no CI): it takes ~10 s per scene on 2 cores.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -52,11 +53,6 @@ from hsi.services import Services  # noqa: E402
 from hsi.sources.synthetic import synthesize  # noqa: E402
 from hsi.stac.product import product_collection, product_item_id  # noqa: E402
 from hsi_pipeline.deployments.generate import apply  # noqa: E402
-from hsi_pipeline.deployments.local.services import (  # noqa: E402
-    drop_prefect_db,
-    ensure_prefect_db,
-    prefect_db_url,
-)
 from hsi_pipeline.deployments.local.stack import Layout, status  # noqa: E402
 from tests.integration.e2e_harness import (  # noqa: E402
     Bridge,
@@ -66,6 +62,7 @@ from tests.integration.e2e_harness import (  # noqa: E402
     ng_scene_id,
     pipeline_config,
     prefect_api,
+    stack_prefect_db,
 )  # fmt: skip
 from tests.integration.moto_server import _bin, _stop, free_port, wait_for  # noqa: E402
 
@@ -193,12 +190,10 @@ def main() -> int:
     moto_proc = subprocess.Popen([_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=moto_log,
                                  stderr=subprocess.STDOUT)  # fmt: skip
     moto = f"http://127.0.0.1:{port}"
-    db_name = f"soak_{os.getpid()}"
+    db = contextlib.ExitStack()
     db_url = None
-    if args.prefect_db == "postgres":
-        sec = json.loads(layout.secrets_file.read_text())
-        ensure_prefect_db(layout, db_name)
-        db_url = prefect_db_url(layout, sec, db_name)
+    if args.prefect_db == "postgres":  # dropped on exit
+        db_url = db.enter_context(stack_prefect_db(layout.root, f"soak_{os.getpid()}"))
     prefect = PrivatePrefect(tmp / "prefect", db_url=db_url)
     faults: Counter[str] = Counter()
     t_start = time.monotonic()
@@ -278,8 +273,7 @@ def main() -> int:
         prefect.stop()
         _stop(moto_proc)
         moto_log.close()
-        if db_url:
-            drop_prefect_db(layout, db_name)
+        db.close()
 
 
 if __name__ == "__main__":
