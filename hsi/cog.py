@@ -80,6 +80,9 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]  # (done, total)
 
+#: the widest window of a BIL or BSQ cube read at once (its lines are read once per window)
+_WIDE_WINDOW_BYTES = 320 << 20
+
 #: outputs up to this many uncompressed bytes are staged (overviews) and assembled in memory
 _MEMORY_STAGING_BYTES = 256 << 20
 
@@ -555,7 +558,13 @@ def write_cog(
     )
     env = {"GDAL_CACHEMAX": 256, "GDAL_NUM_THREADS": "ALL_CPUS"}
     with rasterio.Env(**env), cube, sink:
-        windows = sink.block_windows()
+        wide = 0
+        if not meta.is_rotated and meta.layout.interleave in ("bil", "bsq"):
+            # a BIL line (a BSQ band row) holds every column: read each once, in windows as wide
+            # as _WIDE_WINDOW_BYTES allows, rather than once per tile column
+            per_col = meta.layout.count * profile.blocksize * np.dtype(meta.layout.dtype).itemsize
+            wide = _WIDE_WINDOW_BYTES // per_col
+        windows = sink.block_windows(max_cols=wide)
         for k, (rows, cols) in enumerate(windows, start=1):
             if meta.is_rotated:
                 block = read_rotated_window(cube, src_t, dst_t, rows, cols, nodata)  # type: ignore[arg-type]
