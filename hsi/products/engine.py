@@ -15,10 +15,12 @@ become output nodata.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -216,6 +218,26 @@ class _Reader:
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         for w in self.windows:
             yield self.read(w)
+
+
+@contextlib.contextmanager
+def _prefetch(reader: _Reader, windows: list[Window]) -> Iterator[Iterator[dict[str, np.ndarray]]]:
+    """The reader's chunks of ``windows`` in order, each read on a thread while the caller works
+    on the previous one (at most one chunk ahead)."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="product-read")
+
+    def chunks() -> Iterator[dict[str, np.ndarray]]:
+        ahead = pool.submit(reader.read, windows[0]) if windows else None
+        for k in range(len(windows)):
+            assert ahead is not None
+            chunk = ahead.result()
+            ahead = pool.submit(reader.read, windows[k + 1]) if k + 1 < len(windows) else None
+            yield chunk
+
+    try:
+        yield chunks()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _finish(
@@ -445,9 +467,14 @@ def _write(
         tags=tags,
         overview_resampling=overview_resampling(spec),
     )
-    with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS", GDAL_CACHEMAX=128), sink:
-        for k, w in enumerate(windows, start=1):
-            chunk = reader.read(w)
+    # the next window is read (GDAL decompresses without the GIL) while this one is computed and
+    # the sink's pool compresses the finished tiles; only the prefetch thread touches the dataset
+    with (
+        rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS", GDAL_CACHEMAX=128),
+        sink,
+        _prefetch(reader, windows) as chunks,
+    ):
+        for k, (w, chunk) in enumerate(zip(windows, chunks, strict=True), start=1):
             ctx.window = w
             res, invalid = _finish(product.compute(chunk, p, ctx), chunk, spec, product.name)
             del chunk
