@@ -45,6 +45,7 @@ COPY flows ./flows
 COPY deployments ./deployments
 COPY cli ./cli
 RUN pip install --no-deps . \
+    && rm -rf build hsi_pipeline.egg-info \
     && useradd --create-home --uid 1000 hsi \
     && mkdir -p /opt/hsi/hsi-data \
     && chown -R hsi:hsi /opt/hsi/hsi-data

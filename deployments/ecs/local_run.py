@@ -206,16 +206,51 @@ async def _final_state(api_url: str, flow_run_id: uuid.UUID) -> tuple[str, str]:
 
 async def _delete_pool(api_url: str, pool: str) -> None:
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, WorkPoolFilter, WorkPoolFilterName
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings({PREFECT_API_URL: api_url}):
         async with get_client() as client:
-            await client.delete_work_pool(pool)  # its deployments go with it
+            deps = await client.read_deployments(
+                deployment_filter=DeploymentFilter(),
+                work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool])),
+            )
+            for dep in deps:
+                await client.delete_deployment(dep.id)
+            await client.delete_work_pool(pool)
+
+
+def _secret_values(credentials: Path) -> list[str]:
+    """The values of a shared credentials file (to prove they appear nowhere they should not)."""
+    import configparser
+
+    parser = configparser.ConfigParser()
+    parser.read(credentials)
+    return [v for s in parser.sections() for k, v in parser[s].items() if "key" in k or "token" in k]
+
+
+def _run_streaming(argv: list[str]) -> tuple[int, str]:
+    """Run ``argv``, echo its output as it comes, return (exit code, output)."""
+    out: list[str] = []
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            out.append(line)
+    return proc.returncode, "".join(out)
+
+
+def _image_metadata(image: str) -> str:
+    """The image's configuration and build history (env, commands): what a registry would expose."""
+    inspect = _podman("image", "inspect", image).stdout.decode()
+    history = _podman("history", "--no-trunc", "--format", "{{.CreatedBy}}", image).stdout.decode()
+    return inspect + history
 
 
 def _check_catalog(host_config: dict[str, Any], scene: str, tmp: Path) -> list[str]:
     """The demo's items exist in the stack's catalog with their assets under the run's private
     prefix, and those objects exist in S3. Returns one line per item."""
+    from hsi.events import raw_collection, raw_item_id
     from hsi.services import Services
     from hsi.stac.product import product_collection, product_item_id
 
@@ -224,17 +259,18 @@ def _check_catalog(host_config: dict[str, Any], scene: str, tmp: Path) -> list[s
     svc = Services.from_config(load_config(path))
     root = svc.store.root.rstrip("/") + "/"
     lines = []
+    scene_item = raw_item_id("aviris-ng", scene)
     wanted = [
-        ("aviris-ng-raw", scene, None),
-        ("aviris-ng-l2", scene, "cube"),
-        (product_collection("index:NDVI"), product_item_id(scene, "index:NDVI"), None),
+        (raw_collection("aviris-ng"), scene_item, None),
+        ("aviris-ng-l2", scene_item, "cube"),
+        (product_collection("index:NDVI"), product_item_id(scene_item, "index:NDVI"), None),
     ]
     for collection, item_id, key in wanted:
         items = list(svc.catalog.search(collections=[collection], ids=[item_id]))
         if [i.id for i in items] != [item_id]:
             raise AssertionError(f"catalog: {collection}/{item_id} missing (found {[i.id for i in items]})")
         item = items[0]
-        if key is None and collection != "aviris-ng-raw":
+        if key is None and collection != raw_collection("aviris-ng"):
             key = next(k for k, a in item.assets.items() if (a.roles or []) and "data" in (a.roles or []))
         if key is None:
             lines.append(f"{collection}/{item_id}: indexed ({len(item.assets)} assets)")
@@ -245,7 +281,11 @@ def _check_catalog(host_config: dict[str, Any], scene: str, tmp: Path) -> list[s
         info = svc.store.stat(href)
         if info is None or info.size <= 0:
             raise AssertionError(f"{collection}/{item_id}: asset {href} missing in S3")
-        lines.append(f"{collection}/{item_id}: {key} {href} ({info.size} bytes)")
+        parents = [str(link.href) for link in item.links if link.rel == "derived_from"]
+        parent = wanted[0][1] if collection == "aviris-ng-l2" else scene_item
+        if not any(parent in p for p in parents):
+            raise AssertionError(f"{collection}/{item_id}: no derived_from link to {parent} ({parents})")
+        lines.append(f"{collection}/{item_id}: {key} {href} ({info.size} bytes), derived from {parent}")
     return lines
 
 
@@ -274,6 +314,8 @@ def run_check(stack_config: Path, image: str, *, width: int, height: int) -> int
         print(f"flow run {run_id} (deployment demo/image-check on ecs pool {pool}), scene seed {seed}")
         try:
             job = ecs_job(api, run_id)
+            if job.image != image:
+                raise ConfigError(f"the job template resolved image {job.image!r}, expected {image!r}")
             _podman("secret", "create", secret, str(creds))
             argv = podman_run_argv(
                 job,
@@ -283,20 +325,29 @@ def run_check(stack_config: Path, image: str, *, width: int, height: int) -> int
             )
             print("$ " + shlex.join(argv), flush=True)
             t1 = time.monotonic()
-            rc = subprocess.run(argv).returncode
+            rc, output = _run_streaming(argv)
             secs = time.monotonic() - t1
+            state, message = asyncio.run(_final_state(api, run_id))
+            print(f"container exit {rc} after {secs:.1f} s; flow run {state} {message}".rstrip())
+            if state != "COMPLETED":
+                return 1
+            host_cfg = {**host, "storage": {**host["storage"], "root": cfg["storage"]["root"]}}
+            from hsi.sources.synthetic import synthetic_scene_id
+
+            for line in _check_catalog(host_cfg, synthetic_scene_id("aviris-ng", seed), tmp):
+                print(line)
+            values = _secret_values(creds)
+            exposed = [
+                where
+                for where, text in (("container log", output), ("image metadata", _image_metadata(image)))
+                if any(v in text for v in values)
+            ]
+            if not values or exposed:
+                raise AssertionError(f"credentials found in: {', '.join(exposed) or '(no values read)'}")
+            print(f"credentials ({len(values)} values): not in the container log nor the image metadata")
         finally:
             _podman("secret", "rm", secret, check=False)
-        state, message = asyncio.run(_final_state(api, run_id))
-        print(f"container exit {rc} after {secs:.1f} s; flow run {state} {message}".rstrip())
-        if state != "COMPLETED":
-            return 1
-        host_cfg = {**host, "storage": {**host["storage"], "root": cfg["storage"]["root"]}}
-        from hsi.sources.synthetic import synthetic_scene_id
-
-        for line in _check_catalog(host_cfg, synthetic_scene_id("aviris-ng", seed), tmp):
-            print(line)
-    asyncio.run(_delete_pool(api, pool))
+            asyncio.run(_delete_pool(api, pool))
     print(f"image check passed in {time.monotonic() - t0:.1f} s")
     return 0
 
