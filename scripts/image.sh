@@ -69,10 +69,26 @@ make_base() {
     echo "base $BASE made in $((SECONDS - t0)) s"
 }
 
+# a trivial container with the flags above: fails with the runtime's own reason (crun: "cgroups in
+# hybrid mode not supported"; default ulimits: "setrlimit ... operation not permitted")
+probe() {
+    local tool=$1 image=$2 out
+    $tool image exists "$image" 2>/dev/null || return 0  # a registry base: the build pulls it
+    if [[ $tool == podman ]]; then
+        out=$(podman "${G[@]}" run --rm "${R[@]}" "$image" true 2>&1) || die "podman cannot run a container: $(last_line <<<"$out")"
+    fi
+}
+
+# the first line that says why a build failed (pip's ERROR, the runtime's error), else the last Error
+build_error() {
+    grep -m1 -E '^ERROR: |error running container|OCI runtime' "$1" || grep -E '^Error' "$1" | tail -n 1 || last_line <"$1"
+}
+
 build() {
     local tool
     tool=$(engine)
     make_base "$tool"
+    probe "$tool" "$BASE"
     local ca=${HSI_IMAGE_CA:-/etc/ssl/certs/ca-certificates.crt}
     local args=(build --network host --build-arg "BASE=$BASE" -t "$TAG" .)
     if [[ -f $ca ]]; then
@@ -84,9 +100,9 @@ build() {
     echo "build: $TAG from $BASE with $tool (log: $log)..."
     local t0=$SECONDS
     if [[ $tool == podman ]]; then
-        podman "${G[@]}" "${args[0]}" "${R[@]}" "${args[@]:1}" >"$log" 2>&1 || die "build failed: $(grep -E '^(ERROR|Error)' "$log" | tail -n 1 || last_line <"$log")"
+        podman "${G[@]}" "${args[0]}" "${R[@]}" "${args[@]:1}" >"$log" 2>&1 || die "build failed: $(build_error "$log")"
     else
-        docker "${args[@]}" >"$log" 2>&1 || die "build failed: $(last_line <"$log")"
+        docker "${args[@]}" >"$log" 2>&1 || die "build failed: $(build_error "$log")"
     fi
     local secs=$((SECONDS - t0)) size
     size=$($tool image inspect "$TAG" --format '{{.Size}}')
