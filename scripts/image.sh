@@ -17,7 +17,8 @@ cd "$(dirname "$0")/.."
 
 cmd=${1:-build}
 BASE=${HSI_IMAGE_BASE:-localhost/hsi-base:bookworm}
-VERSION=$(python3 -c "import tomllib; print(tomllib.load(open('pyproject.toml', 'rb'))['project']['version'])")
+VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml | head -n 1)
+[[ -n $VERSION ]] || { echo "image: no version = \"...\" in pyproject.toml" >&2; exit 1; }
 TAG=hsi-pipeline:$VERSION
 # runc: crun fails here (cgroups hybrid mode); ulimits within the host's hard limits: podman's defaults
 # fail with "setrlimit ... Operation not permitted"
