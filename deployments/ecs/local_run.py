@@ -250,6 +250,7 @@ def _image_metadata(image: str) -> str:
 def _check_catalog(host_config: dict[str, Any], scene: str, tmp: Path) -> list[str]:
     """The demo's items exist in the stack's catalog with their assets under the run's private
     prefix, and those objects exist in S3. Returns one line per item."""
+    from hsi.catalog.base import derives_from
     from hsi.events import raw_collection, raw_item_id
     from hsi.services import Services
     from hsi.stac.product import product_collection, product_item_id
@@ -281,11 +282,14 @@ def _check_catalog(host_config: dict[str, Any], scene: str, tmp: Path) -> list[s
         info = svc.store.stat(href)
         if info is None or info.size <= 0:
             raise AssertionError(f"{collection}/{item_id}: asset {href} missing in S3")
-        parents = [str(link.href) for link in item.links if link.rel == "derived_from"]
-        parent = wanted[0][1] if collection == "aviris-ng-l2" else scene_item
-        if not any(parent in p for p in parents):
-            raise AssertionError(f"{collection}/{item_id}: no derived_from link to {parent} ({parents})")
-        lines.append(f"{collection}/{item_id}: {key} {href} ({info.size} bytes), derived from {parent}")
+        parent = (wanted[0] if collection == "aviris-ng-l2" else wanted[1])[:2]
+        if not derives_from(item, *parent):
+            raise AssertionError(
+                f"{collection}/{item_id}: does not record {parent[0]}/{parent[1]} as its input"
+            )
+        lines.append(
+            f"{collection}/{item_id}: {key} {href} ({info.size} bytes), derived from {parent[0]}/{parent[1]}"
+        )
     return lines
 
 
