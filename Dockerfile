@@ -3,7 +3,7 @@
 #   docker build -t hsi-pipeline:0.1.0 .
 #   docker run --rm hsi-pipeline:0.1.0 hsi --help
 # Without Docker Hub, build on a local Debian 12 base (python3 + python3-venv) instead:
-#   scripts/image.sh            (makes localhost/hsi-base:bookworm with mmdebstrap, then builds with
+#   scripts/image.sh build      (makes localhost/hsi-base:bookworm with mmdebstrap, then builds with
 #                                --build-arg BASE=localhost/hsi-base:bookworm; see deployments/ecs/README.md)
 ARG BASE=python:3.11-slim
 FROM ${BASE}
