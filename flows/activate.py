@@ -18,7 +18,7 @@ from hsi_pipeline.flows.product import ProductRunsFailed, product_row
 from hsi_pipeline.tasks import activation as t
 from hsi_pipeline.tasks.ops import note_done, note_failure
 from hsi_pipeline.tasks.reporting import publish_item_artifacts, tag_run
-from hsi_pipeline.tasks.runtime import emit, get_config, item_lease
+from hsi_pipeline.tasks.runtime import as_is, emit, get_config, item_lease
 
 
 def _run_name() -> str:
@@ -86,7 +86,7 @@ def activate_scene(
     prof = CogProfile(**(profile or {}))
     out: dict[str, Any] = {}
     if uri is not None:
-        raw = t.index_raw_object(uri, source, cfg)
+        raw = t.index_raw_object(uri, source, as_is(cfg))
         out = {"uri": uri, "raw": {"collection": raw["collection"], "item_id": raw["id"]}}
         if skipped := t.not_activated(raw, cfg):
             reason = skipped["payload"]["reason"]
@@ -94,15 +94,15 @@ def activate_scene(
             emit(skipped)
             return {**out, "status": "indexed", "reason": reason, "item_id": raw["id"]}
     else:
-        raw = t.resolve_raw_item(str(item_id), collection, cfg)
-    plan = t.plan_activation(raw, prof, cfg)
+        raw = t.resolve_raw_item(str(item_id), collection, as_is(cfg))
+    plan = t.plan_activation(as_is(raw), prof, as_is(cfg))
     tag_run(plan.scene_id, plan.source)
     again = (
         {"uri": uri, "source": source} if uri is not None else {"item_id": item_id, "collection": collection}
     )
     with item_lease(plan.collection, plan.item_id, cfg):
         if plan.skip is None and not force:  # a run we waited for may have done it meanwhile
-            plan = t.plan_activation(raw, prof, cfg)
+            plan = t.plan_activation(as_is(raw), prof, as_is(cfg))
         if plan.skip and not force:
             log.info("skipped: %s", plan.skip)
             emit(plan.outcome_event("skipped", plan.skip))
@@ -132,10 +132,14 @@ def _activate(
     uploaded: dict[str, ObjectInfo] = {}
     scratch = t.open_run(f"activate-{plan.item_id}", cfg)
     try:
-        entry = t.fetch_raw(raw, cfg, dest=scratch.path / "raw")  # the run's private staging copy
-        conv = t.convert(entry, plan.item_id, plan.source, prof, scratch, cfg)
-        uploaded = t.upload(plan.collection, plan.item_id, dict(conv.files), cfg)
-        item = t.register_activated(conv, uploaded, raw, plan.ref, prof, trigger, cfg)
+        entry = t.fetch_raw(
+            as_is(raw), as_is(cfg), dest=scratch.path / "raw"
+        )  # the run's private staging copy
+        conv = t.convert(entry, plan.item_id, plan.source, prof, scratch, as_is(cfg))
+        uploaded = t.upload(plan.collection, plan.item_id, dict(conv.files), as_is(cfg))
+        item = t.register_activated(
+            as_is(conv), as_is(uploaded), as_is(raw), plan.ref, prof, trigger, as_is(cfg)
+        )
     except Exception as e:
         # Assets uploaded before a failed registration stay at their deterministic keys (a concurrent
         # run may own an item pointing at them); they are recorded here and overwritten by the next run.

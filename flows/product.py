@@ -24,7 +24,7 @@ from hsi_pipeline.tasks import activation as ta
 from hsi_pipeline.tasks import products as t
 from hsi_pipeline.tasks.ops import note_done, note_failure
 from hsi_pipeline.tasks.reporting import publish_item_artifacts, tag_run
-from hsi_pipeline.tasks.runtime import emit, get_config, item_lease, services
+from hsi_pipeline.tasks.runtime import as_is, emit, get_config, item_lease, services
 
 __all__ = ["ProductRunsFailed", "product_row", "publish_product", "run_product", "run_products"]
 
@@ -104,7 +104,7 @@ def publish_product(
     try:
         tag = activated is None  # in the activation run, the run is tagged already
         if activated is None:
-            activated = t.resolve_activated_item(item_id, collection, cfg)
+            activated = t.resolve_activated_item(item_id, collection, as_is(cfg))
         props = activated["properties"]
         if tag:
             tag_run(props.get("hsi:scene_id") or "", props.get("hsi:source") or "none")
@@ -115,10 +115,10 @@ def publish_product(
             source=props.get("hsi:source") or "none",
             scene_id=props.get("hsi:scene_id") or "",
         )
-        plan = t.plan_product(activated, product, params, cfg)
+        plan = t.plan_product(as_is(activated), product, params, as_is(cfg))
         out["product_key"] = plan.key
         with item_lease(coll, pid, cfg):  # concurrent runs of this product: one works, the others skip
-            skip = None if force else t.check_product_done(plan, cfg)
+            skip = None if force else t.check_product_done(as_is(plan), as_is(cfg))
             if skip:
                 log.info("skipped: %s", skip)
                 emit(
@@ -131,13 +131,15 @@ def publish_product(
                     **out,
                     "status": "skipped",
                     "reason": skip,
-                    "asset": t.stored_product_asset(plan, cfg),
+                    "asset": t.stored_product_asset(as_is(plan), as_is(cfg)),
                 }
             scratch = ta.open_run(f"product-{pid}", cfg)  # private to this run; reclaimed if it dies
             try:
-                computed = t.compute_product(plan, scratch.path / "out", cfg)
-                uploaded = t.upload_product(plan, dict(computed.files), cfg)
-                item = t.register_product(plan, computed, uploaded, activated, trigger, cfg)
+                computed = t.compute_product(as_is(plan), scratch.path / "out", as_is(cfg))
+                uploaded = t.upload_product(as_is(plan), dict(computed.files), as_is(cfg))
+                item = t.register_product(
+                    as_is(plan), as_is(computed), as_is(uploaded), as_is(activated), trigger, as_is(cfg)
+                )
             finally:
                 ta.close_run(scratch, cfg)
     except Exception as e:
