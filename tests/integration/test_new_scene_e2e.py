@@ -95,6 +95,18 @@ def _runs(p: dict[str, Any], flow: str, key: str, value: str) -> list[dict[str, 
     return [r for r in flow_runs(p["api"], flow_name=flow) if r["parameters"].get(key) == value]
 
 
+def _ended_run(p: dict[str, Any], key: str, value: str) -> dict[str, Any]:
+    """The one activation run with parameter ``key`` = ``value``, once it has ended (its products are
+    published before the run's final state is set)."""
+
+    def ended() -> dict[str, Any] | None:
+        runs = _runs(p, "activate", key, value)
+        assert len(runs) <= 1, runs
+        return runs[0] if runs and runs[0]["state_type"] not in ("SCHEDULED", "PENDING", "RUNNING") else None
+
+    return wait_for(ended, timeout=DONE_S, interval=0.5, what=f"the activate run of {value}")
+
+
 def _queue_empty(p: dict[str, Any]) -> bool:
     a = p["sqs"].get_queue_attributes(QueueUrl=p["queue"], AttributeNames=[
         "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]  # fmt: skip
@@ -115,9 +127,7 @@ def test_envi_pair_in_bucket_ends_as_activated_and_product_items(pipeline: dict[
         trig["automation"] == "hsi-new-scene" and trig["automation_id"] == p["autos"]["hsi-new-scene"]["id"]
     )
     assert prod.properties["hsi:flow_run"]["trigger"] == trig  # computed in the same triggered run
-    (run,) = _runs(
-        p, "activate", "uri", f"s3://{p['bucket']}/{key}"
-    )  # the triggered run indexes and activates
+    run = _ended_run(p, "uri", f"s3://{p['bucket']}/{key}")  # the triggered run indexes and activates
     assert run["parameters"]["source"] == "aviris-ng" and run["state_type"] == "COMPLETED"
     assert run["name"] == f"activate-{key.rsplit('/', 1)[-1]}"
     assert act.properties["hsi:flow_run"]["id"] == run["id"]
@@ -127,8 +137,8 @@ def test_envi_pair_in_bucket_ends_as_activated_and_product_items(pipeline: dict[
     inputs = prod.properties["hsi:inputs"]
     assert [i["id"] for i in inputs] == [item_id] and inputs[0]["collection"] == "aviris-ng-l2"
     assert _runs(p, "products", "item_id", item_id) == [] and _runs(p, "product", "item_id", item_id) == []
-    (published,) = events(p["api"], "hsi.product.published",
-                          f"stac.item.{product_collection(PRODUCT)}.{product_item_id(item_id, PRODUCT)}")  # fmt: skip
+    pub_id = f"stac.item.{product_collection(PRODUCT)}.{product_item_id(item_id, PRODUCT)}"
+    (published,) = wait_for(lambda: events(p["api"], "hsi.product.published", pub_id), what="published event")
     assert published["payload"]["product_key"] == prod.properties["hsi:product_key"]
 
 
@@ -167,7 +177,7 @@ def test_redelivered_and_multipart_notifications_give_one_run_each(pipeline: dic
     for sid, obj in ((dup, f"arch/{dup_path.name}"), (mp, key)):
         item_id = f"aviris-ng-{sid}"
         # exactly one activation run per object: the triggered run (it indexed inline; no run by item id)
-        (run,) = _runs(p, "activate", "uri", f"s3://{bucket}/{obj}")
+        run = _ended_run(p, "uri", f"s3://{bucket}/{obj}")
         assert run["state_type"] == "COMPLETED" and run["parameters"].get("item_id") is None
         assert len(_runs(p, "activate", "item_id", item_id)) == 0
         assert len(_runs(p, "products", "item_id", item_id)) == 0  # the products ran in the activation run
