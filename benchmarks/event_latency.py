@@ -4,7 +4,7 @@
 
 Real processes: a moto server (S3 + SQS notifications), the bridge consumer, a private Prefect server
 and a process worker polling every second (PREFECT_WORKER_QUERY_SECONDS=1), the generated deployments
-(``activate/new-scene`` and ``products/aviris-ng`` with index:NDVI); outputs to the running local
+(``activate/new-scene``, which computes index:NDVI in the activation run); outputs to the running local
 stack's SeaweedFS and STAC API (``hsi stack up``). Each synthetic ENVI scene's header is put first,
 then its data object (whose notification emits); t0 = just before the data put.
 
@@ -13,9 +13,11 @@ Runs twice, each with a fresh moto and Prefect server: with warm starts (the poo
 Prefect's default process start; prints both and the warm/cold ratio of the medians.
 
 Prints per scene and median / p95 of: t0 -> activate run created (bridge + event + automation),
-t0 -> activate run start (the activation flow starts: the issue's latency, target <= 5 s), t0 ->
-hsi.product.published. The activate runs are the ones the trigger created (flow ``activate``,
-parameter ``uri`` = the data object).
+t0 -> activate run start (the activation flow starts), t0 -> hsi.product.published (the products
+run inside the activation run), each against the issue-16 targets (start: median <= 1 s, p95 <= 2 s;
+published: median <= 4 s) as a ratio, then where the seconds go: the segments between put, run
+created, flow start, hsi.scene.activated, hsi.product.published and the run's end. The activate runs
+are the ones the trigger created (flow ``activate``, parameter ``uri`` = the data object).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hsi.config import load_config  # noqa: E402
-from hsi.events import PRODUCT_PUBLISHED  # noqa: E402
+from hsi.events import PRODUCT_PUBLISHED, SCENE_ACTIVATED  # noqa: E402
 from hsi.sources.synthetic import synthesize  # noqa: E402
 from hsi.stac.product import product_collection, product_item_id  # noqa: E402
 from hsi_pipeline.deployments.generate import apply  # noqa: E402
@@ -69,20 +71,24 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))]
 
 
-Row = tuple[str, float, float, float, float, float, float]
+Row = tuple[str, float, float, float, float, float]
 LABELS = (
     ("put -> activate run created", 1),
     ("put -> activate run start", 2),
     ("put -> product published", 3),
 )
-#: where the seconds go between put and published (medians of each segment)
+#: issue 16 must-show 3: (median, p95) limits in seconds; None = no limit
+TARGETS: dict[str, tuple[float, float | None]] = {
+    "put -> activate run start": (1.0, 2.0),
+    "put -> product published": (4.0, None),
+}
+#: where the seconds go between put and published (medians of each segment; columns of a Row, 0 = put)
 SEGMENTS = (
     ("put -> activate run created (bridge, event, automation)", 0, 1),
     ("created -> activate flow start (worker poll, fork)", 1, 2),
-    ("activate flow (index, COG, upload, register)", 2, 4),
-    ("activate end -> products run created (event, automation)", 4, 5),
-    ("products run created -> start (worker poll, fork)", 5, 6),
-    ("products flow start -> published", 6, 3),
+    ("activate flow start -> scene activated (index, COG, upload, register)", 2, 4),
+    ("scene activated -> product published (products in the same run)", 4, 3),
+    ("product published -> activate run Completed (run end)", 3, 5),
 )
 
 
@@ -138,12 +144,11 @@ def measure(args: argparse.Namespace, info: dict[str, Any], *, warm: bool) -> li
         missing = sorted(set(t0) - set(act_runs))
         if missing:
             raise RuntimeError(f"no activate run found for: {', '.join(missing)}")
-        items = {f"aviris-ng-{sid}": sid for sid, _ in scenes}
-        prod_runs = {}
-        for r in flow_runs(prefect.api, flow_name="products"):
-            sid = items.get(str(r["parameters"].get("item_id")))
-            if sid is not None:
-                prod_runs[sid] = r
+
+        def activated(sid: str) -> float:
+            evs = events(prefect.api, SCENE_ACTIVATED, f"stac.item.aviris-ng-l2.aviris-ng-{sid}")
+            return _ts(evs[0]["occurred"]) if evs else float("nan")  # type: ignore[return-value]
+
         pend = []  # the activate runs' state history: waiting for a worker, then starting
         for r in act_runs.values():
             hist = prefect_api(
@@ -161,11 +166,8 @@ def measure(args: argparse.Namespace, info: dict[str, Any], *, warm: bool) -> li
             r = act_runs[sid]
             created, start, end = _ts(r["created"]), _ts(r["start_time"]), _ts(r["end_time"])
             assert created is not None and start is not None and end is not None, r
-            p = prod_runs.get(sid, {})
-            pc, ps = _ts(p.get("created")), _ts(p.get("start_time"))
-            nan = float("nan")
-            rows.append((sid, created - t0[sid], start - t0[sid], done[sid] - t0[sid], end - t0[sid],
-                         (pc - t0[sid]) if pc else nan, (ps - t0[sid]) if ps else nan))  # fmt: skip
+            rows.append((sid, created - t0[sid], start - t0[sid], done[sid] - t0[sid],
+                         activated(sid) - t0[sid], end - t0[sid]))  # fmt: skip
         return rows
     finally:
         prefect.stop()
@@ -183,7 +185,16 @@ def report(title: str, rows: list[Row]) -> dict[str, float]:
     for label, col in LABELS:
         xs = [r[col] for r in rows]
         medians[label] = statistics.median(xs)
-        print(f"{label:<28} median {medians[label]:6.2f} s   p95 {_pct(xs, 0.95):6.2f} s   (n={len(xs)})")
+        p95 = _pct(xs, 0.95)
+        line = f"{label:<28} median {medians[label]:6.2f} s   p95 {p95:6.2f} s   (n={len(xs)})"
+        if label in TARGETS:
+            tm, tp = TARGETS[label]
+            line += f"   / target: median {medians[label] / tm:.2f}x of {tm:g} s"
+            if tp is not None:
+                line += f", p95 {p95 / tp:.2f}x of {tp:g} s"
+            ok = medians[label] <= tm and (tp is None or p95 <= tp)
+            line += "  ok" if ok else "  MISSED"
+        print(line)
     print("where the time goes (median of each segment):")
     for label, a, b in SEGMENTS:
         xs = [(r[b] if b else 0.0) - (r[a] if a else 0.0) for r in rows]

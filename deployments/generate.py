@@ -9,11 +9,14 @@ Deployments (``<flow name>/<deployment name>``):
 
 * ``activate/new-scene`` (flows.activate:activate_scene): trigger on ``hsi.raw.available`` for the
   configured sources (label ``hsi.source``); parameters (``uri``, ``source``, ``trigger``) templated
-  from the event. The flow indexes the raw object inline and activates it in the same run.
-* ``activate/activate``, ``index/index``, ``product/run-product``, ``on-demand/on-demand``: manual / on demand.
-* ``products/<source>`` (flows.product:run_products), one per source with products: trigger on
-  ``hsi.scene.activated`` with ``hsi.source`` = that source, running the configured products with
-  their parameters on ``{{ event.resource['hsi.item_id'] }}``.
+  from the event, ``run_products: true``. The flow indexes the raw object inline, activates it and
+  computes the source's configured products, all in the same run.
+* ``activate/activate`` (``run_products: true``), ``index/index``, ``product/run-product``,
+  ``on-demand/on-demand``: manual / on demand.
+* ``products/<source>`` (flows.product:run_products), one per source with products, no trigger (the
+  activation run computes them): for on-demand runs, reprocessing and replay.
+* ``products/<source>-<products>``, one per container image of a source's products: trigger on
+  ``hsi.scene.activated`` with ``hsi.source`` = that source (they run in their own image).
 
 Every label a template reads is set by every emitter (:mod:`hsi.events` always sets all labels).
 The file carries no machine paths: ``{{ $HSI_PROJECT_DIR }}`` (working directory of the flow runs)
@@ -111,18 +114,20 @@ def generate(cfg: PipelineConfig) -> dict[str, Any]:
     deployments = [
         _deployment(
             "new-scene", "flows/activate.py:activate_scene",
-            f"New raw object ({RAW_AVAILABLE}) -> index inline -> activate, for sources: {', '.join(sources)}.",
+            f"New raw object ({RAW_AVAILABLE}) -> index inline -> activate -> the source's products, "
+            f"in one run, for sources: {', '.join(sources)}.",
             cfg, tags=["activate", "new-scene"],
             triggers=[_event_trigger(
                 automation_name(), f"{RAW_AVAILABLE} for {', '.join(sources)} -> activate/new-scene",
                 RAW_AVAILABLE, sources,
                 {"uri": "{{ event.payload.uri }}", "source": "{{ event.resource['hsi.source'] }}",
-                 "trigger": dict(TRIGGER_TEMPLATE)},
+                 "run_products": True, "trigger": dict(TRIGGER_TEMPLATE)},
             )],
         ),
         _deployment("activate", "flows/activate.py:activate_scene",
-                    "Activate one raw scene: an indexed item_id, or a raw object uri indexed inline (manual / on demand).",
-                    cfg, tags=["activate"]),
+                    "Activate one raw scene (an indexed item_id, or a raw object uri indexed inline), then "
+                    "its source's configured products (run_products) (manual / on demand).",
+                    cfg, tags=["activate"], parameters={"run_products": True}),
         _deployment("index", "flows/index.py:index_scenes",
                     "Index raw scenes given as paths, URLs or s3:// keys (manual / on demand).", cfg, tags=["index"]),
         _deployment("run-product", "flows/product.py:run_product",
@@ -132,29 +137,40 @@ def generate(cfg: PipelineConfig) -> dict[str, Any]:
                     cfg, tags=["on-demand"]),
     ]  # fmt: skip
     for source in sources:
-        sc = cfg.sources.get(source)
-        if sc is None or not sc.products:
-            continue
-        # products of container processors run in their own image: one deployment each
-        groups: dict[str | None, list[Any]] = {}
-        for p in sc.products:
-            proc = cfg.processors.get(p.product)
-            groups.setdefault(proc.image if proc is not None else None, []).append(p)
-        for image, prods in groups.items():
+        # products of container processors run in their own image: one deployment each, triggered
+        # by the activated event; the others run inside the activation run (``run_products``), and
+        # their deployment (no trigger) serves on-demand runs, reprocessing and replay
+        for image, prods in cfg.product_groups(source).items():
             runs = [{"product": p.product, "params": dict(p.params)} for p in prods]
             names = ", ".join(p.product for p in prods)
             name = source if image is None else f"{source}-{'-'.join(p.product for p in prods)}"
+            triggers = (
+                []
+                if image is None
+                else [
+                    _event_trigger(
+                        automation_name(name),
+                        f"{SCENE_ACTIVATED} for {source} -> {names}",
+                        SCENE_ACTIVATED,
+                        [source],
+                        {
+                            "item_id": "{{ event.resource['hsi.item_id'] }}",
+                            "collection": "{{ event.resource['hsi.collection'] }}",
+                            "products": runs,
+                            "trigger": dict(TRIGGER_TEMPLATE),
+                        },
+                    )
+                ]
+            )
+            what = (
+                f"{SCENE_ACTIVATED} of {source} -> products: {names} (image {image})."
+                if image
+                else f"Products of {source} on one activated scene: {names} (new scenes get them in their "
+                "activation run; this deployment is for on-demand runs, reprocessing and replay)."
+            )
             deployments.append(_deployment(
-                name, "flows/product.py:run_products",
-                f"{SCENE_ACTIVATED} of {source} -> products: {names}" + (f" (image {image})." if image else "."),
-                cfg, tags=["product", source], parameters={"products": runs}, image=image,
-                triggers=[_event_trigger(
-                    automation_name(name), f"{SCENE_ACTIVATED} for {source} -> {names}",
-                    SCENE_ACTIVATED, [source],
-                    {"item_id": "{{ event.resource['hsi.item_id'] }}",
-                     "collection": "{{ event.resource['hsi.collection'] }}",
-                     "products": runs, "trigger": dict(TRIGGER_TEMPLATE)},
-                )],
+                name, "flows/product.py:run_products", what,
+                cfg, tags=["product", source], parameters={"products": runs}, image=image, triggers=triggers,
             ))  # fmt: skip
     return {
         "name": "hsi-pipeline",

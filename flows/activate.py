@@ -14,10 +14,11 @@ from prefect import flow, get_run_logger
 
 from hsi.cog_profile import CogProfile
 from hsi.storage import ObjectInfo
+from hsi_pipeline.flows.product import ProductRunsFailed, product_row
 from hsi_pipeline.tasks import activation as t
 from hsi_pipeline.tasks.ops import note_done, note_failure
 from hsi_pipeline.tasks.reporting import publish_item_artifacts, tag_run
-from hsi_pipeline.tasks.runtime import emit, get_config, item_lease
+from hsi_pipeline.tasks.runtime import as_is, emit, get_config, item_lease
 
 
 def _run_name() -> str:
@@ -41,6 +42,7 @@ def activate_scene(
     trigger: dict[str, Any] | None = None,
     uri: str | None = None,
     source: str | None = None,
+    run_products: bool = False,
 ) -> dict[str, Any]:
     """Activate one raw scene, given either as an indexed raw item or as a raw object to index first.
 
@@ -57,6 +59,11 @@ def activate_scene(
     others wait, find the item up to date and skip. Each run works in its own scratch directory
     (``<work_dir>/runs/``), deleted at its end; what a killed run left is reclaimed by the next one.
     ``trigger`` carries the triggering event (templated by the automation) for provenance.
+    With ``run_products`` the source's configured products (``sources.<source>.products``, except
+    those of container processors, which run in their own image) are computed in this run right
+    after the activated item is registered (no second flow run): each publishes its item with this
+    run's provenance and emits ``hsi.product.published``; the run ends Failed, after the others
+    published, when any of them failed.
 
     Args:
         item_id: Indexed raw item id, e.g. aviris-ng-ang20150420t182050 (or give uri instead).
@@ -67,6 +74,8 @@ def activate_scene(
         trigger: Set by automations from the triggering event (provenance); leave empty.
         uri: A raw object to index first and then activate (s3://, http(s) or a local path).
         source: Source of the raw object (default: detected from its name and header).
+        run_products: After activating, run the source's configured products (those without a
+            container image) in this run, as the new-scene trigger does.
     """
     if (item_id is None) == (uri is None):
         got = "both" if item_id is not None else "neither"
@@ -77,7 +86,7 @@ def activate_scene(
     prof = CogProfile(**(profile or {}))
     out: dict[str, Any] = {}
     if uri is not None:
-        raw = t.index_raw_object(uri, source, cfg)
+        raw = t.index_raw_object(uri, source, as_is(cfg))
         out = {"uri": uri, "raw": {"collection": raw["collection"], "item_id": raw["id"]}}
         if skipped := t.not_activated(raw, cfg):
             reason = skipped["payload"]["reason"]
@@ -85,39 +94,52 @@ def activate_scene(
             emit(skipped)
             return {**out, "status": "indexed", "reason": reason, "item_id": raw["id"]}
     else:
-        raw = t.resolve_raw_item(str(item_id), collection, cfg)
-    plan = t.plan_activation(raw, prof, cfg)
+        raw = t.resolve_raw_item(str(item_id), collection, as_is(cfg))
+    plan = t.plan_activation(as_is(raw), prof, as_is(cfg))
     tag_run(plan.scene_id, plan.source)
     again = (
         {"uri": uri, "source": source} if uri is not None else {"item_id": item_id, "collection": collection}
     )
     with item_lease(plan.collection, plan.item_id, cfg):
         if plan.skip is None and not force:  # a run we waited for may have done it meanwhile
-            plan = t.plan_activation(raw, prof, cfg)
+            plan = t.plan_activation(as_is(raw), prof, as_is(cfg))
         if plan.skip and not force:
             log.info("skipped: %s", plan.skip)
             emit(plan.outcome_event("skipped", plan.skip))
             note_done(cfg, plan.collection, plan.item_id)
             return {**out, **plan.summary("skipped", plan.skip)}
-        cube = _activate(plan, raw, prof, trigger, cfg, {**again, "profile": profile})
+        cube, item = _activate(plan, raw, prof, trigger, cfg, {**again, "profile": profile})
     emit(plan.activated_event(cube))
     note_done(cfg, plan.collection, plan.item_id)
     log.info("activated %s/%s -> %s", plan.collection, plan.item_id, cube.uri)
-    return {**out, **plan.summary("activated"), "cube": cube.uri}
+    result = {**out, **plan.summary("activated"), "cube": cube.uri}
+    if run_products and (requests := cfg.product_groups(plan.source).get(None)):
+        rows = [product_row(plan.item_id, req, cfg, collection=plan.collection, trigger=trigger,
+                            activated=item) for req in requests]  # fmt: skip
+        for r in rows:
+            log.info("product %s: %s %s", r["product"], r["status"], r.get("asset") or r.get("reason", ""))
+        if any(r["status"] == "failed" for r in rows):
+            raise ProductRunsFailed(plan.item_id, rows)
+        result["products"] = rows
+    return result
 
 
 def _activate(
     plan: Any, raw: dict[str, Any], prof: CogProfile, trigger: Any, cfg: Any, again: dict[str, Any]
-) -> ObjectInfo:
+) -> tuple[ObjectInfo, dict[str, Any]]:
     """fetch -> convert -> upload -> register in the run's own scratch, then the run's artifacts; on
     failure the failed event and a failure record (``again``: the parameters that redo the work)."""
     uploaded: dict[str, ObjectInfo] = {}
     scratch = t.open_run(f"activate-{plan.item_id}", cfg)
     try:
-        entry = t.fetch_raw(raw, cfg, dest=scratch.path / "raw")  # the run's private staging copy
-        conv = t.convert(entry, plan.item_id, plan.source, prof, scratch, cfg)
-        uploaded = t.upload(plan.collection, plan.item_id, dict(conv.files), cfg)
-        item = t.register_activated(conv, uploaded, raw, plan.ref, prof, trigger, cfg)
+        entry = t.fetch_raw(
+            as_is(raw), as_is(cfg), dest=scratch.path / "raw"
+        )  # the run's private staging copy
+        conv = t.convert(entry, plan.item_id, plan.source, prof, scratch, as_is(cfg))
+        uploaded = t.upload(plan.collection, plan.item_id, dict(conv.files), as_is(cfg))
+        item = t.register_activated(
+            as_is(conv), as_is(uploaded), as_is(raw), plan.ref, prof, trigger, as_is(cfg)
+        )
     except Exception as e:
         # Assets uploaded before a failed registration stay at their deterministic keys (a concurrent
         # run may own an item pointing at them); they are recorded here and overwritten by the next run.
@@ -133,4 +155,4 @@ def _activate(
     finally:
         t.close_run(scratch, cfg)
     publish_item_artifacts(item, cfg)
-    return uploaded["cube"]
+    return uploaded["cube"], item

@@ -6,7 +6,7 @@ complete), recomputes and replaces the one item when the key changed (new produc
 parameters) or ``force`` is set. Events: ``hsi.product.published`` / ``.skipped`` / ``.failed``
 (with the reason). A failure raises (the flow run ends Failed) after the failed event is emitted.
 
-``run_products`` runs several products of one scene, each as its own ``run_product`` subflow run:
+``run_products`` runs several products of one scene in its own run (no subflow per product):
 one bad product (e.g. SWIR bands on a VNIR-only cube) does not stop the others; the flow ends
 Failed when any product failed, listing every failure with its reason, after the others published.
 """
@@ -17,16 +17,16 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from hsi.config import ProductRun
+from hsi.config import PipelineConfig, ProductRun
 from hsi.events import EventResource, product_published_event, stage_outcome_event
 from hsi.stac.product import product_collection, product_item_id
 from hsi_pipeline.tasks import activation as ta
 from hsi_pipeline.tasks import products as t
 from hsi_pipeline.tasks.ops import note_done, note_failure
 from hsi_pipeline.tasks.reporting import publish_item_artifacts, tag_run
-from hsi_pipeline.tasks.runtime import emit, get_config, item_lease, services
+from hsi_pipeline.tasks.runtime import as_is, emit, get_config, item_lease, services
 
-__all__ = ["ProductRunsFailed", "run_product", "run_products"]
+__all__ = ["ProductRunsFailed", "product_row", "publish_product", "run_product", "run_products"]
 
 
 class ProductRunsFailed(RuntimeError):
@@ -65,8 +65,26 @@ def run_product(
         collection: Collection of the activated item (default: found from the raw item).
         trigger: Set by automations from the triggering event (provenance); leave empty.
     """
-    log = get_run_logger()
     cfg = get_config(config)
+    return publish_product(item_id, product, params, cfg, force=force, collection=collection, trigger=trigger)
+
+
+def publish_product(
+    item_id: str,
+    product: str,
+    params: dict[str, Any] | None,
+    cfg: PipelineConfig,
+    *,
+    force: bool = False,
+    collection: str | None = None,
+    trigger: dict[str, Any] | None = None,
+    activated: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The body of :func:`run_product`, in the calling flow run (its tasks, events and provenance are
+    that run's): ``run_product``, ``run_products`` and the activation run (products in the run) call it.
+    ``activated``: the activated item when the caller has it (no catalog read, no run tags)."""
+
+    log = get_run_logger()
     svc = services(cfg)
     coll, pid = product_collection(product), product_item_id(item_id, product)
     resource = EventResource(collection=coll, item_id=pid, product=product)
@@ -84,9 +102,12 @@ def run_product(
         return {"catalog_href": svc.catalog.href, "item_href": item_href, "product_key": out["product_key"]}
 
     try:
-        activated = t.resolve_activated_item(item_id, collection, cfg)
+        tag = activated is None  # in the activation run, the run is tagged already
+        if activated is None:
+            activated = t.resolve_activated_item(item_id, collection, as_is(cfg))
         props = activated["properties"]
-        tag_run(props.get("hsi:scene_id") or "", props.get("hsi:source") or "none")
+        if tag:
+            tag_run(props.get("hsi:scene_id") or "", props.get("hsi:source") or "none")
         resource = EventResource(
             collection=coll,
             item_id=pid,
@@ -94,10 +115,10 @@ def run_product(
             source=props.get("hsi:source") or "none",
             scene_id=props.get("hsi:scene_id") or "",
         )
-        plan = t.plan_product(activated, product, params, cfg)
+        plan = t.plan_product(as_is(activated), product, params, as_is(cfg))
         out["product_key"] = plan.key
         with item_lease(coll, pid, cfg):  # concurrent runs of this product: one works, the others skip
-            skip = None if force else t.check_product_done(plan, cfg)
+            skip = None if force else t.check_product_done(as_is(plan), as_is(cfg))
             if skip:
                 log.info("skipped: %s", skip)
                 emit(
@@ -110,13 +131,15 @@ def run_product(
                     **out,
                     "status": "skipped",
                     "reason": skip,
-                    "asset": t.stored_product_asset(plan, cfg),
+                    "asset": t.stored_product_asset(as_is(plan), as_is(cfg)),
                 }
             scratch = ta.open_run(f"product-{pid}", cfg)  # private to this run; reclaimed if it dies
             try:
-                computed = t.compute_product(plan, scratch.path / "out", cfg)
-                uploaded = t.upload_product(plan, dict(computed.files), cfg)
-                item = t.register_product(plan, computed, uploaded, activated, trigger, cfg)
+                computed = t.compute_product(as_is(plan), scratch.path / "out", as_is(cfg))
+                uploaded = t.upload_product(as_is(plan), dict(computed.files), as_is(cfg))
+                item = t.register_product(
+                    as_is(plan), as_is(computed), as_is(uploaded), as_is(activated), trigger, as_is(cfg)
+                )
             finally:
                 ta.close_run(scratch, cfg)
     except Exception as e:
@@ -158,45 +181,16 @@ def run_products(
 ) -> list[dict[str, Any]]:
     """Run every ``{"product": name, "params": {...}}`` on the activated scene ``item_id``.
 
-    Each product is its own ``run_product`` subflow run; a failing product is reported with its
-    reason and does not stop the others. Raises :class:`ProductRunsFailed` (carrying every row)
+    The products run one after the other in this flow run (no subflow each); a failing product is
+    reported with its reason and does not stop the others. Raises :class:`ProductRunsFailed` (carrying every row)
     at the end when any product failed.
     """
     log = get_run_logger()
     requests = [ProductRun.model_validate(p) for p in products]
     rows: list[dict[str, Any]] = []
+    cfg = get_config(config)
     for req in requests:
-        state = run_product(
-            item_id=item_id,
-            product=req.product,
-            params=dict(req.params) or None,
-            force=force,
-            config=config,
-            collection=collection,
-            trigger=trigger,
-            return_state=True,
-        )
-        if state.is_completed():
-            rows.append(state.result())
-            continue
-        exc = state.result(raise_on_failure=False)
-        reason = (
-            f"{type(exc).__name__}: {exc}"
-            if isinstance(exc, BaseException)
-            else (state.message or state.name)
-        )
-        rows.append(
-            {
-                "product": req.product,
-                "status": "failed",
-                "reason": reason,
-                "collection": product_collection(req.product),
-                "item_id": product_item_id(item_id, req.product),
-                "item_href": "",
-                "product_key": "",
-                "asset": "",
-            }
-        )
+        rows.append(product_row(item_id, req, cfg, force=force, collection=collection, trigger=trigger))
     for r in rows:
         log.info(
             "%s\t%s\t%s/%s\t%s",
@@ -209,3 +203,31 @@ def run_products(
     if any(r["status"] == "failed" for r in rows):
         raise ProductRunsFailed(item_id, rows)
     return rows
+
+
+def product_row(
+    item_id: str,
+    req: ProductRun,
+    cfg: PipelineConfig,
+    *,
+    force: bool = False,
+    collection: str | None = None,
+    trigger: dict[str, Any] | None = None,
+    activated: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """:func:`publish_product` of one requested product; a failure is returned as a ``failed`` row
+    with its reason (the failed event and the failure record are already written)."""
+    try:
+        return publish_product(item_id, req.product, dict(req.params) or None, cfg, force=force,
+                               collection=collection, trigger=trigger, activated=activated)  # fmt: skip
+    except Exception as e:
+        return {
+            "product": req.product,
+            "status": "failed",
+            "reason": f"{type(e).__name__}: {e}",
+            "collection": product_collection(req.product),
+            "item_id": product_item_id(item_id, req.product),
+            "item_href": "",
+            "product_key": "",
+            "asset": "",
+        }

@@ -55,9 +55,9 @@ def index_raw_object(uri: str, source: str | None = None, config: Any = None) ->
     return item.to_dict(include_self_link=False, transform_hrefs=False)
 
 
-@task(name="not-activated-reason", cache_policy=NO_CACHE)
 def not_activated(raw: dict[str, Any], config: Any = None) -> dict[str, Any] | None:
-    """The ``hsi.activate.skipped`` event when the configuration says not to activate ``raw``, else None."""
+    """The ``hsi.activate.skipped`` event when the configuration says not to activate ``raw``, else None.
+    A plain function (no I/O worth a task run of its own)."""
     svc = services(config)
     reason = act.not_activated_reason(svc, pystac.Item.from_dict(raw))
     return act.not_activated_event(raw, reason, svc.catalog.href) if reason else None
@@ -107,18 +107,17 @@ def plan_activation(raw: dict[str, Any], profile: CogProfile, config: Any = None
     return act.plan_activation(svc, pystac.Item.from_dict(raw), profile)
 
 
-@task(name="open-run-scratch", cache_policy=NO_CACHE)
 def open_run(prefix: str, config: Any = None) -> RunScratch:
-    """Reclaim what dead runs left (scratch, their unfinished uploads), then open this run's scratch."""
+    """Open this run's scratch directory (a plain function: a local ``mkdir``, not worth a task run)."""
     svc = services(config)
     scratch = svc.open_run(prefix)
     get_run_logger().debug("scratch %s", scratch.path)
     return scratch
 
 
-@task(name="close-run-scratch", cache_policy=NO_CACHE)
 def close_run(scratch: RunScratch, config: Any = None) -> None:
-    """Abort this run's unfinished uploads and delete its scratch."""
+    """Abort this run's unfinished uploads and delete its scratch (a plain function: it runs in the
+    flow's ``finally`` and has nothing to retry)."""
     aborted = services(config).finish_run(scratch)
     if aborted:
         get_run_logger().info("aborted unfinished uploads: %s", ", ".join(aborted))

@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 from uuid import UUID
 
-from prefect import task
 from prefect.artifacts import (
     create_link_artifact,
     create_markdown_artifact,
@@ -22,7 +21,6 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
-from prefect.cache_policies import NO_CACHE
 
 from hsi.planning import Outcome, overall_status, summarize
 from hsi.stac.report import data_uri, item_card, preview_asset
@@ -200,7 +198,6 @@ def _artifact_key(text: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:100]
 
 
-@task(name="tag-run", cache_policy=NO_CACHE)
 def tag_run(scene_id: str, source: str) -> list[str]:
     """Add ``scene:<id>`` and ``source:<name>`` to the current flow run's tags (filterable in the UI)."""
     from prefect import get_client
@@ -222,7 +219,6 @@ def tag_run(scene_id: str, source: str) -> list[str]:
         return []
 
 
-@task(name="publish-item-artifacts", cache_policy=NO_CACHE)
 def publish_item_artifacts(item: dict[str, Any], config: Any = None) -> dict[str, str | None]:
     """A link artifact to the STAC item and a markdown card (preview image, bands, statistics)."""
     from hsi_pipeline.tasks.runtime import services

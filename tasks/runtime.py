@@ -13,16 +13,19 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from hsi.config import PipelineConfig, load_config
 from hsi.lease import LEASE_WAIT_S, file_lease, lease_name
 from hsi.services import Services
 from hsi.stac.provenance import RunInfo
 
+_T = TypeVar("_T")
+
 __all__ = [
     "emit",
     "get_config",
+    "as_is",
     "item_lease",
     "progress_logger",
     "reclaim_dead_runs",
@@ -110,6 +113,18 @@ def run_info(trigger: Mapping[str, Any] | None = None) -> RunInfo:
         ui_url=ui,
         trigger=trig or None,
     )
+
+
+def as_is(value: _T) -> _T:
+    """A task argument Prefect passes through untouched: ``quote(value)``, typed as ``value``.
+
+    Prefect walks every task argument twice per task run (to find futures and record task inputs);
+    for the configuration, STAC item dicts with hundreds of bands and plans that walk was the largest
+    single cost of a warm run's task runs (py-spy, docs/EVENTS.md). Use it for anything but small
+    scalars; never for an argument that *is* a future."""
+    from prefect.utilities.annotations import quote
+
+    return cast(_T, quote(value))
 
 
 def emit(event: Mapping[str, Any]) -> None:

@@ -381,6 +381,16 @@ class PipelineConfig(_Model):
                 best = inp
         return best or self.storage
 
+    def product_groups(self, source: str) -> dict[str | None, list[ProductRun]]:
+        """The products configured for ``source``, grouped by the container image they run in
+        (``None``: in the pipeline's own environment, i.e. in the activation run itself)."""
+        sc = self.sources.get(source)
+        groups: dict[str | None, list[ProductRun]] = {}
+        for p in sc.products if sc is not None else []:
+            proc = self.processors.get(p.product)
+            groups.setdefault(proc.image if proc is not None else None, []).append(p)
+        return groups
+
     def resolve_paths(self, base: Path) -> PipelineConfig:
         """Make relative local paths absolute against ``base`` (the config file's directory or cwd)."""
 

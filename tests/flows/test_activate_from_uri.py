@@ -117,3 +117,45 @@ def test_activate_false_for_the_source_leaves_only_the_raw_item(tmp_path: Path, 
     assert ev["event"] == "hsi.activate.skipped"
     assert ev["resource"]["prefect.resource.id"] == f"stac.item.aviris-ng-raw.{item_id}"
     assert ev["payload"]["reason"] == "sources.aviris-ng.activate is false"
+
+
+def test_run_products_computes_the_configured_products_in_the_same_run(
+    tmp_path: Path, config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``activate/new-scene`` does (``run_products: true``): the source's products right after
+    the activated item is registered, in the activation run (no subflow, no second run), with that
+    run's provenance; a failing product does not stop the others and fails the run, naming it."""
+    import hsi_pipeline.flows.activate
+    import hsi_pipeline.flows.product
+
+    emitted: list[dict] = []
+    monkeypatch.setattr(hsi_pipeline.flows.activate, "emit", emitted.append)
+    monkeypatch.setattr(hsi_pipeline.flows.product, "emit", emitted.append)
+    cfg = yaml.safe_load(config_file.read_text())
+    cfg["sources"] = {"aviris-ng": {"products": [
+        {"product": "sam", "params": {"references": str(tmp_path / "nowhere.csv")}},
+        {"product": "index:NDVI"}]}}  # fmt: skip
+    config_file.write_text(yaml.safe_dump(cfg))
+    hdr = synthesize(tmp_path / "raw", source="aviris-ng", level="l2", width=16, height=20, seed=44)
+    item_id = f"aviris-ng-{hdr.name.split('_')[0]}"
+    state = activate_scene(uri=str(hdr), config=str(config_file), run_products=True, return_state=True)
+    assert state.is_failed()
+    exc = state.result(raise_on_failure=False)
+    assert isinstance(exc, hsi_pipeline.flows.product.ProductRunsFailed)
+    assert "1 of 2 products failed" in str(exc) and "sam:" in str(exc)
+    svc = _catalog(config_file)
+    act = svc.catalog.get_item("aviris-ng-l2", item_id)
+    prod = svc.catalog.get_item("hsi-index-ndvi", f"{item_id}-index-ndvi")
+    assert act is not None and prod is not None and svc.catalog.get_item("hsi-sam", f"{item_id}-sam") is None
+    run = act.properties["hsi:flow_run"]
+    assert prod.properties["hsi:flow_run"]["id"] == run["id"] and run["flow_name"] == "activate"
+    assert [(i["collection"], i["id"]) for i in prod.properties["hsi:inputs"]] == [("aviris-ng-l2", item_id)]
+    runs, tasks, children = _run_and_children(f"activate-{hdr.name}")
+    assert len(runs) == 1 and children == []  # no products run, no subflow per product
+    assert {"convert-to-cog", "compute-product"} <= {t.name.rsplit("-", 1)[0] for t in tasks}
+    assert [e["event"] for e in emitted] == [
+        "hsi.scene.activated",
+        "hsi.product.failed",
+        "hsi.product.published",
+    ]
+    assert emitted[2]["payload"]["product_key"] == prod.properties["hsi:product_key"]

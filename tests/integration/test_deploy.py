@@ -97,7 +97,8 @@ def test_apply_creates_the_deployments_and_automations_the_config_implies(applie
             {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
         ]
     assert deps["products/envi"]["parameters"] == {"products": [{"product": "index:NDVI", "params": {}}]}
-    assert set(autos) == {"hsi-new-scene", "hsi-products-envi"}
+    assert set(autos) == {"hsi-new-scene"}  # the products run in the activation run (run_products)
+    assert deps["activate/activate"]["parameters"] == {"run_products": True}
     new = autos["hsi-new-scene"]
     assert new["trigger"]["expect"] == ["hsi.raw.available"] and new["trigger"]["match"] == {
         "hsi.source": ["envi"]
@@ -105,13 +106,8 @@ def test_apply_creates_the_deployments_and_automations_the_config_implies(applie
     (action,) = new["actions"]
     assert action["type"] == "run-deployment" and action["deployment_id"] == deps["activate/new-scene"]["id"]
     assert action["parameters"]["uri"] == "{{ event.payload.uri }}"
+    assert action["parameters"]["run_products"] is True
     assert action["parameters"]["trigger"]["automation_id"] == "{{ automation.id | string }}"
-    prod = autos["hsi-products-envi"]
-    assert prod["trigger"]["expect"] == ["hsi.scene.activated"] and prod["trigger"]["match"] == {
-        "hsi.source": ["envi"]
-    }
-    assert prod["actions"][0]["deployment_id"] == deps["products/envi"]["id"]
-    assert prod["actions"][0]["parameters"]["item_id"] == "{{ event.resource['hsi.item_id'] }}"
 
 
 def _run(api: str, name: str, params: dict[str, Any]) -> str:

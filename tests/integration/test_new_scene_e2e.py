@@ -1,9 +1,9 @@
 """New-scene analysis end to end, with nothing but events (issue 5 must-shows 1, 2 and 5).
 
 A synthetic scene put into a moto bucket (S3 -> SQS notification) -> the bridge -> hsi.raw.available
--> the generated ``activate/new-scene`` deployment (index inline + activate) on a real Prefect server and
-process worker -> hsi.scene.activated -> ``products/aviris-ng`` -> the product item in the stack's
-STAC API. The Prefect server is private to this module (own port and home) so it can be stopped
+-> the generated ``activate/new-scene`` deployment (index inline + activate + the configured products, in
+one run) on a real Prefect server and process worker -> hsi.scene.activated and hsi.product.published ->
+the activated and product items in the stack's STAC API. The Prefect server is private to this module (own port and home) so it can be stopped
 for the outage test without disturbing the shared stack.
 """
 
@@ -61,7 +61,8 @@ def pipeline(stack: dict[str, Any], moto_endpoint: str, tmp_path_factory: pytest
         autos = {
             a["name"]: a for a in prefect_api("POST", f"{prefect.api}/automations/filter", json={}).json()
         }
-        assert {"hsi-new-scene", "hsi-products-aviris-ng"} <= set(autos)
+        assert "hsi-new-scene" in autos
+        assert "hsi-products-aviris-ng" not in autos  # the products run in the activation run
         yield {"prefect": prefect, "api": prefect.api, "s3": s3, "sqs": sqs, "queue": queue, "bucket": bucket,
                "cfg": cfg, "tmp": tmp, "autos": autos, "catalog": Services.from_config(cfg).catalog}  # fmt: skip
     finally:
@@ -94,6 +95,18 @@ def _runs(p: dict[str, Any], flow: str, key: str, value: str) -> list[dict[str, 
     return [r for r in flow_runs(p["api"], flow_name=flow) if r["parameters"].get(key) == value]
 
 
+def _ended_run(p: dict[str, Any], key: str, value: str) -> dict[str, Any]:
+    """The one activation run with parameter ``key`` = ``value``, once it has ended (its products are
+    published before the run's final state is set)."""
+
+    def ended() -> dict[str, Any] | None:
+        runs = _runs(p, "activate", key, value)
+        assert len(runs) <= 1, runs
+        return runs[0] if runs and runs[0]["state_type"] not in ("SCHEDULED", "PENDING", "RUNNING") else None
+
+    return wait_for(ended, timeout=DONE_S, interval=0.5, what=f"the activate run of {value}")
+
+
 def _queue_empty(p: dict[str, Any]) -> bool:
     a = p["sqs"].get_queue_attributes(QueueUrl=p["queue"], AttributeNames=[
         "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]  # fmt: skip
@@ -113,16 +126,20 @@ def test_envi_pair_in_bucket_ends_as_activated_and_product_items(pipeline: dict[
     assert (
         trig["automation"] == "hsi-new-scene" and trig["automation_id"] == p["autos"]["hsi-new-scene"]["id"]
     )
-    ptrig = prod.properties["hsi:flow_run"]["trigger"]
-    assert ptrig["event"] == "hsi.scene.activated" and ptrig["automation"] == "hsi-products-aviris-ng"
-    assert ptrig["automation_id"] == p["autos"]["hsi-products-aviris-ng"]["id"]
-    (run,) = _runs(
-        p, "activate", "uri", f"s3://{p['bucket']}/{key}"
-    )  # the triggered run indexes and activates
+    assert prod.properties["hsi:flow_run"]["trigger"] == trig  # computed in the same triggered run
+    run = _ended_run(p, "uri", f"s3://{p['bucket']}/{key}")  # the triggered run indexes and activates
     assert run["parameters"]["source"] == "aviris-ng" and run["state_type"] == "COMPLETED"
     assert run["name"] == f"activate-{key.rsplit('/', 1)[-1]}"
     assert act.properties["hsi:flow_run"]["id"] == run["id"]
     assert act.properties["hsi:flow_run"]["deployment_name"] == "new-scene"
+    assert prod.properties["hsi:flow_run"]["id"] == run["id"]
+    assert prod.properties["hsi:flow_run"]["deployment_name"] == "new-scene"
+    inputs = prod.properties["hsi:inputs"]
+    assert [i["id"] for i in inputs] == [item_id] and inputs[0]["collection"] == "aviris-ng-l2"
+    assert _runs(p, "products", "item_id", item_id) == [] and _runs(p, "product", "item_id", item_id) == []
+    pub_id = f"stac.item.{product_collection(PRODUCT)}.{product_item_id(item_id, PRODUCT)}"
+    (published,) = wait_for(lambda: events(p["api"], "hsi.product.published", pub_id), what="published event")
+    assert published["payload"]["product_key"] == prod.properties["hsi:product_key"]
 
 
 def test_redelivered_and_multipart_notifications_give_one_run_each(pipeline: dict[str, Any]) -> None:
@@ -160,11 +177,11 @@ def test_redelivered_and_multipart_notifications_give_one_run_each(pipeline: dic
     for sid, obj in ((dup, f"arch/{dup_path.name}"), (mp, key)):
         item_id = f"aviris-ng-{sid}"
         # exactly one activation run per object: the triggered run (it indexed inline; no run by item id)
-        (run,) = _runs(p, "activate", "uri", f"s3://{bucket}/{obj}")
+        run = _ended_run(p, "uri", f"s3://{bucket}/{obj}")
         assert run["state_type"] == "COMPLETED" and run["parameters"].get("item_id") is None
         assert len(_runs(p, "activate", "item_id", item_id)) == 0
-        assert len(_runs(p, "products", "item_id", item_id)) == 1
-        assert len(_runs(p, "product", "item_id", item_id)) == 1
+        assert len(_runs(p, "products", "item_id", item_id)) == 0  # the products ran in the activation run
+        assert len(_runs(p, "product", "item_id", item_id)) == 0
         assert len(events(p["api"], RAW_AVAILABLE, f"stac.item.aviris-ng-raw.{item_id}")) == 1
         found = list(
             p["catalog"].search(

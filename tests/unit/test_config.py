@@ -193,11 +193,7 @@ def test_generated_deployments_triggers_and_template_labels() -> None:
     spec = generate(load_config(ROOT / "hsi.example.yaml"))
     assert deployment_names(spec) == ["activate/new-scene", "activate/activate", "index/index", "product/run-product", "on-demand/on-demand",
                                       "products/aviris-ng", "products/aviris-classic"]  # fmt: skip
-    assert automation_names(spec) == [
-        "hsi-new-scene",
-        "hsi-products-aviris-ng",
-        "hsi-products-aviris-classic",
-    ]
+    assert automation_names(spec) == ["hsi-new-scene"]  # the products run in the activation run
     new, *_, ng, _classic = spec["deployments"]
     (t,) = new["triggers"]
     assert t["expect"] == ["hsi.raw.available"] and t["match"] == {
@@ -206,15 +202,17 @@ def test_generated_deployments_triggers_and_template_labels() -> None:
     assert t["parameters"]["uri"] == "{{ event.payload.uri }}"
     assert t["parameters"]["trigger"]["event_id"] == "{{ event.id | string }}"
     assert t["parameters"]["trigger"]["automation_id"] == "{{ automation.id | string }}"
-    (p,) = ng["triggers"]
-    assert p["expect"] == ["hsi.scene.activated"] and p["match"] == {"hsi.source": ["aviris-ng"]}
-    assert p["parameters"]["products"][2] == {"product": "oil-spill", "params": {"hi_threshold": 0.02}}
+    assert t["parameters"]["run_products"] is True
+    act = spec["deployments"][1]
+    assert act["name"] == "activate" and act["parameters"] == {"run_products": True} and act["triggers"] == []
+    assert ng["triggers"] == []  # kept for on-demand runs, reprocessing and replay
+    assert ng["parameters"]["products"][2] == {"product": "oil-spill", "params": {"hi_threshold": 0.02}}
     assert all(d["work_pool"]["name"] == "hsi-process" for d in spec["deployments"])
     # every label / payload key a template reads is set by every emitter
     labels = set(EventResource(collection="c", item_id="i").labels())
     payload = set(EventPayload.model_fields)
     text = yaml.safe_dump(spec)
-    used_labels = set(re.findall(r"event\.resource\['([^']+)'\]", text)) | set(t["match"]) | set(p["match"])
+    used_labels = set(re.findall(r"event\.resource\['([^']+)'\]", text)) | set(t["match"])
     used_payload = set(re.findall(r"event\.payload\.(\w+)", text))
     assert used_labels <= labels and used_payload <= payload, (used_labels - labels, used_payload - payload)
     from hsi_pipeline.deployments.generate import render
@@ -239,7 +237,7 @@ def test_every_deployment_parameter_is_a_parameter_of_its_flow() -> None:
         assert given <= params, (d["name"], given - params)
     new = spec["deployments"][0]
     assert new["entrypoint"] == "flows/activate.py:activate_scene"
-    assert set(new["triggers"][0]["parameters"]) == {"uri", "source", "trigger"}
+    assert set(new["triggers"][0]["parameters"]) == {"uri", "source", "run_products", "trigger"}
 
 
 def test_pipeline_options_are_accepted_next_to_product_parameters() -> None:
