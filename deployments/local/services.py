@@ -669,7 +669,8 @@ def up_dask_workers(layout: Layout, n: int, nthreads: int, cwd: Path) -> tuple[s
             "--local-directory",
             str(layout.dask_dir),
         ]
-        proc.start(argv, _clean_env(), cwd)
+        # hsi's log lines (e.g. the product's "windows over Dask ... dashboard ...") reach Prefect runs
+        proc.start(argv, _clean_env({"PREFECT_LOGGING_EXTRA_LOGGERS": "hsi"}), cwd)
         fresh.add(argv[4])
         started += 1
     if not started and not stopped:

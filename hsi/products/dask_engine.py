@@ -33,7 +33,7 @@ from rasterio.windows import Window
 from hsi.products.base import ComputeContext, Params, Product, SelectedBand
 from hsi.scene import BandInfo
 
-__all__ = ["WindowJob", "dask_blocks", "dask_client", "worker_threads"]
+__all__ = ["WindowJob", "dask_blocks", "dask_client", "dashboard_link", "worker_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,14 @@ def worker_threads(client: Any) -> int:
     return max(1, sum(client.nthreads().values()))
 
 
+def dashboard_link(client: Any) -> str:
+    """The scheduler's dashboard URL (``<none>`` when it runs without one)."""
+    with contextlib.suppress(Exception):
+        if "dashboard" in client.scheduler_info().get("services", {}):
+            return str(client.dashboard_link)
+    return "<none>"
+
+
 def dask_blocks(
     dask: Any, job: WindowJob, windows: Sequence[Window], *, in_flight: int | None = None
 ) -> Iterator[tuple[Window, np.ndarray, Any]]:
@@ -99,11 +107,12 @@ def dask_blocks(
         limit = in_flight or 2 * worker_threads(client)
         run = uuid.uuid4().hex[:8]
         log.info(
-            "product %s on %s: %d windows over Dask (%s), at most %d in flight",
+            "product %s on %s: %d windows over Dask (scheduler %s, dashboard %s), at most %d in flight",
             job.product.name,
             job.ctx.scene_id,
             len(windows),
-            getattr(client, "scheduler", None) and client.scheduler.address,
+            client.scheduler.address,
+            dashboard_link(client),
             limit,
         )
         [job_f] = client.scatter([job], broadcast=False, hash=False)
