@@ -33,7 +33,7 @@ from rasterio.windows import Window
 from hsi.products.base import ComputeContext, Params, Product, SelectedBand
 from hsi.scene import BandInfo
 
-__all__ = ["WindowJob", "dask_blocks", "dask_client", "dashboard_link", "worker_threads"]
+__all__ = ["DaskTarget", "WindowJob", "dask_blocks", "dask_client", "dashboard_link", "worker_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,15 @@ class WindowJob:
     ctx: ComputeContext
     src_path: str
     env_factory: Callable[[], Any] | None = None  # picklable; returns the rasterio.Env to open under
+
+
+@dataclass(frozen=True)
+class DaskTarget:
+    """A client or scheduler address whose windows must run on ``workers`` only (worker addresses;
+    benchmarks compare 1 worker with 2 of the same cluster this way)."""
+
+    dask: Any
+    workers: tuple[str, ...] | None = None
 
 
 def _run_window(job: WindowJob, col_off: int, row_off: int, width: int, height: int) -> tuple[Any, Any]:
@@ -103,8 +112,10 @@ def dask_blocks(
 ) -> Iterator[tuple[Window, np.ndarray, Any]]:
     """Yield ``(window, output block, partial stats)`` in window order, computed on ``dask``'s workers
     with at most ``in_flight`` windows outstanding (default ``2 x`` worker threads)."""
-    with dask_client(dask) as client:
-        limit = in_flight or 2 * worker_threads(client)
+    pin = dask.workers if isinstance(dask, DaskTarget) else None
+    with dask_client(dask.dask if isinstance(dask, DaskTarget) else dask) as client:
+        threads = worker_threads(client) if pin is None else sum(client.nthreads(list(pin)).values())
+        limit = in_flight or 2 * max(1, threads)
         run = uuid.uuid4().hex[:8]
         log.info(
             "product %s on %s: %d windows over Dask (scheduler %s, dashboard %s), at most %d in flight",
@@ -130,6 +141,7 @@ def dask_blocks(
                 key=f"hsi-window-{job.product.name}-{run}-{k}",
                 pure=False,
                 retries=1,
+                workers=list(pin) if pin else None,
             )
 
         nxt = 0

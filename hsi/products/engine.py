@@ -395,7 +395,8 @@ def run_on_dataset(
     dataset, or :class:`hsi.products.sensor.SensorDataset`). ``windows`` overrides the block-aligned
     windows (a reader whose reads cost whole lines of every band).
 
-    ``dask``: a ``distributed.Client`` or a scheduler address; the windows are then computed on its
+    ``dask``: a ``distributed.Client``, a scheduler address or a
+    :class:`hsi.products.dask_engine.DaskTarget`; the windows are then computed on its
     workers (:mod:`hsi.products.dask_engine`: each worker opens ``src_path`` under ``env_factory()``
     and reads only its window's bands) and written here in window order: the output is identical to
     a run without it. Products with a fit pass, input adjustments and sensor-geometry readers always
