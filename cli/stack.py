@@ -81,7 +81,9 @@ def up(
 ) -> None:
     """Start (or confirm) every service; idempotent. Writes hsi.stack.yaml.
 
-    Examples: `hsi stack up`; `hsi stack up --dask-workers 2` (plus a Dask scheduler and 2 workers)
+    With `--dask-workers N` also a Dask scheduler and N workers (hsi.stack.yaml then uses them).
+
+    Examples: `hsi stack up` · `hsi stack up --dask-workers 2`
     """
     from hsi_pipeline.deployments.local.stack import StackError
     from hsi_pipeline.deployments.local.stack import up as stack_up
