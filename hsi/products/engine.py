@@ -15,10 +15,12 @@ become output nodata.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -241,6 +243,26 @@ class _Reader:
             yield self.read(w)
 
 
+@contextlib.contextmanager
+def _prefetch(reader: _Reader, windows: list[Window]) -> Iterator[Iterator[dict[str, np.ndarray]]]:
+    """The reader's chunks of ``windows`` in order, each read on a thread while the caller works
+    on the previous one (at most one chunk ahead)."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="product-read")
+
+    def chunks() -> Iterator[dict[str, np.ndarray]]:
+        ahead = pool.submit(reader.read, windows[0]) if windows else None
+        for k in range(len(windows)):
+            assert ahead is not None
+            chunk = ahead.result()
+            ahead = pool.submit(reader.read, windows[k + 1]) if k + 1 < len(windows) else None
+            yield chunk
+
+    try:
+        yield chunks()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _finish(
     out: np.ndarray, chunk: Mapping[str, np.ndarray], spec: OutputSpec, name: str
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -443,6 +465,9 @@ def run_on_dataset(
             product, p, ctx, reader, windows, ds, sid, src_path, dst_path, selected, progress, blocks
         )
     finally:
+        stop = getattr(blocks, "close", None)  # a generator: its read-ahead thread / Dask futures end now
+        if stop is not None:
+            stop()
         close = getattr(ctx.state, "close", None)
         if close is not None:
             close()
@@ -462,10 +487,17 @@ def compute_window(product: Product, p: Params, ctx: ComputeContext, reader: _Re
 
 
 def _local_blocks(
-    product: Product, p: Params, ctx: ComputeContext, reader: _Reader, windows: Sequence[Window]
+    product: Product, p: Params, ctx: ComputeContext, reader: _Reader, windows: list[Window]
 ) -> Iterator[Block]:
-    for w in windows:
-        yield compute_window(product, p, ctx, reader, w)
+    """The windows computed here, each read one ahead on a thread (only that thread touches the
+    dataset) while the previous one is computed."""
+    spec = ctx.output
+    with _prefetch(reader, windows) as chunks:
+        for w, chunk in zip(windows, chunks, strict=True):
+            ctx.window = w
+            res, invalid = _finish(product.compute(chunk, p, ctx), chunk, spec, product.name)
+            del chunk
+            yield w, res, window_stats(spec, res, invalid)
 
 
 def product_profile(width: int, height: int) -> CogProfile:
@@ -529,6 +561,9 @@ def _write(
         tags=tags,
         overview_resampling=overview_resampling(spec),
     )
+    # windowed: the next window is read (GDAL decompresses without the GIL) while this one is computed
+    # and the sink's pool compresses the finished tiles (see _local_blocks); over Dask the blocks come
+    # from the workers in window order
     with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS", GDAL_CACHEMAX=128), sink:
         for k, (w, res, part) in enumerate(blocks, start=1):
             stats.add(part)
