@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 app = typer.Typer(
-    help="Local stack on 127.0.0.1: PostgreSQL+PostGIS, STAC API, SeaweedFS S3, Prefect.",
+    help="Local stack on 127.0.0.1: PostgreSQL+PostGIS, STAC API, SeaweedFS S3, Prefect (and a Dask cluster).",
     no_args_is_help=True,
 )
 
@@ -49,6 +49,12 @@ def _table(info: dict) -> None:
         f"S3 bucket [bold]{info['s3_bucket']}[/bold], profile [bold]{info['aws_profile']}[/bold] in "
         f"{info['shared_credentials_file']}; Prefect UI {info['prefect_ui']}; work pool {info['work_pool']}"
     )
+    if "dask_scheduler" in info:
+        note = info.get("dask_dashboard_note")
+        con.print(
+            f"Dask scheduler [bold]{info['dask_scheduler']}[/bold]; dashboard {info['dask_dashboard']}"
+            + (f" ({note})" if note else "")
+        )
 
 
 @app.command()
@@ -61,17 +67,32 @@ def up(
         float, typer.Option(help="Seconds to wait for the services to become healthy")
     ] = 300.0,
     no_worker: Annotated[bool, typer.Option("--no-worker", help="Do not start the Prefect worker")] = False,
+    dask_workers: Annotated[
+        int,
+        typer.Option(
+            "--dask-workers",
+            min=0,
+            help="Also run a Dask cluster: a scheduler and N worker processes; hsi.stack.yaml then "
+            "sets engine.task_runner: dask and engine.dask_address (0: keep what runs)",
+        ),
+    ] = 0,
+    nthreads: Annotated[int, typer.Option("--nthreads", min=1, help="Threads per Dask worker")] = 1,
     as_json: AsJson = False,
 ) -> None:
     """Start (or confirm) every service; idempotent. Writes hsi.stack.yaml.
 
-    Example: `hsi stack up`
+    With `--dask-workers N` also a Dask scheduler and N workers (hsi.stack.yaml then uses them).
+
+    Examples: `hsi stack up` · `hsi stack up --dask-workers 2`
     """
     from hsi_pipeline.deployments.local.stack import StackError
     from hsi_pipeline.deployments.local.stack import up as stack_up
 
     try:
-        info = stack_up(_layout(state_dir), config_out=config_out, timeout=timeout, worker=not no_worker)
+        info = stack_up(
+            _layout(state_dir), config_out=config_out, timeout=timeout, worker=not no_worker,
+            dask_workers=dask_workers, dask_threads=nthreads,
+        )  # fmt: skip
     except StackError as e:
         typer.secho(f"hsi stack up failed: {e}", fg="red", err=True)
         raise typer.Exit(1) from e

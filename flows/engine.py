@@ -5,7 +5,9 @@ The same flow code runs on every engine; only the task runner differs:
 * ``task_runner: threads`` (default): :class:`~prefect.task_runners.ThreadPoolTaskRunner` with
   ``max_workers`` threads.
 * ``task_runner: dask`` with ``dask_address``: :class:`~prefect_dask.DaskTaskRunner` connected to an
-  existing ``distributed`` scheduler (e.g. ``tcp://scheduler:8786``).
+  existing ``distributed`` scheduler (e.g. ``tcp://scheduler:8786``; ``hsi stack up --dask-workers N``
+  runs one and writes its address into ``hsi.stack.yaml``). Products computed under such a
+  configuration also map their windows over it (:mod:`hsi.products.dask_engine`).
 * ``task_runner: dask`` without an address: a temporary ``distributed.LocalCluster`` of
   ``dask_workers`` worker *processes* with ``dask_threads_per_worker`` threads each, created when the
   flow starts and closed when it ends.

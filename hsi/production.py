@@ -98,6 +98,32 @@ def find_activated_item(services: Services, item_id: str, collection: str | None
     raise ItemNotFoundError(collection or " | ".join(candidates), item_id, services.catalog.href)
 
 
+@dataclass(frozen=True)
+class ConfigSourceEnv:
+    """A picklable ``rasterio.Env`` factory for ``href`` rebuilt from the configuration (what a Dask
+    worker opens the cube under; credentials come from the worker's profile/environment, never
+    through the scheduler)."""
+
+    config: Any  # PipelineConfig
+    href: str
+
+    def __call__(self) -> Any:
+        return source_env(Services.from_config(self.config), self.href)[1]
+
+
+def dask_target(services: Services) -> str | None:
+    """The scheduler address product windows go to (``engine.dask_address``), or None: also when
+    storage is reached through a credentials block (a worker cannot resolve Prefect blocks)."""
+    cfg = services.config
+    addr = cfg.engine.dask_address
+    if not addr:
+        return None
+    if cfg.storage.credentials_block or any(i.credentials_block for i in cfg.inputs):
+        log.info("engine.dask_address set but storage uses a credentials block: products run windowed here")
+        return None
+    return addr
+
+
 def source_env(services: Services, href: str) -> tuple[str, Any]:
     """(GDAL path, ``rasterio.Env``) to read ``href`` in place (credentials included for S3)."""
     store = services.store_for(href)
@@ -315,9 +341,11 @@ def compute(
             adjust = build_adjustments(plan.inputs, lambda h: source_env(services, h)) if plan.inputs else []
             for a in adjust:
                 stack.callback(a.close)
+            dask = dask_target(services) if not adjust else None
             result = run_product(
                 prod, path, str(cog), params, rasterio_env=env, scene_id=plan.input.id, progress=progress,
-                window_size=window_size, context=context, adjust=adjust,
+                window_size=window_size, context=context, adjust=adjust, dask=dask,
+                env_factory=ConfigSourceEnv(services.config, plan.cube_href) if dask else None,
             )  # fmt: skip
     write_preview(cog, png)
     spec = prod.output_spec(prod.parse_params(params))

@@ -34,6 +34,9 @@ DEFAULT_PORTS = {
     "stac": 8082,
     "s3": 8333,
     "prefect": 4200,
+    # the Dask cluster (`hsi stack up --dask-workers N`): scheduler and its HTTP/dashboard port
+    "dask": 8786,
+    "dask_dashboard": 8787,
     # SeaweedFS internals (gRPC ports are these + 10000)
     "weed_master": 19333,
     "weed_volume": 18080,
@@ -136,6 +139,18 @@ class Layout:
     @property
     def prefect_ui(self) -> str:
         return f"http://{HOST}:{self.ports['prefect']}"
+
+    @property
+    def dask_address(self) -> str:
+        return f"tcp://{HOST}:{self.ports['dask']}"
+
+    @property
+    def dask_dashboard(self) -> str:
+        return f"http://{HOST}:{self.ports['dask_dashboard']}"
+
+    @property
+    def dask_dir(self) -> Path:
+        return self.root / "dask"
 
     @property
     def postgres_dsn_public(self) -> str:

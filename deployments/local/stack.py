@@ -11,6 +11,12 @@ Components (all bound to 127.0.0.1, state under ``./.stack`` or ``$HSI_STACK_DIR
   whose runs start warm through ``flow-starter`` (deployments/local/warm.py: a fork server with
   Prefect and the flows pre-imported; it sets the pool's job command when it is ready).
 
+* Optionally (``up(dask_workers=N)``, ``hsi stack up --dask-workers N``) a Dask cluster: a
+  ``distributed`` scheduler (``HSI_STACK_PORT_DASK``, HTTP/dashboard on ``HSI_STACK_PORT_DASK_DASHBOARD``)
+  and N worker processes of ``dask_threads`` threads; ``hsi.stack.yaml`` then sets
+  ``engine.task_runner: dask`` and ``engine.dask_address``, so flows submit their tasks to it and
+  products map their windows over it (hsi.products.dask_engine).
+
 Everything it starts is recorded by PID (with the process start time, so a recycled PID is never
 signalled); ``down`` stops those processes only. Readiness is always decided by polling health
 endpoints against a deadline.
@@ -43,6 +49,7 @@ from hsi_pipeline.deployments.local.common import (
     wait_for,
 )
 from hsi_pipeline.deployments.local.services import (
+    DASK_SCHEDULER,
     _ensure_bucket,
     _pg_ready,
     _prefect_ok,
@@ -51,11 +58,18 @@ from hsi_pipeline.deployments.local.services import (
     _stac_ok,
     _worker_online,
     _write_credentials,
+    dask_connected_names,
+    dask_counts,
+    dask_dashboard_note,
+    dask_worker_names,
+    down_dask,
     ensure_postgis,
     ensure_stack_venv,
     flow_starter_ok,
     flow_starter_socket,
     stop_postgres,
+    up_dask_scheduler,
+    up_dask_workers,
     up_flow_starter,
     up_postgres,
     up_prefect,
@@ -64,7 +78,18 @@ from hsi_pipeline.deployments.local.services import (
     up_worker,
 )
 
-__all__ = ["Layout", "StackError", "down", "endpoints", "stack_config", "status", "up", "write_config"]
+__all__ = [
+    "Layout",
+    "StackError",
+    "dask_enabled",
+    "down",
+    "endpoints",
+    "stack_config",
+    "start_dask",
+    "status",
+    "up",
+    "write_config",
+]
 
 # --------------------------------------------------------------------------------------------------
 # public API
@@ -87,6 +112,21 @@ def endpoints(layout: Layout | None = None) -> dict[str, Any]:
         "prefect_ui": layout.prefect_ui,
         "work_pool": WORK_POOL,
         "postgres": layout.postgres_dsn_public,
+        **(_dask_endpoints(layout) if dask_enabled(layout) else {}),
+    }
+
+
+def dask_enabled(layout: Layout) -> bool:
+    """The stack runs a Dask cluster (its scheduler is recorded, even if it has since died)."""
+    return Proc(layout, DASK_SCHEDULER).record() is not None
+
+
+def _dask_endpoints(layout: Layout) -> dict[str, Any]:
+    note = dask_dashboard_note()
+    return {
+        "dask_scheduler": layout.dask_address,
+        "dask_dashboard": f"{layout.dask_dashboard}/status",
+        **({"dask_dashboard_note": note} if note else {}),
     }
 
 
@@ -117,6 +157,21 @@ def status(layout: Layout | None = None) -> dict[str, Any]:
         with contextlib.suppress(Exception):
             healthy = bool(probe())
         comps[name] = {"pid": Proc(layout, name).pid(), "healthy": healthy, "endpoint": ep}
+    if dask_enabled(layout):
+        counts = dask_counts(layout)
+        comps[DASK_SCHEDULER] = {
+            "pid": Proc(layout, DASK_SCHEDULER).pid(),
+            "healthy": counts is not None,
+            "endpoint": layout.dask_address,
+        }
+        names = dask_worker_names(layout)
+        alive = [n for n in names if Proc(layout, n).pid() is not None]
+        connected = int(counts["workers"]) if counts else 0
+        comps["dask-workers"] = {
+            "pid": ",".join(str(Proc(layout, n).pid()) for n in alive) or None,
+            "healthy": bool(names) and connected >= len(names) == len(alive),
+            "endpoint": f"{connected}/{len(names)} connected, {int(counts['cores']) if counts else 0} threads",
+        }
     out["components"] = comps
     out["up"] = all(c["healthy"] for c in comps.values())
     return out
@@ -143,6 +198,11 @@ def stack_config(layout: Layout) -> dict[str, Any]:
         "catalog": {"url": layout.stac_url},
         "work_dir": str(layout.root / "work"),
         "prefect_api_url": layout.prefect_api,
+        **(
+            {"engine": {"task_runner": "dask", "dask_address": layout.dask_address}}
+            if dask_enabled(layout)
+            else {}
+        ),
     }
 
 
@@ -170,8 +230,12 @@ def up(
     config_out: Path | None = Path("hsi.stack.yaml"),
     timeout: float = 300.0,
     worker: bool = True,
+    dask_workers: int = 0,
+    dask_threads: int = 1,
 ) -> dict[str, Any]:
-    """Bring the stack up (idempotent). Returns ``status()`` plus what was started and timings."""
+    """Bring the stack up (idempotent). Returns ``status()`` plus what was started and timings.
+
+    ``dask_workers`` > 0 also starts (or resizes) the Dask cluster; 0 leaves a running one as is."""
     layout = layout or Layout.default()
     t0 = time.monotonic()
     layout.root.mkdir(parents=True, exist_ok=True)
@@ -213,6 +277,10 @@ def up(
     waiting("STAC API", "stac-api", lambda: _stac_ok(layout))
     waiting("SeaweedFS S3", "seaweedfs", lambda: _done(_ensure_bucket, layout, sec) == "ok")
     waiting("Prefect server", "prefect-server", lambda: _prefect_ok(layout))
+    # a cluster started by an earlier `up --dask-workers N` is kept (restarted if it died)
+    n_dask = dask_workers or (len(dask_worker_names(layout)) if dask_enabled(layout) else 0)
+    if n_dask > 0:
+        start_dask(layout, n_dask, dask_threads, cwd, left(), actions, timings)
     if worker:
         timed("flow-starter", lambda: up_flow_starter(layout, cwd))
         waiting("warm flow-run starter", "flow-starter", lambda: flow_starter_ok(layout))
@@ -232,10 +300,46 @@ def up(
     return info
 
 
+def start_dask(
+    layout: Layout,
+    workers: int,
+    threads: int,
+    cwd: Path,
+    timeout: float = 120.0,
+    actions: dict[str, str] | None = None,
+    timings: dict[str, float] | None = None,
+) -> None:
+    """The Dask scheduler and ``workers`` worker processes, waited for until all are connected.
+    Needs nothing else of the stack (tests start it alone on free ports)."""
+    actions = {} if actions is None else actions
+    timings = {} if timings is None else timings
+    t = time.monotonic()
+    actions[DASK_SCHEDULER] = up_dask_scheduler(layout, cwd)
+    sched = Proc(layout, DASK_SCHEDULER)
+    timings[f"wait-{DASK_SCHEDULER}"] = round(
+        wait_for("Dask scheduler", lambda: dask_counts(layout) is not None, timeout, 0.25,
+                 log_hint=sched.logfile, alive=lambda: sched.pid() is not None),
+        2,
+    )  # fmt: skip
+    actions["dask-workers"], fresh = up_dask_workers(layout, workers, threads, cwd)
+
+    def connected() -> bool:
+        names = dask_connected_names(layout)
+        return fresh <= names and len(names) >= workers
+
+    first = Proc(layout, f"dask-worker-{workers}")
+    timings["wait-dask-workers"] = round(
+        wait_for(f"{workers} Dask workers", connected, timeout, 0.25, log_hint=first.logfile,
+                 alive=lambda: all(Proc(layout, n).pid() for n in dask_worker_names(layout))),
+        2,
+    )  # fmt: skip
+    timings[DASK_SCHEDULER] = round(time.monotonic() - t, 2)
+
+
 def down(layout: Layout | None = None) -> dict[str, bool]:
     """Stop everything the stack started (by pid); workers before the server. Data is kept."""
     layout = layout or Layout.default()
-    stopped = {}
+    stopped = dict(down_dask(layout)) if dask_enabled(layout) or dask_worker_names(layout) else {}
     stopped["prefect-worker"] = Proc(layout, "prefect-worker").stop(double_term=True, timeout=20)
     stopped["flow-starter"] = Proc(layout, "flow-starter").stop(timeout=20)
     stopped["stac-api"] = Proc(layout, "stac-api").stop()

@@ -19,7 +19,7 @@ import contextlib
 import json
 import logging
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -105,6 +105,27 @@ class ProductResult:
         return props
 
 
+#: per output band: (nodata count, valid count, sum, sum of squares, min, max, class counts)
+WindowStats = list[tuple[int, int, float, float, float, float, list[tuple[int, int]]]]
+
+
+def window_stats(spec: OutputSpec, out: np.ndarray, invalid: np.ndarray) -> WindowStats:
+    """One window's partial statistics (computed where the window is: a Dask worker or here)."""
+    part: WindowStats = []
+    for i in range(out.shape[0]):
+        v = out[i][~invalid[i]].astype(np.float64)
+        nodata = int(invalid[i].sum())
+        if not v.size:
+            part.append((nodata, 0, 0.0, 0.0, math.inf, -math.inf, []))
+            continue
+        classes: list[tuple[int, int]] = []
+        if i == spec.class_band:
+            vals, cnt = np.unique(v.astype(np.int64), return_counts=True)
+            classes = list(zip(vals.tolist(), cnt.tolist(), strict=True))
+        part.append((nodata, v.size, v.sum(), (v * v).sum(), v.min(), v.max(), classes))
+    return part
+
+
 class _Stats:
     """Streaming per-band count/min/max/mean/std (float64) and class counts."""
 
@@ -120,19 +141,21 @@ class _Stats:
         self.classes: dict[int, int] = {}
 
     def update(self, out: np.ndarray, invalid: np.ndarray) -> None:
-        for i in range(out.shape[0]):
-            v = out[i][~invalid[i]].astype(np.float64)
-            self.nodata[i] += int(invalid[i].sum())
-            if v.size:
-                self.count[i] += v.size
-                self.s1[i] += v.sum()
-                self.s2[i] += (v * v).sum()
-                self.lo[i] = min(self.lo[i], v.min())
-                self.hi[i] = max(self.hi[i], v.max())
-                if i == self.spec.class_band:
-                    vals, cnt = np.unique(v.astype(np.int64), return_counts=True)
-                    for k, c in zip(vals.tolist(), cnt.tolist(), strict=True):
-                        self.classes[k] = self.classes.get(k, 0) + c
+        self.add(window_stats(self.spec, out, invalid))
+
+    def add(self, part: WindowStats) -> None:
+        """Fold one window's partial statistics in (windows must be added in window order: the
+        float sums then match a serial run bit for bit)."""
+        for i, (nodata, size, s1, s2, lo, hi, classes) in enumerate(part):
+            self.nodata[i] += nodata
+            if size:
+                self.count[i] += size
+                self.s1[i] += s1
+                self.s2[i] += s2
+                self.lo[i] = min(self.lo[i], lo)
+                self.hi[i] = max(self.hi[i], hi)
+                for k, c in classes:
+                    self.classes[k] = self.classes.get(k, 0) + c
 
     def result(self) -> tuple[list[dict[str, Any]], dict[str, int] | None, dict[str, float] | None]:
         stats = []
@@ -326,6 +349,8 @@ def run_product(
     rasterio_env: Any = None,
     context: Mapping[str, Any] | None = None,
     adjust: Sequence[Any] = (),
+    dask: Any = None,
+    env_factory: Callable[[], Any] | None = None,
 ) -> ProductResult:
     """Compute ``product`` over the activated COG ``src_path`` into the COG ``dst_path`` (local).
 
@@ -333,6 +358,9 @@ def run_product(
     ``rasterio.Env``, e.g. ``S3Store.rasterio_env()`` carrying credentials) replaces the plain
     ``rasterio.Env(**gdal_env)`` the source is read under. ``adjust``: window adjustments applied to
     the physical input values before ``compute`` (:mod:`hsi.products.inputs`: TOA reflectance, masks).
+    ``dask`` (a ``distributed.Client`` or scheduler address) maps the windows over its workers, which
+    open ``src_path`` under ``env_factory()`` (a picklable callable returning a ``rasterio.Env``;
+    default ``rasterio.Env(**gdal_env)``): see :func:`run_on_dataset`.
     """
     sid = scene_id or Path(src_path).name.split(".")[0]
     env = rasterio_env if rasterio_env is not None else rasterio.Env(**dict(gdal_env or {}))
@@ -351,7 +379,19 @@ def run_product(
             progress=progress,
             context=context,
             adjust=adjust,
+            dask=dask,
+            env_factory=env_factory if env_factory is not None else _GdalEnv(dict(gdal_env or {})),
         )
+
+
+@dataclass(frozen=True)
+class _GdalEnv:
+    """A picklable ``rasterio.Env`` factory of plain GDAL options (what a Dask worker opens under)."""
+
+    options: dict[str, Any]
+
+    def __call__(self) -> Any:
+        return rasterio.Env(**self.options)
 
 
 def run_on_dataset(
@@ -369,11 +409,20 @@ def run_on_dataset(
     progress: Callable[[int, int], None] | None = None,
     context: Mapping[str, Any] | None = None,
     adjust: Sequence[Any] = (),
+    dask: Any = None,
+    env_factory: Callable[[], Any] | None = None,
 ) -> ProductResult:
     """The engine on an open dataset: anything with rasterio's ``width``, ``height``, ``count``,
     ``crs``, ``transform``, ``block_shapes``, ``nodata`` and ``read(indexes, window)`` (a rasterio
     dataset, or :class:`hsi.products.sensor.SensorDataset`). ``windows`` overrides the block-aligned
-    windows (a reader whose reads cost whole lines of every band)."""
+    windows (a reader whose reads cost whole lines of every band).
+
+    ``dask``: a ``distributed.Client``, a scheduler address or a
+    :class:`hsi.products.dask_engine.DaskTarget`; the windows are then computed on its
+    workers (:mod:`hsi.products.dask_engine`: each worker opens ``src_path`` under ``env_factory()``
+    and reads only its window's bands) and written here in window order: the output is identical to
+    a run without it. Products with a fit pass, input adjustments and sensor-geometry readers always
+    run here."""
     sid = scene_id
     p, selected, ctx = _prepare(product, bands, sid, params)
     n_in = len({s.index for s in selected})
@@ -399,12 +448,56 @@ def run_on_dataset(
         # the fit passes read the window bands again: a bounded GDAL block cache keeps memory flat
         with rasterio.Env(GDAL_CACHEMAX=128):
             ctx.state = product.fit(reader, p, ctx)
+    blocks: Iterable[Block]
+    if dask is not None and (product.fit is not None or adjust or not hasattr(ds, "files")):
+        log.info("product %s: runs windowed in this process (a fit pass, input adjustments or a "
+                 "sensor-geometry reader do not go over Dask)", product.name)  # fmt: skip
+        dask = None
+    if dask is not None:
+        from hsi.products.dask_engine import WindowJob, dask_blocks
+
+        job = WindowJob(product, p, tuple(selected), tuple(bands), ctx, src_path, env_factory)
+        blocks = dask_blocks(dask, job, windows)
+    else:
+        blocks = _local_blocks(product, p, ctx, reader, windows)
     try:
-        return _write(product, p, ctx, reader, windows, ds, sid, src_path, dst_path, selected, progress)
+        return _write(
+            product, p, ctx, reader, windows, ds, sid, src_path, dst_path, selected, progress, blocks
+        )
     finally:
+        stop = getattr(blocks, "close", None)  # a generator: its read-ahead thread / Dask futures end now
+        if stop is not None:
+            stop()
         close = getattr(ctx.state, "close", None)
         if close is not None:
             close()
+
+
+#: one computed window: (window, output block cast to the output dtype, its partial statistics)
+Block = tuple[Window, np.ndarray, WindowStats]
+
+
+def compute_window(product: Product, p: Params, ctx: ComputeContext, reader: _Reader, w: Window) -> Block:
+    """Read one window's bands, ``compute``, convert to the output dtype, take its statistics."""
+    chunk = reader.read(w)
+    ctx.window = w
+    res, invalid = _finish(product.compute(chunk, p, ctx), chunk, ctx.output, product.name)
+    del chunk
+    return w, res, window_stats(ctx.output, res, invalid)
+
+
+def _local_blocks(
+    product: Product, p: Params, ctx: ComputeContext, reader: _Reader, windows: list[Window]
+) -> Iterator[Block]:
+    """The windows computed here, each read one ahead on a thread (only that thread touches the
+    dataset) while the previous one is computed."""
+    spec = ctx.output
+    with _prefetch(reader, windows) as chunks:
+        for w, chunk in zip(windows, chunks, strict=True):
+            ctx.window = w
+            res, invalid = _finish(product.compute(chunk, p, ctx), chunk, spec, product.name)
+            del chunk
+            yield w, res, window_stats(spec, res, invalid)
 
 
 def product_profile(width: int, height: int) -> CogProfile:
@@ -430,8 +523,9 @@ def _write(
     dst_path: str,
     selected: Sequence[SelectedBand],
     progress: Callable[[int, int], None] | None,
+    blocks: Iterable[Block],
 ) -> ProductResult:
-    """The compute pass: every window through ``compute`` into the streaming COG sink."""
+    """The compute pass: every window's output block, in window order, into the streaming COG sink."""
     spec = ctx.output
     stats = _Stats(spec)
     dst = Path(dst_path)
@@ -467,18 +561,12 @@ def _write(
         tags=tags,
         overview_resampling=overview_resampling(spec),
     )
-    # the next window is read (GDAL decompresses without the GIL) while this one is computed and
-    # the sink's pool compresses the finished tiles; only the prefetch thread touches the dataset
-    with (
-        rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS", GDAL_CACHEMAX=128),
-        sink,
-        _prefetch(reader, windows) as chunks,
-    ):
-        for k, (w, chunk) in enumerate(zip(windows, chunks, strict=True), start=1):
-            ctx.window = w
-            res, invalid = _finish(product.compute(chunk, p, ctx), chunk, spec, product.name)
-            del chunk
-            stats.update(res, invalid)
+    # windowed: the next window is read (GDAL decompresses without the GIL) while this one is computed
+    # and the sink's pool compresses the finished tiles (see _local_blocks); over Dask the blocks come
+    # from the workers in window order
+    with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS", GDAL_CACHEMAX=128), sink:
+        for k, (w, res, part) in enumerate(blocks, start=1):
+            stats.add(part)
             r0, c0 = int(w.row_off), int(w.col_off)
             sink.write(res, (r0, r0 + int(w.height)), (c0, c0 + int(w.width)))
             if progress is not None:

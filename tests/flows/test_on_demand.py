@@ -163,28 +163,47 @@ def _catalog_snapshot(config: Path) -> dict:
 
 
 def test_dask_and_threads_give_identical_catalogs(tmp_path, capsys):
+    """The same run on threads and on an existing Dask cluster (``engine.dask_address``: what
+    ``hsi stack up --dask-workers`` writes): scenes as tasks on the workers, each product's windows
+    as tasks on the workers too, the same catalog."""
+    import distributed
+
     results, times = {}, {}
-    for name, engine in (
-        ("threads", {"task_runner": "threads", "max_workers": 4}),
-        ("dask", {"task_runner": "dask", "dask_workers": 2, "dask_threads_per_worker": 1}),
-    ):
-        root = tmp_path / name
-        root.mkdir()
-        config = _config(root, engine)
-        s = _three_scenes(root, config)
-        t0 = time.perf_counter()
-        state, result = _run(products=PRODUCTS + ["oil-spill"], bbox=s["bbox"], config=str(config))
-        times[name] = time.perf_counter() - t0
-        assert state.name == "Partial" and result["counts"]["published"] == 4, result["outcomes"]
-        assert result["engine"].startswith(name)
-        results[name] = _catalog_snapshot(config)
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", scheduler_port=0,
+            dashboard_address=None,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):  # fmt: skip
+        for name, engine in (
+            ("threads", {"task_runner": "threads", "max_workers": 4}),
+            ("dask", {"task_runner": "dask", "dask_address": cluster.scheduler_address}),
+        ):
+            root = tmp_path / name
+            root.mkdir()
+            config = _config(root, engine)
+            s = _three_scenes(root, config)
+            t0 = time.perf_counter()
+            with distributed.get_task_stream(client) as ts:
+                state, result = _run(products=PRODUCTS + ["oil-spill"], bbox=s["bbox"], config=str(config))
+            times[name] = time.perf_counter() - t0
+            assert state.name == "Partial" and result["counts"]["published"] == 4, result["outcomes"]
+            assert result["engine"].startswith(name)
+            results[name] = _catalog_snapshot(config)
+            keys = [str(t["key"]) for t in ts.data]
+            if name == "threads":
+                assert keys == []
+            else:  # 3 scenes as tasks; 4 products (1 window each) as window tasks
+                assert sum(k.startswith("process_scene-") for k in keys) == 3, keys
+                assert sum(k.startswith("hsi-window-") for k in keys) == 4, keys
     assert set(results["threads"]) == set(results["dask"])
     assert len([k for k in results["threads"] if k.startswith("hsi-")]) == 4
     assert results["threads"] == results["dask"]
     with capsys.disabled():
         print(
-            f"\non-demand wall time: threads {times['threads']:.1f} s, dask LocalCluster(2 processes) "
-            f"{times['dask']:.1f} s"
+            f"\non-demand wall time: threads {times['threads']:.1f} s, dask (2 worker processes, "
+            f"dask_address) {times['dask']:.1f} s"
         )
 
 
