@@ -121,14 +121,19 @@ def publish_batch(
     total = len(pairs)
 
     # plan: parameters validated, bands selected from the COG header, key computed
-    def plan_one(p: tuple[pystac.Item, str, Mapping[str, Any] | None]) -> ProductPlan | BaseException:
-        try:
-            return plan_product(services, p[0], p[1], p[2])
-        except Exception as e:
-            return e
+    headers: dict[str, Any] = {}  # one header read per cube, shared by its products
+
+    def plan_scene(item: pystac.Item) -> list[ProductPlan | BaseException]:
+        out: list[ProductPlan | BaseException] = []
+        for name, params in products:
+            try:
+                out.append(plan_product(services, item, name, params, headers=headers))
+            except Exception as e:
+                out.append(e)
+        return out
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        planned = timed("plan", lambda: list(pool.map(plan_one, pairs)))
+        planned = timed("plan", lambda: [p for ps in pool.map(plan_scene, activated) for p in ps])
     plans: dict[int, ProductPlan] = {}
     for i, pl in enumerate(planned):
         if isinstance(pl, BaseException):
