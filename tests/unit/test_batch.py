@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pystac
@@ -69,3 +70,24 @@ def test_batch_publishes_every_pair_once_with_provenance_and_isolates_a_bad_one(
 
     again = publish_batch(svc, scenes, products[:2], RUN, tmp_path / "work2")
     assert [o.status for o in again.outcomes] == ["skipped"] * 4
+
+
+def test_cached_schema_validation_still_refuses_an_invalid_item_and_names_the_schema() -> None:
+    import pytest
+    from pystac.errors import STACValidationError
+
+    from hsi.stac.validation import validate_item
+
+    def item(epsg: object) -> pystac.Item:
+        it = pystac.Item("v", {"type": "Point", "coordinates": [1.0, 2.0]}, [1.0, 2.0, 1.0, 2.0],
+                         datetime(2021, 6, 1, tzinfo=UTC), {"proj:code": epsg})  # fmt: skip
+        it.stac_extensions.append("https://stac-extensions.github.io/projection/v2.0.0/schema.json")
+        it.add_link(pystac.Link("collection", "../collection.json", media_type="application/json"))
+        it.collection_id = "c"
+        return it
+
+    validate_item(item("EPSG:4326"))
+    for _ in range(2):  # the compiled validator is reused: the second time must fail the same way
+        with pytest.raises(STACValidationError, match="projection/v2.0.0/schema.json"):
+            validate_item(item(4326))  # proj:code must be a string
+    validate_item(item("EPSG:32611"))
