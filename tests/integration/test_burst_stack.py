@@ -88,20 +88,24 @@ def _all_runs(api: str) -> list[dict[str, Any]]:
             return out
 
 
-def _max_overlap(runs: list[dict[str, Any]]) -> int:
-    """The most runs whose [start, end] intervals overlap at one instant."""
-    edges = []
+def _max_overlap(runs: list[dict[str, Any]]) -> tuple[int, list[str]]:
+    """The most runs whose [start, end] intervals overlap at one instant, and those runs."""
+    edges: list[tuple[datetime, int, dict[str, Any]]] = []
     for r in runs:
         if r.get("start_time") and r.get("end_time"):
             edges += [
-                (datetime.fromisoformat(r["start_time"]), 1),
-                (datetime.fromisoformat(r["end_time"]), -1),
+                (datetime.fromisoformat(r["start_time"]), 1, r),
+                (datetime.fromisoformat(r["end_time"]), -1, r),
             ]
-    peak = cur = 0
-    for _, d in sorted(edges, key=lambda e: (e[0], e[1])):  # an end before a start at the same instant
-        cur += d
-        peak = max(peak, cur)
-    return peak
+    peak, at_peak, cur = 0, [], {}
+    for _, d, r in sorted(edges, key=lambda e: (e[0], e[1])):  # an end before a start at the same instant
+        if d > 0:
+            cur[r["id"]] = f"{r['name']} {r['start_time']}..{r['end_time']}"
+        else:
+            cur.pop(r["id"], None)
+        if len(cur) > peak:
+            peak, at_peak = len(cur), list(cur.values())
+    return peak, at_peak
 
 
 def test_a_burst_of_scenes_drains_with_bounded_concurrency(pipeline: dict[str, Any]) -> None:
