@@ -249,6 +249,10 @@ class StacApiCatalog:
                 body["collection"] = cid
                 docs[item.id] = body
             ids = list(docs)
+            if self._status("GET", self.collection_href(cid)) == 404:  # pgstac would answer 500
+                reason = f"collection {cid} does not exist (ensure_collection first)"
+                failed.update({f"{cid}/{i}": reason for i in ids})
+                continue
             for start in range(0, len(ids), BULK_CHUNK):
                 chunk = {i: docs[i] for i in ids[start : start + BULK_CHUNK]}
                 failed.update(self._bulk_chunk(cid, chunk))
@@ -264,9 +268,6 @@ class StacApiCatalog:
         try:
             resp = self._request("POST", url, {"items": docs, "method": "upsert"})
         except CatalogUnavailableError:
-            if self._status("GET", self.collection_href(cid)) == 404:
-                reason = f"collection {cid} does not exist (ensure_collection first)"
-                return {f"{cid}/{i}": reason for i in docs}
             if self._status("GET", f"{self._url}/_mgmt/ping") is None:
                 raise  # the API is gone: nothing can be tried
             resp = None  # the chunk failed as a whole (e.g. one item pgstac cannot store)
