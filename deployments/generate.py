@@ -135,6 +135,9 @@ def generate(cfg: PipelineConfig) -> dict[str, Any]:
         _deployment("on-demand", "flows/on_demand.py:on_demand",
                     "Products over an area and time: find scenes, activate what is missing, run products.",
                     cfg, tags=["on-demand"]),
+        _deployment("products-batch", "flows/batch.py:publish_products_batch",
+                    "Many products on many activated scenes in one run: chunk tasks, concurrent uploads, "
+                    "bulk catalog writes (backfills, reprocessing).", cfg, tags=["product", "batch"]),
     ]  # fmt: skip
     for source in sources:
         # products of container processors run in their own image: one deployment each, triggered
@@ -203,6 +206,7 @@ FLOW_NAMES = {
     "flows/product.py:run_product": "product",
     "flows/on_demand.py:on_demand": "on-demand",
     "flows/product.py:run_products": PRODUCTS_FLOW,
+    "flows/batch.py:publish_products_batch": "products-batch",
 }
 
 

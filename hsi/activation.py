@@ -135,6 +135,15 @@ def check_done(
     item = services.catalog.get_item(collection, item_id)
     if item is None:
         return None
+    return item_done(services, item, key, verify_checksums=verify_checksums)
+
+
+def item_done(
+    services: Services, item: pystac.Item, key: str, *, verify_checksums: bool = False
+) -> str | None:
+    """:func:`check_done` on an item already read: a skip reason when its key is ``key`` and its
+    recorded assets are in storage with their recorded size (and checksum), else None."""
+    collection, item_id = item.collection_id, item.id
     if item.properties.get("hsi:product_key") != key:
         log.info("%s/%s exists but is stale (key differs): recomputing", collection, item_id)
         return None

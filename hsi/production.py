@@ -157,12 +157,19 @@ class ProductPlan:
 
 
 def plan_product(
-    services: Services, activated: pystac.Item, product: str, params: Mapping[str, Any] | None = None
+    services: Services,
+    activated: pystac.Item,
+    product: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    headers: dict[str, Any] | None = None,
 ) -> ProductPlan:
     """Validate ``params``, select the bands from the cube header and compute the product key.
 
-    Raises ProductError (unknown product, bad parameters), BandSelectionError (the scene cannot
-    supply a band) or InvalidInputError (no cube asset) before any pixel is read.
+    ``headers``: a dict the caller keeps to read each cube's header once for many products (batch
+    publishing); keyed by the cube href. Raises ProductError (unknown product, bad parameters),
+    BandSelectionError (the scene cannot supply a band) or InvalidInputError (no cube asset)
+    before any pixel is read.
     """
     prod = get_product(product)
     p, opts = parse_request_params(prod, params)
@@ -175,7 +182,12 @@ def plan_product(
             f"activated item {activated.collection_id}/{activated.id} has no "
             f"'{CUBE_ASSET}' asset (assets: {', '.join(activated.assets) or 'none'})"
         )
-    header = _cube_header(services, activated, cube)
+    if headers is None:
+        header = _cube_header(services, activated, cube)
+    else:
+        header = headers.get(cube.href) or headers.setdefault(
+            cube.href, _cube_header(services, activated, cube)
+        )
     selected = select_bands(prod, header[1], activated.id, p)
     inputs = _input_plan(activated, prod, opts, header)
     key, ref, params_json, files = _key_parts(services, activated, cube, prod, p, inputs.records)

@@ -49,6 +49,7 @@ DEFAULT_PRELOAD = (
     "hsi_pipeline.flows.index",
     "hsi_pipeline.flows.product",
     "hsi_pipeline.flows.on_demand",
+    "hsi_pipeline.flows.batch",
     # imported on first use by the runs (the CLI keeps them off its start-up path): spectral indices,
     # the STAC API client, TOA reflectance, netCDF granules
     "spyndex",

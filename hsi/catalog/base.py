@@ -39,6 +39,15 @@ class Catalog(Protocol):
         """Create or replace the item (item.collection_id must be set). The commit point."""
         ...
 
+    def upsert_items(self, items: Sequence[pystac.Item]) -> dict[str, str]:
+        """Create or replace many items at once (each item's own upsert is still its commit point).
+
+        Returns the failures, ``"<collection>/<item id>" -> reason``; an empty dict means every item
+        is registered. One refused item never stops the others. Raises only when nothing could be
+        tried (CatalogUnavailableError: the catalog is unreachable).
+        """
+        ...
+
     def delete_item(self, collection_id: str, item_id: str) -> bool:
         """Delete the item; True if it existed."""
         ...
@@ -62,6 +71,11 @@ class Catalog(Protocol):
     def derived(self, collection_id: str, item_id: str) -> Iterator[pystac.Item]:
         """Items made from this one (reverse lineage: it is among their ``hsi:inputs``)."""
         ...
+
+
+def item_key(item: pystac.Item) -> str:
+    """``"<collection>/<item id>"``: how :meth:`Catalog.upsert_items` names an item in its failures."""
+    return f"{item.collection_id}/{item.id}"
 
 
 def derives_from(item: pystac.Item, collection_id: str, item_id: str) -> bool:

@@ -4,6 +4,12 @@
 * Search: pystac-client ``Client.open(url).search(...)`` (paged, lazily).
 * Writes: ``POST /collections`` (ensure), ``POST /collections/{c}/items`` and on 409 ``PUT .../items/{id}``
   (upsert), ``DELETE .../items/{id}``.
+* Bulk writes (:meth:`StacApiCatalog.upsert_items`): ``POST /collections/{c}/bulk_items`` with
+  ``{"items": {id: item}, "method": "upsert"}`` (the bulk transactions extension, on with the
+  transactions in stac-fastapi-pgstac): one request and one pgstac transaction per chunk of
+  :data:`BULK_CHUNK` items, then one collection refresh per collection. Items the API refuses are
+  reported per item; a chunk the database refuses as a whole is retried item by item, so one bad
+  item never stops the others. An API without the endpoint (404/405) gets per-item upserts.
 
 Failures: 5xx answers and connection errors are retried with exponential backoff, then raise
 :class:`CatalogUnavailableError` (transient); any other non-success answer (401, 403, 4xx) raises
@@ -32,7 +38,7 @@ import pystac
 import requests
 from requests.adapters import HTTPAdapter
 
-from hsi.catalog.base import BBox, DatetimeRange, derives_from
+from hsi.catalog.base import BBox, DatetimeRange, derives_from, item_key
 from hsi.config import CatalogAuth
 from hsi.errors import CatalogError, CatalogUnavailableError
 from hsi.faults import fault_point
@@ -48,6 +54,7 @@ log = logging.getLogger(__name__)
 # links the API owns and rewrites itself; sending ours would store stale/relative hrefs
 _API_MANAGED_RELS = {"self", "root", "parent", "collection", "items"}
 _MAX_BACKOFF_S = 8.0
+BULK_CHUNK = 500  # items per bulk request (one pgstac transaction each)
 
 
 class _AuthAdapter(HTTPAdapter):
@@ -225,7 +232,79 @@ class StacApiCatalog:
             item_url, "item kept appearing and disappearing during upsert (concurrent deletes?)"
         )
 
-    def _refresh_collection(self, cid: str, item_doc: dict[str, Any]) -> None:
+    def upsert_items(self, items: Sequence[pystac.Item]) -> dict[str, str]:
+        """Upsert many items through the bulk endpoint; failures per ``collection/id`` (see the module
+        docstring). Raises CatalogUnavailableError only when the API cannot be reached at all."""
+        failed: dict[str, str] = {}
+        by_coll: dict[str, list[pystac.Item]] = {}
+        for item in items:
+            if not item.collection_id:
+                failed[item_key(item)] = "the item has no collection id"
+                continue
+            by_coll.setdefault(item.collection_id, []).append(item)
+        for cid, group in by_coll.items():
+            docs = {}
+            for item in group:
+                body = self._clean(item.to_dict(include_self_link=False, transform_hrefs=False))
+                body["collection"] = cid
+                docs[item.id] = body
+            ids = list(docs)
+            if self._status("GET", self.collection_href(cid)) == 404:  # pgstac would answer 500
+                reason = f"collection {cid} does not exist (ensure_collection first)"
+                failed.update({f"{cid}/{i}": reason for i in ids})
+                continue
+            for start in range(0, len(ids), BULK_CHUNK):
+                chunk = {i: docs[i] for i in ids[start : start + BULK_CHUNK]}
+                failed.update(self._bulk_chunk(cid, chunk))
+            ok = [docs[i] for i in ids if f"{cid}/{i}" not in failed]
+            if ok:
+                self._refresh_collection(cid, *ok)
+        return failed
+
+    def _bulk_chunk(self, cid: str, docs: dict[str, dict[str, Any]]) -> dict[str, str]:
+        """One bulk request; on a refusal of the whole chunk, one upsert per item."""
+        url = f"{self.collection_href(cid)}/bulk_items"
+        fault_point("mid-register")
+        try:
+            resp = self._request("POST", url, {"items": docs, "method": "upsert"})
+        except CatalogUnavailableError:
+            if self._status("GET", f"{self._url}/_mgmt/ping") is None:
+                raise  # the API is gone: nothing can be tried
+            resp = None  # the chunk failed as a whole (e.g. one item pgstac cannot store)
+        if resp is not None and resp.status_code in (200, 201):
+            errors = {}
+            try:
+                body = resp.json()
+                errors = {str(e.get("id")): str(e.get("msg")) for e in body.get("errors") or []}
+            except (ValueError, AttributeError):
+                pass
+            return {f"{cid}/{i}": f"refused by {url}: {m}"[:500] for i, m in errors.items()}
+        if resp is not None and resp.status_code in (401, 403):
+            self._raise_for(resp, url, f"bulk upsert into {cid}")
+        if (
+            resp is not None
+            and resp.status_code == 404
+            and self._status("GET", self.collection_href(cid)) == 404
+        ):
+            reason = f"collection {cid} does not exist (ensure_collection first)"
+            return {f"{cid}/{i}": reason for i in docs}
+        log.info(
+            "bulk upsert of %d items into %s %s: one upsert per item",
+            len(docs),
+            cid,
+            f"answered HTTP {resp.status_code}" if resp is not None else "failed",
+        )
+        failed = {}
+        for iid, doc in docs.items():
+            try:
+                self.upsert_item(pystac.Item.from_dict(doc, preserve_dict=False))
+            except CatalogUnavailableError:
+                raise
+            except Exception as e:
+                failed[f"{cid}/{iid}"] = f"{type(e).__name__}: {e}"[:500]
+        return failed
+
+    def _refresh_collection(self, cid: str, *item_docs: dict[str, Any]) -> None:
         """Fold the item into the collection's extent, summaries and item_assets (PUT when changed).
 
         Best effort after the commit point: a failure is logged, never raised (the item is registered);
@@ -237,7 +316,9 @@ class StacApiCatalog:
             if resp.status_code != 200:
                 return
             col = self._json(resp, url)
-            new = merge_item(col, item_doc)
+            new = col
+            for doc in item_docs:
+                new = merge_item(new, doc)
             if new != col:
                 new["links"] = [
                     lk

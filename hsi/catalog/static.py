@@ -33,7 +33,7 @@ from typing import Any
 
 import pystac
 
-from hsi.catalog.base import BBox, DatetimeRange, derives_from
+from hsi.catalog.base import BBox, DatetimeRange, derives_from, item_key
 from hsi.errors import CatalogError, InvalidInputError
 from hsi.faults import fault_point
 from hsi.stac.collections import merge_item
@@ -161,11 +161,36 @@ class StaticCatalog:
         return _item(doc, uri)
 
     def upsert_item(self, item: pystac.Item) -> None:
+        cid = self._prepare(item)
+        doc = self._write_item(cid, item)
+        fault_point("mid-register")
+        self._link_item(cid, item.id, add=True, item_doc=doc)
+
+    def upsert_items(self, items: Sequence[pystac.Item]) -> dict[str, str]:
+        """Write every item file (each its own commit point), then refresh each collection once
+        (one lock, one collection write per collection). Failures per ``collection/id``."""
+        failed: dict[str, str] = {}
+        written: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        for item in items:
+            try:
+                cid = self._prepare(item)
+                written.setdefault(cid, []).append((item.id, self._write_item(cid, item)))
+            except Exception as e:  # one bad item never stops the others
+                failed[item_key(item)] = f"{type(e).__name__}: {e}"[:500]
+        fault_point("mid-register")
+        for cid, docs in written.items():
+            self._link_items(cid, docs)
+        return failed
+
+    def _prepare(self, item: pystac.Item) -> str:
         cid = item.collection_id
         if not cid:
             raise CatalogError(self.href, f"item {item.id} has no collection id")
         if self._read_json(self._collection_uri(cid)) is None:
             self.ensure_collection(collection_for(cid))
+        return cid
+
+    def _write_item(self, cid: str, item: pystac.Item) -> dict[str, Any]:
         doc = item.to_dict(include_self_link=False, transform_hrefs=False)
         keep = [
             lk for lk in doc.get("links", []) if lk.get("rel") not in ("root", "parent", "collection", "self")
@@ -180,8 +205,7 @@ class StaticCatalog:
         href = self.item_href(cid, item.id)
         _relativize(doc, href, self._owned)
         self._write_json(href, doc)  # the commit point
-        fault_point("mid-register")
-        self._link_item(cid, item.id, add=True, item_doc=doc)
+        return doc
 
     def ensure_linked(self, collection_id: str, item_id: str) -> None:
         """Add the collection's link to an existing item if a crash after its commit left it out."""
@@ -196,6 +220,9 @@ class StaticCatalog:
     def _link_item(
         self, cid: str, item_id: str, *, add: bool, item_doc: dict[str, Any] | None = None
     ) -> None:
+        if add:
+            self._link_items(cid, [(item_id, item_doc)])
+            return
         with self._lock(f"collection-{cid}"):
             uri = self._collection_uri(cid)
             col = self._read_json(uri)
@@ -205,9 +232,28 @@ class StaticCatalog:
             links = [
                 lk for lk in col.get("links", []) if not (lk.get("rel") == "item" and lk.get("href") == href)
             ]
-            if add:
-                links.append({"rel": "item", "href": href, "type": "application/geo+json"})
-            new = merge_item(col, item_doc) if item_doc is not None else dict(col)
+            if links != col.get("links", []):
+                self._write_json(uri, {**col, "links": links})
+
+    def _link_items(self, cid: str, docs: Sequence[tuple[str, dict[str, Any] | None]]) -> None:
+        """Add the collection's ``item`` links of ``docs`` and fold them into its summaries (one write)."""
+        with self._lock(f"collection-{cid}"):
+            uri = self._collection_uri(cid)
+            col = self._read_json(uri)
+            if col is None:
+                return
+            hrefs = {f"./{item_id}/{item_id}.json" for item_id, _ in docs}
+            links = [
+                lk for lk in col.get("links", []) if not (lk.get("rel") == "item" and lk.get("href") in hrefs)
+            ]
+            links += [
+                {"rel": "item", "href": f"./{item_id}/{item_id}.json", "type": "application/geo+json"}
+                for item_id, _ in docs
+            ]
+            new = dict(col)
+            for _, doc in docs:
+                if doc is not None:
+                    new = merge_item(new, doc)
             new["links"] = links
             if new != col:
                 self._write_json(uri, new)

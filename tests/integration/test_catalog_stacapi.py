@@ -327,3 +327,37 @@ def test_derived_is_reverse_lineage(stac_catalog: StacApiCatalog, collection: st
     got = sorted(i.id for i in stac_catalog.derived(collection, src))
     assert got == [f"{src}-ndvi", f"{src}-pca"]
     assert list(stac_catalog.derived(collection, f"{src}-ndvi")) == []
+
+
+def test_bulk_upsert_registers_every_good_item_in_one_request_and_names_the_refused_one(
+    stac_catalog: StacApiCatalog, collection: str
+) -> None:
+    good = [make_item(collection, f"bulk-{k}", x=10.0 + k, quality=k) for k in range(3)]
+    bad = make_item(collection, "bulk-bad")
+    bad.geometry = None  # pgstac requires a geometry: the API refuses this one item
+    failed = stac_catalog.upsert_items([*good, bad])
+    assert set(failed) == {f"{collection}/bulk-bad"} and "geometry" in failed[f"{collection}/bulk-bad"]
+    stored = {i.id: i for i in stac_catalog.search(collections=[collection])}
+    assert sorted(stored) == ["bulk-0", "bulk-1", "bulk-2"]
+    assert [stored[f"bulk-{k}"].properties["quality"] for k in range(3)] == [0, 1, 2]
+    assert stored["bulk-2"].assets["data"].href == "s3://hsi/test/bulk-2.tif"
+    # again with new content: replaced, still one item each (upsert)
+    assert (
+        stac_catalog.upsert_items(
+            [make_item(collection, f"bulk-{k}", x=10.0 + k, quality=10 + k) for k in range(3)]
+        )
+        == {}
+    )
+    again = {i.id: i.properties["quality"] for i in stac_catalog.search(collections=[collection])}
+    assert again == {"bulk-0": 10, "bulk-1": 11, "bulk-2": 12}
+    # the collection's extent covers the items (one refresh per bulk write)
+    col = stac_catalog.get_collection(collection)
+    assert col is not None
+    assert col.extent.spatial.bboxes[0] == [10.0, 45.0, 13.0, 46.0]
+
+
+def test_bulk_upsert_into_a_missing_collection_fails_each_item_clearly(stac_catalog: StacApiCatalog) -> None:
+    cid = f"hsi-missing-{uuid.uuid4().hex[:8]}"
+    failed = stac_catalog.upsert_items([make_item(cid, "a"), make_item(cid, "b")])
+    assert set(failed) == {f"{cid}/a", f"{cid}/b"}
+    assert all(f"collection {cid} does not exist" in r for r in failed.values())

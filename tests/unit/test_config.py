@@ -192,6 +192,7 @@ def test_generated_deployments_triggers_and_template_labels() -> None:
 
     spec = generate(load_config(ROOT / "hsi.example.yaml"))
     assert deployment_names(spec) == ["activate/new-scene", "activate/activate", "index/index", "product/run-product", "on-demand/on-demand",
+                                      "products-batch/products-batch",
                                       "products/aviris-ng", "products/aviris-classic"]  # fmt: skip
     assert automation_names(spec) == ["hsi-new-scene"]  # the products run in the activation run
     new, *_, ng, _classic = spec["deployments"]

@@ -1,0 +1,93 @@
+"""Batch publishing (hsi.batch) on the static catalog: real COGs, real files, no Prefect."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pystac
+import rasterio
+
+from hsi.activation import index_scene
+from hsi.batch import publish_batch
+from hsi.demo import activate
+from hsi.production import find_activated_item
+from hsi.services import Services
+from hsi.sources.synthetic import synthesize
+from hsi.stac.provenance import RunInfo
+
+RUN = RunInfo(
+    flow_run_id="00000000-0000-0000-0000-0000000000b1", flow_run_name="batch-test", flow_name="products-batch"
+)
+
+
+def _scenes(svc: Services, tmp_path: Path, n: int) -> list[pystac.Item]:
+    out = []
+    for k in range(n):
+        hdr = synthesize(
+            tmp_path / "raw" / str(k), width=12, height=16, seed=k, scene_id=f"ang2021060{k + 1}t120000"
+        )
+        raw = index_scene(svc, str(hdr))
+        assert activate(svc, raw.id) == "activated"
+        out.append(find_activated_item(svc, raw.id))
+    return out
+
+
+def test_batch_publishes_every_pair_once_with_provenance_and_isolates_a_bad_one(
+    config_file: Path, tmp_path: Path
+) -> None:
+    svc = Services.from_config(config_file)
+    scenes = _scenes(svc, tmp_path, 2)
+    products = [("index:NDVI", None), ("index:PRI", None), ("index:NDVI", {"no_such_param": 1})]
+
+    res = publish_batch(svc, scenes, products, RUN, tmp_path / "work")
+
+    assert [(o.scene, o.product, o.status) for o in res.outcomes] == [
+        (s.id, p, st)
+        for s in scenes
+        for p, st in (("index:NDVI", "published"), ("index:PRI", "published"), ("index:NDVI", "failed"))
+    ]
+    bad = [o for o in res.outcomes if o.status == "failed"]
+    assert all(o.reason.startswith("plan: ") and "no_such_param" in o.reason for o in bad)
+    assert set(res.seconds) >= {"plan", "check", "compute", "upload", "build", "register"}
+    for o in res.outcomes:
+        if o.status != "published":
+            continue
+        item = svc.catalog.get_item(o.collection, o.item_id)
+        assert item is not None and item.properties["hsi:product_key"] == o.product_key
+        prov = item.properties
+        assert prov["hsi:flow_run"]["id"] == RUN.flow_run_id
+        assert prov["hsi:inputs"][0]["id"] == o.scene
+        assert prov["hsi:algorithm"]["name"] == o.product and prov["hsi:algorithm"]["version"]
+        assert prov["hsi:parameters"] is not None
+        with rasterio.open(item.assets["data"].get_absolute_href() or "") as ds:  # the asset is there
+            assert ds.count == 1 and (ds.width, ds.height) == (12, 16)
+    # the collections list their items once (one grouped write per collection)
+    for cid in ("hsi-index-ndvi", "hsi-index-pri"):
+        col = svc.catalog._read_json(svc.catalog._collection_uri(cid))  # type: ignore[attr-defined]
+        links = sorted(lk["href"] for lk in col["links"] if lk["rel"] == "item")
+        assert links == sorted({f"./{s.id}-{cid[4:]}/{s.id}-{cid[4:]}.json" for s in scenes})
+
+    again = publish_batch(svc, scenes, products[:2], RUN, tmp_path / "work2")
+    assert [o.status for o in again.outcomes] == ["skipped"] * 4
+
+
+def test_cached_schema_validation_still_refuses_an_invalid_item_and_names_the_schema() -> None:
+    import pytest
+    from pystac.errors import STACValidationError
+
+    from hsi.stac.validation import validate_item
+
+    def item(epsg: object) -> pystac.Item:
+        it = pystac.Item("v", {"type": "Point", "coordinates": [1.0, 2.0]}, [1.0, 2.0, 1.0, 2.0],
+                         datetime(2021, 6, 1, tzinfo=UTC), {"proj:code": epsg})  # fmt: skip
+        it.stac_extensions.append("https://stac-extensions.github.io/projection/v2.0.0/schema.json")
+        it.add_link(pystac.Link("collection", "../collection.json", media_type="application/json"))
+        it.collection_id = "c"
+        return it
+
+    validate_item(item("EPSG:4326"))
+    for _ in range(2):  # the compiled validator is reused: the second time must fail the same way
+        with pytest.raises(STACValidationError, match="projection/v2.0.0/schema.json"):
+            validate_item(item(4326))  # proj:code must be a string
+    validate_item(item("EPSG:32611"))
