@@ -557,11 +557,22 @@ def up_worker(layout: Layout, cwd: Path) -> str:
             "process",
             "--name",
             "hsi-local-worker",
+            *_worker_limit(),
         ],
         env,
         cwd,
     )
     return "started"
+
+
+def _worker_limit() -> list[str]:
+    """``--limit`` = the pool's concurrency limit: the worker itself never runs more at once. The
+    server-side pool limit alone was exceeded by one, twice, in a 12-scene burst
+    (tests/integration/test_burst_stack.py; cause not established, the worker polls every 0.25 s)."""
+    from hsi_pipeline.deployments.local.warm import pool_concurrency
+
+    n = pool_concurrency()
+    return ["--limit", str(n)] if n else []
 
 
 # --------------------------------------------------------------------------------------------------

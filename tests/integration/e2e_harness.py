@@ -109,8 +109,10 @@ class PrivatePrefect:
             wait_for(lambda: starter.poll() is None and self.starter_socket.is_socket(), timeout=90,
                      interval=0.25, what="warm flow-run starter")  # fmt: skip
         log = (self.home / "worker.log").open("ab")
+        from hsi_pipeline.deployments.local.services import _worker_limit
+
         self.worker = subprocess.Popen([_bin("prefect"), "worker", "start", "--pool", POOL, "--type", "process",
-                                        "--name", "e2e-worker"], env=env, cwd=ROOT, stdout=log,
+                                        "--name", "e2e-worker", *_worker_limit()], env=env, cwd=ROOT, stdout=log,
                                        stderr=subprocess.STDOUT)  # fmt: skip
         wait_for(self.worker_online, timeout=90, interval=0.5, what="worker online")
 
