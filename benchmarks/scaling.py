@@ -10,8 +10,10 @@
 
 Every output is checked identical (SHA-256 of the COG files) across the runs of the same input.
 Printed: wall times, ratios measured in this run, peak RSS of this process (the driver) and of each
-worker process. Each worker has 1 thread and GDAL compresses with 1 thread (``CogProfile(num_threads=1)``),
-so one worker is one core's worth of work; the machine needs >= 2 free cores for the ratios to mean much.
+worker process. Each worker has 1 thread, compresses with 1 thread (``CogProfile(num_threads=1)``) and
+is pinned to its own CPU (``--no-pin`` to not): one worker is one core, as a worker on a 1-core machine
+of a real cluster would be (unpinned, one activation's reading and compressing threads already spread
+over both cores of a 2-core box). The machine needs >= 2 free cores for the ratios to mean much.
 
     .venv/bin/python benchmarks/scaling.py                  # small: 4 x 0.33 GB scenes, 0.5 GB product scene
     .venv/bin/python benchmarks/scaling.py --full           # 4 x 1.1 GB scenes, 2.2 GB product scene
@@ -27,8 +29,10 @@ so one worker is one core's worth of work; the machine needs >= 2 free cores for
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import os
 import shutil
 import sys
 import time
@@ -218,6 +222,25 @@ def bench_product(client: Any, work: Path, size: int, repeat: int, window: int, 
     }
 
 
+def _pin_to(cpu: int) -> list[int]:
+    """Pin every thread of this (worker) process to ``cpu``; threads started later inherit it."""
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(tid), {cpu})
+    return sorted(os.sched_getaffinity(0))
+
+
+def pin_workers(client: Any) -> dict[str, list[int]]:
+    """One CPU per worker: a worker is one core, as a 1-core machine of a real cluster would be.
+    Without it, one activation (a reading thread plus compression threads) already spreads over
+    both cores of this box, and a second worker has no core to add."""
+    cpus = sorted(os.sched_getaffinity(0))
+    return {
+        w: client.run(_pin_to, cpus[i % len(cpus)], workers=[w])[w]
+        for i, w in enumerate(sorted(client.nthreads()))
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
@@ -236,6 +259,9 @@ def main() -> None:
     ap.add_argument("--product", default=PRODUCT, help=f"product of case (b) (default {PRODUCT}: 3 bands)")
     ap.add_argument("--workdir", default="/tmp/hsi-bench-scaling")
     ap.add_argument("--keep", action="store_true", help="keep the generated scenes for the next run")
+    ap.add_argument(
+        "--no-pin", action="store_true", help="don't pin each worker process to its own CPU (default: pinned)"
+    )
     args = ap.parse_args()
     lines = args.lines or (1000 if args.full else 300)
     size = args.product_size or (1600 if args.full else 768)
@@ -258,6 +284,8 @@ def main() -> None:
         if len(client.nthreads()) < 2:
             raise SystemExit(f"the cluster has {len(client.nthreads())} worker(s); 2 are needed")
         print(f"cluster {client.scheduler.address}: {client.nthreads()}", flush=True)
+        if not args.no_pin:
+            print(f"workers pinned to CPUs: {pin_workers(client)}", flush=True)
         rows.append(ceiling(client))
         if args.only in (None, "activation"):
             rows.append(bench_activation(client, work, args.scenes, args.width, lines, args.repeat))
