@@ -293,11 +293,12 @@ class _TileWriter:
         self.count, self.width, self.height = m["count"], m["width"], m["height"]
         self.dtype = np.dtype(m["dtype"])
         self.pad = tiles.pad_value(m["nodata"], self.dtype)
-        self.header, self.ifds = self._template(tmp)
-        main = self.ifds[0]
-        self.tw, self.th = main.tile_width, main.tile_height
+        # the full-resolution layout GDAL's header will have (checked against it at the end)
+        self.tw = self.th = sink.profile.blocksize
         self.across, self.down = tiles.tile_grid(self.width, self.height, self.tw, self.th)
         self.compress = sink.profile.compress
+        none = self.compress.upper() == "NONE"
+        self.predictor = 1 if none else int(sink.profile.creation_options(m["dtype"])["predictor"])
         self.level = sink.profile.level if self.compress.upper() == "ZSTD" else None
         # small outputs keep their tiles in memory: nothing is read back to write the file
         small = sink._raw_bytes() <= _MEMORY_STAGING_BYTES
@@ -305,6 +306,9 @@ class _TileWriter:
         n = sink.profile.num_threads
         self.threads = (os.cpu_count() or 1) if str(n).upper() == "ALL_CPUS" else max(1, int(n))
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="cog-tiles")
+        # GDAL writes the header on a pool thread while the caller reads its first windows
+        self._template_job = self.pool.submit(self._template, tmp)
+        self._layout: tuple[bytes, list[tiles.IfdLayout]] | None = None
         self.partial: dict[tuple[int, int], list[Any]] = {}  # (tile row, col) -> [buffer, pixels filled]
         self.cond = threading.Condition()
         self.inflight = 0
@@ -340,7 +344,17 @@ class _TileWriter:
         for i in ifds:
             if np.frombuffer(header, i.offsets_type, i.n_tiles, i.offsets_at).any():
                 raise ValueError(f"{sink.dst.name}: GDAL's header is not empty")
+        if (main.tile_width, main.tile_height, main.predictor) != (self.tw, self.th, self.predictor):
+            raise ValueError(
+                f"{sink.dst.name}: GDAL's header has {main.tile_width}x{main.tile_height} tiles, predictor "
+                f"{main.predictor}; the tiles were encoded as {self.tw}x{self.th}, predictor {self.predictor}"
+            )
         return header, ifds
+
+    def _header(self) -> tuple[bytes, list[tiles.IfdLayout]]:
+        if self._layout is None:
+            self._layout = self._template_job.result()
+        return self._layout
 
     # -- full resolution ------------------------------------------------------------------------
     def write(self, array: np.ndarray, rows: tuple[int, int], cols: tuple[int, int]) -> None:
@@ -395,15 +409,18 @@ class _TileWriter:
         return release
 
     def _encode(self, level: int, tile: int, b0: int, chunk: np.ndarray, per_band: int) -> None:
-        ifd = self.ifds[level]
-        th, tw = ifd.tile_height, ifd.tile_width
+        if level:  # overview tiles are submitted once the header is known
+            ifd = self._header()[1][level]
+            th, tw, predictor = ifd.tile_height, ifd.tile_width, ifd.predictor
+        else:
+            th, tw, predictor = self.th, self.tw, self.predictor
         for k in range(chunk.shape[0]):
             t = chunk[k]
             if t.shape != (th, tw):
                 full = np.full((th, tw), self.pad, self.dtype)
                 full[: t.shape[0], : t.shape[1]] = t
                 t = full
-            data = tiles.encode_tile(t, ifd.predictor, self.compress, self.level)
+            data = tiles.encode_tile(t, predictor, self.compress, self.level)
             self.store.add(level, (b0 + k) * per_band + tile, data)
 
     def _raise(self) -> None:
@@ -413,8 +430,9 @@ class _TileWriter:
     # -- overviews and the end ------------------------------------------------------------------
     def add_overviews(self, staging: str) -> None:
         """Encode the overview levels GDAL built in the staging file."""
-        for level in range(1, len(self.ifds)):
-            ifd = self.ifds[level]
+        ifds = self._header()[1]
+        for level in range(1, len(ifds)):
+            ifd = ifds[level]
             with rasterio.open(staging, overview_level=level - 1) as ov:
                 if (ov.width, ov.height) != (ifd.width, ifd.height):
                     raise ValueError(
@@ -434,10 +452,11 @@ class _TileWriter:
     def finish(self, part: Path) -> None:
         if self.partial:
             raise ValueError(f"{self.sink.dst.name}: {len(self.partial)} tiles were written only in part")
+        header, ifds = self._header()
         for fut in self.futures:
             fut.result()
         self.pool.shutdown(wait=True)
-        self.store.assemble(self.header, self.ifds, part)
+        self.store.assemble(header, ifds, part)
 
     def abort(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

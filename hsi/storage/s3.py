@@ -163,6 +163,9 @@ class S3Store(ResumableMultipart):
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             retries={"max_attempts": max_attempts, "mode": "standard"},
+            # batch publishing uploads on many threads at once, each file maybe in parts: without
+            # room for them urllib3 drops connections with a warning per request
+            max_pool_connections=32,
             s3={"addressing_style": "path"} if self._endpoint_url else {},
             # S3-compatible servers do not all implement the newer flexible-checksum trailers
             request_checksum_calculation="when_required",
