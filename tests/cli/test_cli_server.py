@@ -104,7 +104,9 @@ def test_kill_9_mid_write_leaves_only_the_shared_server(local: dict[str, Any]) -
         [HSI, "activate", item, "-c", cfg], env=env, cwd=cwd, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
     )  # fmt: skip
-    staging = _wait_for("work/runs/*/**/staging.tif", local["cfg"].parent, proc)
+    # the COG sink's private directory next to the cube it writes (.<name>.tif.<random>/: the
+    # encoded tiles, the header's template); it exists only while the COG is being written
+    staging = _wait_for("work/runs/*/**/.*.tif.*", local["cfg"].parent, proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL

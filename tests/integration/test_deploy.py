@@ -37,6 +37,7 @@ EXPECTED = [
     "index/index",
     "product/run-product",
     "on-demand/on-demand",
+    "products-batch/products-batch",
     "products/envi",
 ]
 
