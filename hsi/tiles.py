@@ -1,4 +1,5 @@
-"""The COG writer's own tile path: TIFF tiles encoded on every core, assembled in the COG layout.
+"""The COG writer's own tile path: TIFF tiles encoded on every core, assembled in the COG layout
+(:class:`TileWriter`, which :class:`hsi.cog.CogSink` drives).
 
 GDAL writes GeoTIFF tiles from one thread per dataset copy and recompresses every tile when it
 copies a staging file into the COG layout (``COPY_SRC_OVERVIEWS``), even from an identically
@@ -32,15 +33,27 @@ import struct
 import threading
 import zlib
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.shutil import copy as rio_copy
+
+if TYPE_CHECKING:
+    from hsi.cog import CogSink
+
+#: outputs up to this many uncompressed bytes are staged (overviews) and assembled in memory
+MEMORY_STAGING_BYTES = 256 << 20
 
 __all__ = [
     "COMPRESSION_CODES",
     "IfdLayout",
     "TileStore",
+    "TileWriter",
     "encode_tile",
     "read_ifds",
     "supported",
@@ -324,3 +337,186 @@ def pad_value(nodata: float | None, dtype: Any) -> Any:
             return 0
         return int(nodata)
     return nodata
+
+
+class TileWriter:
+    """The tile path of :class:`CogSink`: the header GDAL writes for an empty sparse copy of the
+    sink's dataset, tiles encoded on a thread pool, then :meth:`hsi.TileStore.assemble`."""
+
+    def __init__(self, sink: CogSink, tmp: Path) -> None:
+        self.sink = sink
+        m = sink.meta
+        self.count, self.width, self.height = m["count"], m["width"], m["height"]
+        self.dtype = np.dtype(m["dtype"])
+        self.pad = pad_value(m["nodata"], self.dtype)
+        # the full-resolution layout GDAL's header will have (checked against it at the end)
+        self.tw = self.th = sink.profile.blocksize
+        self.across, self.down = tile_grid(self.width, self.height, self.tw, self.th)
+        self.compress = sink.profile.compress
+        none = self.compress.upper() == "NONE"
+        self.predictor = 1 if none else int(sink.profile.creation_options(m["dtype"])["predictor"])
+        self.level = sink.profile.level if self.compress.upper() == "ZSTD" else None
+        # small outputs keep their tiles in memory: nothing is read back to write the file
+        small = sink._raw_bytes() <= MEMORY_STAGING_BYTES
+        self.store = TileStore(None if small else tmp / "bin")
+        n = sink.profile.num_threads
+        self.threads = (os.cpu_count() or 1) if str(n).upper() == "ALL_CPUS" else max(1, int(n))
+        self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="cog-tiles")
+        # GDAL writes the header on a pool thread while the caller reads its first windows
+        self._template_job = self.pool.submit(self._template, tmp)
+        self._layout: tuple[bytes, list[IfdLayout]] | None = None
+        self.partial: dict[tuple[int, int], list[Any]] = {}  # (tile row, col) -> [buffer, pixels filled]
+        self.cond = threading.Condition()
+        self.inflight = 0
+        self.limit = max(64 << 20, 2 * self.count * self.tw * self.th * self.dtype.itemsize)
+        self.futures: list[Future[None]] = []
+        self.error: BaseException | None = None
+
+    def _template(self, tmp: Path) -> tuple[bytes, list[IfdLayout]]:
+        sink = self.sink
+        src = tmp / "template-src.tif"
+        with rasterio.open(src, "w", **sink.meta, sparse_ok=True) as ds:
+            sink._describe(ds)
+            if sink._levels:
+                ds.build_overviews(sink._levels, Resampling[sink.overview_resampling])
+        opts = sink.profile.creation_options(sink.meta["dtype"])
+        opts["bigtiff"] = sink.meta["bigtiff"]
+        dst = tmp / "template.tif"
+        rio_copy(str(src), str(dst), copy_src_overviews=True, sparse_ok=True, **opts)
+        header = dst.read_bytes()
+        src.unlink()
+        dst.unlink()
+        ifds = read_ifds(header)
+        code = COMPRESSION_CODES[sink.profile.compress.upper()]
+        main = ifds[0]
+        if (
+            len(ifds) != 1 + len(sink._levels)
+            or (main.width, main.height) != (self.width, self.height)
+            or any(i.compression != code for i in ifds)
+            or any(i.planar != 2 and self.count > 1 for i in ifds)
+            or any(i.n_tiles != self.count * i.tiles_across * i.tiles_down for i in ifds)
+        ):
+            raise ValueError(f"{sink.dst.name}: unexpected TIFF layout from GDAL's header")
+        for i in ifds:
+            if np.frombuffer(header, i.offsets_type, i.n_tiles, i.offsets_at).any():
+                raise ValueError(f"{sink.dst.name}: GDAL's header is not empty")
+        if (main.tile_width, main.tile_height, main.predictor) != (self.tw, self.th, self.predictor):
+            raise ValueError(
+                f"{sink.dst.name}: GDAL's header has {main.tile_width}x{main.tile_height} tiles, predictor "
+                f"{main.predictor}; the tiles were encoded as {self.tw}x{self.th}, predictor {self.predictor}"
+            )
+        return header, ifds
+
+    def _header(self) -> tuple[bytes, list[IfdLayout]]:
+        if self._layout is None:
+            self._layout = self._template_job.result()
+        return self._layout
+
+    # -- full resolution ------------------------------------------------------------------------
+    def write(self, array: np.ndarray, rows: tuple[int, int], cols: tuple[int, int]) -> None:
+        (r0, r1), (c0, c1) = rows, cols
+        tw, th = self.tw, self.th
+        for tr in range(r0 // th, (r1 - 1) // th + 1):
+            tr0, tr1 = tr * th, min((tr + 1) * th, self.height)
+            for tc in range(c0 // tw, (c1 - 1) // tw + 1):
+                tc0, tc1 = tc * tw, min((tc + 1) * tw, self.width)
+                ir0, ir1, ic0, ic1 = max(r0, tr0), min(r1, tr1), max(c0, tc0), min(c1, tc1)
+                part = array[:, ir0 - r0 : ir1 - r0, ic0 - c0 : ic1 - c0]
+                key = (tr, tc)
+                whole = (ir0, ir1, ic0, ic1) == (tr0, tr1, tc0, tc1)
+                if whole and key not in self.partial:
+                    self._submit(0, tr * self.across + tc, part, self.across * self.down)
+                    continue
+                entry = self.partial.get(key)
+                if entry is None:
+                    entry = self.partial[key] = [np.full((self.count, th, tw), self.pad, self.dtype), 0]
+                entry[0][:, ir0 - tr0 : ir1 - tr0, ic0 - tc0 : ic1 - tc0] = part
+                entry[1] += (ir1 - ir0) * (ic1 - ic0)
+                if entry[1] >= (tr1 - tr0) * (tc1 - tc0):
+                    del self.partial[key]
+                    self._submit(0, tr * self.across + tc, entry[0], self.across * self.down)
+
+    def _submit(self, level: int, tile: int, block: np.ndarray, per_band: int) -> None:
+        """Encode one tile position of every band (``block``: bands x rows x cols, maybe partial)."""
+        self._raise()
+        nbytes = block.nbytes
+        with self.cond:
+            while self.inflight and self.inflight + nbytes > self.limit:
+                self.cond.wait()
+            self.inflight += nbytes
+        # bands in chunks of ~8 MB, so every thread works on the tile in hand
+        step = max(1, (8 << 20) // max(1, block[0].nbytes))
+        for b0 in range(0, block.shape[0], step):
+            chunk = block[b0 : b0 + step]
+            fut = self.pool.submit(self._encode, level, tile, b0, chunk, per_band)
+            fut.add_done_callback(self._done(chunk.nbytes))
+            self.futures.append(fut)
+        if len(self.futures) > 4096:
+            self.futures = [f for f in self.futures if not f.done()]
+
+    def _done(self, nbytes: int) -> Callable[[Future[None]], None]:
+        def release(fut: Future[None]) -> None:
+            with self.cond:
+                self.inflight -= nbytes
+                if not fut.cancelled() and fut.exception() is not None and self.error is None:
+                    self.error = fut.exception()
+                self.cond.notify_all()
+
+        return release
+
+    def _encode(self, level: int, tile: int, b0: int, chunk: np.ndarray, per_band: int) -> None:
+        if level:  # overview tiles are submitted once the header is known
+            ifd = self._header()[1][level]
+            th, tw, predictor = ifd.tile_height, ifd.tile_width, ifd.predictor
+        else:
+            th, tw, predictor = self.th, self.tw, self.predictor
+        for k in range(chunk.shape[0]):
+            t = chunk[k]
+            if t.shape != (th, tw):
+                full = np.full((th, tw), self.pad, self.dtype)
+                full[: t.shape[0], : t.shape[1]] = t
+                t = full
+            data = encode_tile(t, predictor, self.compress, self.level)
+            self.store.add(level, (b0 + k) * per_band + tile, data)
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    # -- overviews and the end ------------------------------------------------------------------
+    def add_overviews(self, staging: str) -> None:
+        """Encode the overview levels GDAL built in the staging file."""
+        ifds = self._header()[1]
+        for level in range(1, len(ifds)):
+            ifd = ifds[level]
+            with rasterio.open(staging, overview_level=level - 1) as ov:
+                if (ov.width, ov.height) != (ifd.width, ifd.height):
+                    raise ValueError(
+                        f"overview {level}: {ov.width}x{ov.height}, header {ifd.width}x{ifd.height}"
+                    )
+                data = ov.read()
+            per_band = ifd.tiles_across * ifd.tiles_down
+            for tr in range(ifd.tiles_down):
+                for tc in range(ifd.tiles_across):
+                    block = data[
+                        :,
+                        tr * ifd.tile_height : (tr + 1) * ifd.tile_height,
+                        tc * ifd.tile_width : (tc + 1) * ifd.tile_width,
+                    ]
+                    self._submit(level, tr * ifd.tiles_across + tc, block, per_band)
+
+    def finish(self, part: Path) -> None:
+        if self.partial:
+            raise ValueError(f"{self.sink.dst.name}: {len(self.partial)} tiles were written only in part")
+        header, ifds = self._header()
+        for fut in self.futures:
+            fut.result()
+        self.pool.shutdown(wait=True)
+        self.store.assemble(header, ifds, part)
+
+    def abort(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.store.close()
