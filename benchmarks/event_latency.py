@@ -161,6 +161,7 @@ def measure(args: argparse.Namespace, info: dict[str, Any], *, warm: bool) -> li
             print(f"activate runs: scheduled -> pending (worker poll) median {statistics.median(p[0] for p in pend):.2f} s, "
                   f"pending -> running (fork, engine start) median {statistics.median(p[1] for p in pend):.2f} s",
                   flush=True)  # fmt: skip
+        task_breakdown(prefect.api, [r["id"] for r in act_runs.values()])
         rows = []
         for sid, _ in scenes:
             r = act_runs[sid]
@@ -174,6 +175,49 @@ def measure(args: argparse.Namespace, info: dict[str, Any], *, warm: bool) -> li
         _stop(moto_proc)
         moto_log.close()
         db.close()
+
+
+def task_breakdown(api: str, run_ids: list[str]) -> None:
+    """Inside the activate runs: each task's median start (from the flow start) and duration, and the
+    time no task was running (flow code, Prefect's task-run bookkeeping, the lease, events)."""
+    body = {"flow_runs": {"id": {"any_": run_ids}}, "limit": 200, "sort": "EXPECTED_START_TIME_ASC"}
+    trs = prefect_api("POST", f"{api}/task_runs/filter", json=body).json()
+    runs = {r["id"]: r for r in prefect_api("POST", f"{api}/flow_runs/filter",
+                                             json={"flow_runs": {"id": {"any_": run_ids}}}).json()}  # fmt: skip
+    per: dict[str, list[tuple[float, float]]] = {}
+    busy: dict[str, float] = {}
+    for t in trs:
+        fr = runs.get(t["flow_run_id"])
+        s, e = _ts(t.get("start_time")), _ts(t.get("end_time"))
+        if fr is None or s is None or e is None:
+            continue
+        f0 = _ts(fr["start_time"])
+        assert f0 is not None
+        per.setdefault(t["name"].rsplit("-", 1)[0], []).append((s - f0, e - s))
+        busy[t["flow_run_id"]] = busy.get(t["flow_run_id"], 0.0) + (e - s)
+    print("inside the activate runs (median over runs): task, start after flow start, duration")
+    for name, xs in sorted(per.items(), key=lambda kv: statistics.median(x[0] for x in kv[1])):
+        print(f"  {name:<40} +{statistics.median(x[0] for x in xs):6.2f} s  {statistics.median(x[1] for x in xs):6.2f} s"
+              f"  (x{len(xs) / max(1, len(runs)):.0f} per run)")  # fmt: skip
+    if os.environ.get("HSI_LATENCY_LOGS"):  # the last run's states and log lines, from its creation
+        rid = run_ids[-1]
+        t_c = _ts(runs[rid]["created"])
+        assert t_c is not None
+        hist = prefect_api("GET", f"{api}/flow_run_states/", params={"flow_run_id": rid}).json()
+        logs = prefect_api("POST", f"{api}/logs/filter",
+                           json={"logs": {"flow_run_id": {"any_": [rid]}}, "limit": 200, "sort": "TIMESTAMP_ASC"}).json()  # fmt: skip
+        lines = [(_ts(h["timestamp"]), f"state {h['type']} {h['name']}") for h in hist]
+        lines += [(_ts(g["timestamp"]), f"log {g['message'][:110]}") for g in logs]
+        for t, msg in sorted((t, m) for t, m in lines if t is not None):
+            print(f"    +{t - t_c:6.3f} s  {msg}")
+    idle = []
+    for rid, fr in runs.items():
+        s, e = _ts(fr.get("start_time")), _ts(fr.get("end_time"))
+        if s is not None and e is not None:
+            idle.append((e - s) - busy.get(rid, 0.0))
+    if idle:
+        print(f"  no task running (flow code, bookkeeping, lease, events): median {statistics.median(idle):.2f} s "
+              f"of the run")  # fmt: skip
 
 
 def report(title: str, rows: list[Row]) -> dict[str, float]:

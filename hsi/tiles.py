@@ -444,8 +444,9 @@ class TileWriter:
             while self.inflight and self.inflight + nbytes > self.limit:
                 self.cond.wait()
             self.inflight += nbytes
-        # bands in chunks of ~8 MB, so every thread works on the tile in hand
-        step = max(1, (8 << 20) // max(1, block[0].nbytes))
+        # bands in chunks of ~8 MB of encoded tiles (an edge tile is encoded at full size, padded), so
+        # every thread works on the tile in hand
+        step = max(1, (8 << 20) // max(block[0].nbytes, self.th * self.tw * self.dtype.itemsize))
         for b0 in range(0, block.shape[0], step):
             chunk = block[b0 : b0 + step]
             fut = self.pool.submit(self._encode, level, tile, b0, chunk, per_band)

@@ -74,6 +74,35 @@ def services(config: str | PipelineConfig | None = None) -> Services:
     return _services(get_config(config).model_dump_json())
 
 
+_ORIGINS: dict[str, tuple[str | None, dict[str, Any] | None, str | None]] = {}
+
+
+def _run_origin(fr_id: str) -> tuple[str | None, dict[str, Any] | None, str | None]:
+    """(work pool, created_by, deployment name) of a flow run, read from the API once per run and
+    process: none of them changes while the run works, and an activation run registers its cube and
+    then each product with the same provenance. A failed read is logged and tried again next time."""
+    if fr_id not in _ORIGINS:
+        try:
+            from prefect.client.orchestration import get_client
+
+            with get_client(sync_client=True) as client:
+                fr = client.read_flow_run(uuid.UUID(fr_id))
+                dep = client.read_deployment(fr.deployment_id).name if fr.deployment_id else None
+        except Exception as e:  # provenance must not fail the work; say what is missing
+            logging.getLogger(__name__).warning("could not read flow run %s from the API: %s", fr_id, e)
+            return None, None, None
+        created_by = None
+        if fr.created_by is not None:
+            created_by = {
+                "type": fr.created_by.type,
+                "id": str(fr.created_by.id) if fr.created_by.id else None,
+                "name": fr.created_by.display_value,
+            }
+        _ORIGINS[fr_id] = (fr.work_pool_name, created_by, dep)
+    pool, created_by, dep = _ORIGINS[fr_id]
+    return pool, dict(created_by) if created_by else None, dep
+
+
 def run_info(trigger: Mapping[str, Any] | None = None) -> RunInfo:
     """Provenance of the current Prefect flow run, read from the run's own metadata."""
     from prefect.runtime import deployment, flow_run
@@ -81,22 +110,7 @@ def run_info(trigger: Mapping[str, Any] | None = None) -> RunInfo:
     fr_id = flow_run.get_id()
     if not fr_id:
         return RunInfo(trigger=dict(trigger) if trigger else None)
-    work_pool = None
-    created_by: dict[str, Any] | None = None
-    try:
-        from prefect.client.orchestration import get_client
-
-        with get_client(sync_client=True) as client:
-            fr = client.read_flow_run(uuid.UUID(fr_id))
-            work_pool = fr.work_pool_name
-            if fr.created_by is not None:
-                created_by = {
-                    "type": fr.created_by.type,
-                    "id": str(fr.created_by.id) if fr.created_by.id else None,
-                    "name": fr.created_by.display_value,
-                }
-    except Exception as e:  # provenance must not fail the work; say what is missing
-        logging.getLogger(__name__).warning("could not read flow run %s from the API: %s", fr_id, e)
+    work_pool, created_by, deployment_name = _run_origin(fr_id)
     trig = dict(trigger) if trigger else {}
     if created_by:
         trig.setdefault("created_by", created_by)
@@ -108,7 +122,7 @@ def run_info(trigger: Mapping[str, Any] | None = None) -> RunInfo:
         flow_run_name=flow_run.get_name(),
         flow_name=flow_run.get_flow_name(),
         deployment_id=deployment.get_id(),
-        deployment_name=deployment.get_name() if deployment.get_id() else None,
+        deployment_name=deployment_name,
         work_pool=work_pool,
         ui_url=ui,
         trigger=trig or None,

@@ -59,6 +59,9 @@ DEFAULT_PRELOAD = (
     "hsi.netcdf",
     "hsi.sources.emit",
 )
+#: called by the server after the imports (``module:function``): caches the runs inherit (botocore's
+#: S3 model and endpoint data: each run's S3 client is then built in ~20 ms instead of ~0.2 s)
+WARM_UPS = ("hsi.storage.s3:warm_up",)
 _HDR = struct.Struct("!I")
 STOP_GRACE_S = 10.0  # on SIGTERM: how long running flow runs get to stop before SIGKILL
 _MAX_REQUEST = 16 << 20  # environment + argv; a real one is a few kB
@@ -201,6 +204,9 @@ class Server:
             *self.preload,
         ):
             importlib.import_module(mod)
+        for warm in WARM_UPS:
+            mod, _, fn = warm.partition(":")
+            getattr(importlib.import_module(mod), fn)()
         print(f"hsi warm start: preloaded {', '.join(self.preload)} in {time.monotonic() - t0:.1f} s",
               file=sys.stderr, flush=True)  # fmt: skip
 

@@ -134,6 +134,11 @@ def test_envi_pair_in_bucket_ends_as_activated_and_product_items(pipeline: dict[
     assert act.properties["hsi:flow_run"]["deployment_name"] == "new-scene"
     assert prod.properties["hsi:flow_run"]["id"] == run["id"]
     assert prod.properties["hsi:flow_run"]["deployment_name"] == "new-scene"
+    # the run's origin is read from the API once (tasks/runtime._run_origin) and holds for both items
+    for it in (act, prod):
+        fr = it.properties["hsi:flow_run"]
+        assert fr["work_pool"] == run["work_pool_name"] and fr["work_pool"]
+        assert fr["trigger"].get("created_by") == trig.get("created_by")
     inputs = prod.properties["hsi:inputs"]
     assert [i["id"] for i in inputs] == [item_id] and inputs[0]["collection"] == "aviris-ng-l2"
     assert _runs(p, "products", "item_id", item_id) == [] and _runs(p, "product", "item_id", item_id) == []
