@@ -477,13 +477,18 @@ def run_on_dataset(
 Block = tuple[Window, np.ndarray, WindowStats]
 
 
-def compute_window(product: Product, p: Params, ctx: ComputeContext, reader: _Reader, w: Window) -> Block:
-    """Read one window's bands, ``compute``, convert to the output dtype, take its statistics."""
-    chunk = reader.read(w)
+def _compute_chunk(
+    product: Product, p: Params, ctx: ComputeContext, w: Window, chunk: dict[str, np.ndarray]
+) -> Block:
+    """``compute`` on one window's bands, converted to the output dtype, with its statistics."""
     ctx.window = w
     res, invalid = _finish(product.compute(chunk, p, ctx), chunk, ctx.output, product.name)
-    del chunk
     return w, res, window_stats(ctx.output, res, invalid)
+
+
+def compute_window(product: Product, p: Params, ctx: ComputeContext, reader: _Reader, w: Window) -> Block:
+    """Read one window's bands, ``compute``, convert to the output dtype, take its statistics."""
+    return _compute_chunk(product, p, ctx, w, reader.read(w))
 
 
 def _local_blocks(
@@ -491,13 +496,11 @@ def _local_blocks(
 ) -> Iterator[Block]:
     """The windows computed here, each read one ahead on a thread (only that thread touches the
     dataset) while the previous one is computed."""
-    spec = ctx.output
     with _prefetch(reader, windows) as chunks:
         for w, chunk in zip(windows, chunks, strict=True):
-            ctx.window = w
-            res, invalid = _finish(product.compute(chunk, p, ctx), chunk, spec, product.name)
-            del chunk
-            yield w, res, window_stats(spec, res, invalid)
+            block = _compute_chunk(product, p, ctx, w, chunk)
+            del chunk  # the input bands are not kept while the caller writes the block
+            yield block
 
 
 def product_profile(width: int, height: int) -> CogProfile:
