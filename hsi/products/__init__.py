@@ -34,13 +34,14 @@ from hsi.products.registry import (
 )
 
 if TYPE_CHECKING:
-    from hsi.products.engine import ProductResult, compute_array, run_product
+    from hsi.products.engine import compute_array, run_product
     from hsi.products.preview import write_preview
+    from hsi.products.results import ProductResult
 
 # The windowed engine and the preview import rasterio: they load on first use (PEP 562), so the
 # registry (`hsi products show`, config checks, processor registration) answers well under a second.
 _LAZY = {
-    "ProductResult": "hsi.products.engine",
+    "ProductResult": "hsi.products.results",
     "compute_array": "hsi.products.engine",
     "run_product": "hsi.products.engine",
     "write_preview": "hsi.products.preview",

@@ -32,11 +32,11 @@ from hsi.errors import ProductError
 from hsi.products.base import Params, Product
 from hsi.products.engine import (
     QUANTITY_TAG,
-    ProductResult,
     overview_resampling,
     product_profile,
     run_on_dataset,
 )
+from hsi.products.results import ProductResult
 from hsi.scene import SceneMetadata
 
 __all__ = ["SENSOR_GEOMETRY_TAG", "CubeSide", "SensorDataset", "run_product_sensor"]

@@ -16,7 +16,7 @@ Decision rules, applied in this order (thresholds are parameters):
 4. otherwise (green but water-stressed or sparse)                          -> 2 stressed
 
 Output: one uint8 band, nodata 255. Class counts/fractions come back in
-:class:`~hsi.products.engine.ProductResult` (``class_counts``/``class_fractions``).
+:class:`~hsi.products.results.ProductResult` (``class_counts``/``class_fractions``).
 
 Limits (see :data:`LIMITS`, printed by ``hsi products show tree-mortality``): an *uncalibrated
 heuristic*. The thresholds are not fitted to field data; "dead" means "dry plant matter" (CAI), which

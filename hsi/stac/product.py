@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pystac
 
-from hsi.products.engine import ProductResult
+from hsi.products.results import ProductResult
 from hsi.stac.items import COG_MEDIA_TYPE, FILE, PROJ, RASTER, AssetRef
 from hsi.stac.validation import HSI_EXTENSION
 
