@@ -98,6 +98,8 @@ def _run_origin(fr_id: str) -> tuple[str | None, dict[str, Any] | None, str | No
                 "id": str(fr.created_by.id) if fr.created_by.id else None,
                 "name": fr.created_by.display_value,
             }
+        if len(_ORIGINS) >= 256:  # a long-lived process (a notebook, a test session) runs many flows
+            _ORIGINS.clear()
         _ORIGINS[fr_id] = (fr.work_pool_name, created_by, dep)
     pool, created_by, dep = _ORIGINS[fr_id]
     return pool, dict(created_by) if created_by else None, dep
