@@ -85,15 +85,21 @@ def _shared_loader() -> Any:
     return botocore.loaders.create_loader()
 
 
-def warm_up() -> None:
-    """Parse botocore's S3 model and endpoint data now (no request is made, no credential is looked
-    up): a fork server calls this so the flow runs it starts build their S3 clients in milliseconds."""
-    import boto3
+def _botocore_session() -> Any:
+    """A fresh botocore session that reads service data through the shared loader."""
     import botocore.session
 
     bs = botocore.session.Session()
     bs.register_component("data_loader", _shared_loader())
-    boto3.Session(botocore_session=bs).client(
+    return bs
+
+
+def warm_up() -> None:
+    """Parse botocore's S3 model and endpoint data now (no request is made, no credential is looked
+    up): a fork server calls this so the flow runs it starts build their S3 clients in milliseconds."""
+    import boto3
+
+    boto3.Session(botocore_session=_botocore_session()).client(
         "s3", region_name="us-east-1", aws_access_key_id="warm-up", aws_secret_access_key="warm-up"
     )
 
@@ -160,11 +166,9 @@ class S3Store(ResumableMultipart):
 
     def _make_session(self) -> boto3.Session:
         import boto3
-        import botocore.session
         from botocore.exceptions import ProfileNotFound
 
-        bs = botocore.session.Session()
-        bs.register_component("data_loader", _shared_loader())
+        bs = _botocore_session()
         if self._credentials_file:
             if not Path(self._credentials_file).expanduser().is_file():
                 raise StorageError(
