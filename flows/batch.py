@@ -20,7 +20,7 @@ from prefect import flow, get_run_logger
 from prefect.states import Failed
 
 from hsi.config import ProductRun
-from hsi_pipeline.tasks.batch import find_activated_items, publish_chunk
+from hsi_pipeline.tasks.batch import publish_chunk
 
 __all__ = ["BatchFailed", "publish_products_batch"]
 
@@ -60,21 +60,16 @@ def publish_products_batch(
     log = get_run_logger()
     reqs = [ProductRun.model_validate({"product": p} if isinstance(p, str) else p) for p in products]
     prods = [(r.product, dict(r.params) or None) for r in reqs]
-    found = find_activated_items(list(item_ids), collection, config)
-    ids = {d["id"] for d in found}
-    outcomes: list[dict[str, Any]] = [
-        {"scene": i, "product": p, "status": "failed", "reason": f"no activated item {collection}/{i}"}
-        for i in item_ids
-        if i not in ids
-        for p, _ in prods
-    ]
+    ids = list(dict.fromkeys(item_ids))  # chunks take ids: each searches its own items
     size = max(1, scenes_per_task)
+    n_chunks = -(-len(ids) // size)
     futures = [
         publish_chunk.submit(
-            f"{n + 1}of{-(-len(found) // size)}", found[s : s + size], prods, force, trigger, config
+            f"{n + 1}of{n_chunks}", ids[s : s + size], collection, prods, force, trigger, config
         )
-        for n, s in enumerate(range(0, len(found), size))
+        for n, s in enumerate(range(0, len(ids), size))
     ]
+    outcomes: list[dict[str, Any]] = []
     seconds: dict[str, float] = {}
     for fut in futures:
         out = fut.result()

@@ -38,7 +38,7 @@ from hsi.production import (
     Computed,
     ProductPlan,
     build_product_item,
-    compute,
+    compute_many,
     plan_product,
     upload_outputs,
 )
@@ -149,15 +149,23 @@ def publish_batch(
     todo = [i for i in plans if i not in skipped]
     _tick(progress, "check", len(todo), len(plans))
 
-    # compute: COG + preview per pair, in threads (each pair in its own directory)
-    def compute_one(i: int) -> Computed | BaseException:
-        try:
-            return compute(services, plans[i], work_dir / f"{i:06d}")
-        except Exception as e:
-            return e
+    # compute: COG + preview per pair (each in its own directory), one job per scene so that its
+    # cube is opened once for all its products; scenes in threads
+    by_scene: dict[str, list[int]] = {}
+    for i in todo:
+        by_scene.setdefault(plans[i].cube_href, []).append(i)
+
+    def compute_scene(idx: list[int]) -> list[Computed | BaseException]:
+        return compute_many(services, [plans[i] for i in idx], [work_dir / f"{i:06d}" for i in idx])
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        computed_list = timed("compute", lambda: list(pool.map(compute_one, todo)))
+        per_scene = timed("compute", lambda: list(pool.map(compute_scene, by_scene.values())))
+    results = {
+        i: c
+        for idx, cs in zip(by_scene.values(), per_scene, strict=True)
+        for i, c in zip(idx, cs, strict=True)
+    }
+    computed_list = [results[i] for i in todo]
     computed: dict[int, Computed] = {}
     for i, c in zip(todo, computed_list, strict=True):
         if isinstance(c, BaseException):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from hsi.activation import upload_outputs as _upload
 from hsi.errors import InvalidInputError, ItemNotFoundError
 from hsi.indexing import find_raw_item
 from hsi.products import ProductResult, get_product, run_product, select_bands, write_preview
+from hsi.products.engine import QUANTITY_TAG, run_on_dataset
 from hsi.products.sensor import run_product_sensor
 from hsi.quantities import (
     MASK_ASSET,
@@ -62,6 +63,7 @@ __all__ = [
     "build_product_item",
     "check_done",
     "compute",
+    "compute_many",
     "expected_product_key",
     "expected_product_params",
     "find_activated_item",
@@ -317,25 +319,97 @@ class Computed:
 
 def _proj_fields(cog: Path) -> dict[str, Any]:
     with rasterio.open(cog) as ds:
-        epsg = ds.crs.to_epsg() if ds.crs else None
-        out: dict[str, Any] = {
-            "proj:code": f"EPSG:{epsg}" if epsg else None,
-            "proj:shape": [ds.height, ds.width],
-            "proj:transform": list(ds.transform)[:6],
-        }
-        if ds.crs and not epsg:
-            out["proj:wkt2"] = ds.crs.to_wkt()
+        return _proj_of(ds)
+
+
+def _proj_of(ds: Any) -> dict[str, Any]:
+    """proj:* fields of a grid (anything with rasterio's ``crs``, ``transform``, ``width``, ``height``)."""
+    epsg = ds.crs.to_epsg() if ds.crs else None
+    out: dict[str, Any] = {
+        "proj:code": f"EPSG:{epsg}" if epsg else None,
+        "proj:shape": [ds.height, ds.width],
+        "proj:transform": list(ds.transform)[:6],
+    }
+    if ds.crs and not epsg:
+        out["proj:wkt2"] = ds.crs.to_wkt()
     return out
 
 
+@dataclass
+class OpenCube:
+    """An activated cube opened once for several products (:func:`compute_many`): the dataset, its
+    band table and the quantity it holds."""
+
+    href: str
+    path: str
+    ds: Any
+    bands: Sequence[Any]
+    quantity: str | None
+
+
+def _shares_cube(services: Services, plan: ProductPlan) -> bool:
+    """Whether ``plan`` runs on the plain windowed engine over its cube (what an :class:`OpenCube`
+    serves): not an external processor, no input adjustment, no sensor geometry, no Dask target."""
+    i = plan.inputs
+    if i is not None and (i.geometry == "sensor" or i.factors is not None or i.mask_href is not None):
+        return False
+    if dask_target(services):
+        return False
+    return "processor" not in get_product(plan.product).extra
+
+
+def compute_many(
+    services: Services, plans: Sequence[ProductPlan], out_dirs: Sequence[Path]
+) -> list[Computed | BaseException]:
+    """Several products, each into its ``out_dirs`` entry, with each cube opened (and its band table
+    read) once for all the plans on it: the batch's per-scene step. A plan's failure is returned in
+    its place, never raised; the outputs are those :func:`compute` writes."""
+    out: list[Computed | BaseException] = [RuntimeError("not computed")] * len(plans)
+    by_cube: dict[str, list[int]] = {}
+    for i, pl in enumerate(plans):
+        if _shares_cube(services, pl):
+            by_cube.setdefault(pl.cube_href, []).append(i)
+        else:
+            out[i] = _computed_or_error(services, pl, out_dirs[i], None)
+    for href, idx in by_cube.items():
+        try:
+            path, env = source_env(services, href)
+            with env, rasterio.open(path) as ds:
+                cube = OpenCube(href, path, ds, bands_from_dataset(ds), ds.tags().get(QUANTITY_TAG))
+                for i in idx:
+                    out[i] = _computed_or_error(services, plans[i], out_dirs[i], cube)
+        except Exception as e:  # the cube cannot be opened: every plan on it fails with that
+            for i in idx:
+                if isinstance(out[i], RuntimeError):
+                    out[i] = e
+    return out
+
+
+def _computed_or_error(
+    services: Services, plan: ProductPlan, out_dir: Path, cube: OpenCube | None
+) -> Computed | BaseException:
+    try:
+        return compute(services, plan, out_dir, cube=cube)
+    except Exception as e:
+        return e
+
+
 def compute(
-    services: Services, plan: ProductPlan, out_dir: Path, *, progress: Any = None, window_size: int = 512
+    services: Services,
+    plan: ProductPlan,
+    out_dir: Path,
+    *,
+    progress: Any = None,
+    window_size: int = 512,
+    cube: OpenCube | None = None,
 ) -> Computed:
-    """Run the product over the cube (read in place) into ``out_dir``: COG + preview PNG."""
+    """Run the product over the cube (read in place) into ``out_dir``: COG + preview PNG. ``cube``:
+    the plan's cube already open (:func:`compute_many`), used when the plan runs on the plain engine."""
     prod = get_product(plan.product)
     out_dir.mkdir(parents=True, exist_ok=True)
     cog, png = out_dir / f"{plan.item_id}.tif", out_dir / f"{plan.item_id}_preview.png"
     context: dict[str, Any] = {}
+    proj: dict[str, Any] | None = None
     if "processor" in prod.extra:  # an external tool gets the input item's JSON
         activated = services.catalog.get_item(plan.input.collection, plan.input.id)
         context["item"] = activated.to_dict() if activated is not None else {"id": plan.input.id}
@@ -348,6 +422,13 @@ def compute(
                 prod, meta, str(cog), params, scene_id=plan.input.id, progress=progress, context=context,
                 adjust=adjust,
             )  # fmt: skip
+        elif cube is not None and cube.href == plan.cube_href and _shares_cube(services, plan):
+            prod.check_quantity(cube.quantity, f"cube {cube.path}")
+            result = run_on_dataset(
+                prod, cube.ds, cube.bands, cube.path, str(cog), params, scene_id=plan.input.id,
+                window_size=window_size, progress=progress, context=context,
+            )  # fmt: skip
+            proj = _proj_of(cube.ds)  # the product's grid is the cube's
         else:
             path, env = source_env(services, plan.cube_href)
             adjust = build_adjustments(plan.inputs, lambda h: source_env(services, h)) if plan.inputs else []
@@ -364,7 +445,7 @@ def compute(
     return Computed(
         files={"data": cog, "thumbnail": png, **{k: Path(v) for k, v in result.sidecars.items()}},
         result=result,
-        proj=_proj_fields(cog),
+        proj=proj if proj is not None else _proj_fields(cog),
         classes=dict(spec.classes) if spec.classes else None,
     )
 

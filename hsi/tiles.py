@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
+from rasterio.io import MemoryFile
 from rasterio.shutil import copy as rio_copy
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 
 #: outputs up to this many uncompressed bytes are staged (overviews) and assembled in memory
 MEMORY_STAGING_BYTES = 256 << 20
+INLINE_BYTES = 1 << 20  # raw outputs up to this size are encoded without a thread pool
 
 __all__ = [
     "COMPRESSION_CODES",
@@ -339,6 +341,21 @@ def pad_value(nodata: float | None, dtype: Any) -> Any:
     return nodata
 
 
+class _InlinePool:
+    """The executor interface of :class:`TileWriter`, run on the caller's thread."""
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        fut: Future[Any] = Future()
+        try:
+            fut.set_result(fn(*args))
+        except BaseException as e:  # recorded in the future, as a pool thread's would be
+            fut.set_exception(e)
+        return fut
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        return None
+
+
 class TileWriter:
     """The tile path of :class:`CogSink`: the header GDAL writes for an empty sparse copy of the
     sink's dataset, tiles encoded on a thread pool, then :meth:`hsi.TileStore.assemble`."""
@@ -361,7 +378,12 @@ class TileWriter:
         self.store = TileStore(None if small else tmp / "bin")
         n = sink.profile.num_threads
         self.threads = (os.cpu_count() or 1) if str(n).upper() == "ALL_CPUS" else max(1, int(n))
-        self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="cog-tiles")
+        # a tiny output (a product of a small scene) is encoded on the caller's thread: starting
+        # threads would cost more than the work (the batch path runs thousands of them)
+        tiny = sink._raw_bytes() <= INLINE_BYTES
+        self.pool: Any = (
+            _InlinePool() if tiny else ThreadPoolExecutor(self.threads, thread_name_prefix="cog-tiles")
+        )
         # GDAL writes the header on a pool thread while the caller reads its first windows
         self._template_job = self.pool.submit(self._template, tmp)
         self._layout: tuple[bytes, list[IfdLayout]] | None = None
@@ -373,19 +395,17 @@ class TileWriter:
         self.error: BaseException | None = None
 
     def _template(self, tmp: Path) -> tuple[bytes, list[IfdLayout]]:
+        # in GDAL's memory filesystem: a few ms less than two files on disk, per output
         sink = self.sink
-        src = tmp / "template-src.tif"
-        with rasterio.open(src, "w", **sink.meta, sparse_ok=True) as ds:
-            sink._describe(ds)
-            if sink._levels:
-                ds.build_overviews(sink._levels, Resampling[sink.overview_resampling])
-        opts = sink.profile.creation_options(sink.meta["dtype"])
-        opts["bigtiff"] = sink.meta["bigtiff"]
-        dst = tmp / "template.tif"
-        rio_copy(str(src), str(dst), copy_src_overviews=True, sparse_ok=True, **opts)
-        header = dst.read_bytes()
-        src.unlink()
-        dst.unlink()
+        with MemoryFile() as src_mem, MemoryFile() as dst_mem:
+            with src_mem.open(**sink.meta, sparse_ok=True) as ds:
+                sink._describe(ds)
+                if sink._levels:
+                    ds.build_overviews(sink._levels, Resampling[sink.overview_resampling])
+            opts = sink.profile.creation_options(sink.meta["dtype"])
+            opts["bigtiff"] = sink.meta["bigtiff"]
+            rio_copy(src_mem.name, dst_mem.name, copy_src_overviews=True, sparse_ok=True, **opts)
+            header = bytes(dst_mem.getbuffer())
         ifds = read_ifds(header)
         code = COMPRESSION_CODES[sink.profile.compress.upper()]
         main = ifds[0]

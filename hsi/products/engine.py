@@ -110,7 +110,10 @@ class _Reader:
 @contextlib.contextmanager
 def _prefetch(reader: _Reader, windows: list[Window]) -> Iterator[Iterator[dict[str, np.ndarray]]]:
     """The reader's chunks of ``windows`` in order, each read on a thread while the caller works
-    on the previous one (at most one chunk ahead)."""
+    on the previous one (at most one chunk ahead). One window: read here, no thread to start."""
+    if len(windows) <= 1:
+        yield (reader.read(w) for w in windows)
+        return
     pool = ThreadPoolExecutor(1, thread_name_prefix="product-read")
 
     def chunks() -> Iterator[dict[str, np.ndarray]]:

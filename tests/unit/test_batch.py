@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pystac
+import pytest
 import rasterio
 
 from hsi.activation import index_scene
 from hsi.batch import publish_batch
 from hsi.demo import activate
-from hsi.production import find_activated_item
+from hsi import production
+from hsi.production import compute, compute_many, find_activated_item, plan_product
 from hsi.services import Services
 from hsi.sources.synthetic import synthesize
 from hsi.stac.provenance import RunInfo
+from hsi.storage.base import file_checksum
 
 RUN = RunInfo(
     flow_run_id="00000000-0000-0000-0000-0000000000b1", flow_run_name="batch-test", flow_name="products-batch"
@@ -91,3 +96,35 @@ def test_cached_schema_validation_still_refuses_an_invalid_item_and_names_the_sc
         with pytest.raises(STACValidationError, match="projection/v2.0.0/schema.json"):
             validate_item(item(4326))  # proj:code must be a string
     validate_item(item("EPSG:32611"))
+
+
+def test_compute_many_opens_each_cube_once_and_writes_what_compute_writes(
+    config_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = Services.from_config(config_file)
+    scenes = _scenes(svc, tmp_path, 2)
+    plans = [plan_product(svc, s, p) for s in scenes for p in ("index:NDVI", "index:PRI", "index:EVI")]
+    gone = dataclasses.replace(plans[0], cube_href=str(tmp_path / "no-such-cube.tif"))
+    one_by_one = [compute(svc, pl, tmp_path / "single" / str(k)) for k, pl in enumerate(plans)]
+
+    opened: list[str] = []
+    real_open = rasterio.open
+
+    def counting_open(path: Any, *a: Any, **kw: Any) -> Any:
+        opened.append(str(path))
+        return real_open(path, *a, **kw)
+
+    monkeypatch.setattr(production.rasterio, "open", counting_open)
+    many = compute_many(svc, [*plans, gone], [tmp_path / "many" / str(k) for k in range(len(plans) + 1)])
+
+    cubes = {pl.cube_href for pl in plans}
+    assert sorted(p for p in opened if any(p.endswith(Path(c).name) for c in cubes)) == sorted(
+        svc.store_for(c).gdal_path(c) for c in cubes
+    )  # one open per cube, for its three products
+    assert isinstance(many[-1], Exception) and "no-such-cube" in str(many[-1])  # in its place, not raised
+    for a, b in zip(one_by_one, many[:-1], strict=True):
+        assert isinstance(b, production.Computed)
+        assert file_checksum(a.files["data"]) == file_checksum(b.files["data"])  # the same COG, byte for byte
+        assert a.proj == b.proj and a.result.stats == b.result.stats
+        with real_open(b.files["thumbnail"]) as png:
+            assert png.driver == "PNG" and png.count == 3
