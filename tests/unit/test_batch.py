@@ -11,10 +11,10 @@ import pystac
 import pytest
 import rasterio
 
+from hsi import production
 from hsi.activation import index_scene
 from hsi.batch import publish_batch
 from hsi.demo import activate
-from hsi import production
 from hsi.production import compute, compute_many, find_activated_item, plan_product
 from hsi.services import Services
 from hsi.sources.synthetic import synthesize
