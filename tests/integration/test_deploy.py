@@ -94,9 +94,8 @@ def test_apply_creates_the_deployments_and_automations_the_config_implies(applie
     for d in deps.values():
         assert d["work_pool_name"] == "hsi-process"
         assert d["job_variables"]["env"]["HSI_CONFIG"] == str(applied["config"].resolve())
-        assert d["pull_steps"] == [
-            {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
-        ]
+        # a process pool's runs start in the checkout (the job's working_dir): no pull step
+        assert d["pull_steps"] == [] and d["job_variables"]["working_dir"] == str(ROOT)
     assert deps["products/envi"]["parameters"] == {"products": [{"product": "index:NDVI", "params": {}}]}
     assert set(autos) == {"hsi-new-scene"}  # the products run in the activation run (run_products)
     assert deps["activate/activate"]["parameters"] == {"run_products": True}

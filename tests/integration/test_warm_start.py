@@ -13,6 +13,7 @@ client takes its run down; that bad requests do not hurt the server; and that ru
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -32,14 +33,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 WARM = ROOT / "deployments" / "local" / "warm.py"
 PROBE = textwrap.dedent("""
-    import json, os, sys, threading
+    import json, logging, os, sys, threading
     from pathlib import Path
     from prefect import flow, get_run_logger
 
     @flow(name="probe")
     def probe(out: str, tag: str = "", block: bool = False, fail: bool = False) -> str:
         Path(out).write_text(json.dumps({"pid": os.getpid(), "ppid": os.getppid(), "cwd": os.getcwd(),
-                                         "mark": os.environ.get("HSI_MARK"), "warm": "rasterio" in sys.modules}))
+                                         "mark": os.environ.get("HSI_MARK"), "warm": "rasterio" in sys.modules,
+                                         "level": logging.getLogger("prefect.flow_runs").getEffectiveLevel()}))
         get_run_logger().info("probe %s in pid %s", tag, os.getpid())
         if fail:
             raise ValueError(f"probe {tag} failed on purpose")
@@ -79,14 +81,24 @@ def warm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             "pull_steps": [{"prefect.deployments.steps.set_working_directory": {"directory": str(project)}}],
         })  # fmt: skip
         assert dep.status_code in (200, 201), dep.text
-        yield {"prefect": prefect, "api": api, "tmp": tmp, "project": project, "deployment": dep.json()["id"]}
+        # as `hsi deploy` makes them for a process pool: the job's working_dir, no pull step; and a
+        # logging setting of its own (the run must not inherit the starter's logging configuration)
+        debug = prefect_api("POST", f"{api}/deployments/", json={
+            "name": "probe-debug", "flow_id": flow_id, "entrypoint": "probe_flow.py:probe",
+            "work_pool_name": POOL, "pull_steps": [],
+            "job_variables": {"env": {"HSI_MARK": "debug", "PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL": "DEBUG"},
+                              "working_dir": str(project)},
+        })  # fmt: skip
+        assert debug.status_code in (200, 201), debug.text
+        yield {"prefect": prefect, "api": api, "tmp": tmp, "project": project, "deployment": dep.json()["id"],
+               "debug": debug.json()["id"]}  # fmt: skip
     finally:
         prefect.stop()
 
 
-def _run(w: dict[str, Any], tag: str, **params: Any) -> tuple[str, Path]:
+def _run(w: dict[str, Any], tag: str, deployment: str = "deployment", **params: Any) -> tuple[str, Path]:
     out = w["tmp"] / f"{tag}.json"
-    r = prefect_api("POST", f"{w['api']}/deployments/{w['deployment']}/create_flow_run",
+    r = prefect_api("POST", f"{w['api']}/deployments/{w[deployment]}/create_flow_run",
                    json={"parameters": {"out": str(out), "tag": tag, **params}})  # fmt: skip
     assert r.status_code in (200, 201), r.text
     return r.json()["id"], out
@@ -126,6 +138,7 @@ def test_runs_are_forked_warm_and_behave_like_cold_runs(warm: dict[str, Any]) ->
         assert seen["warm"] is True  # ... with the pipeline's modules already imported
         assert seen["cwd"] == str(warm["project"])  # the deployment's pull step ran
         assert seen["mark"] == "from-job-variables"  # the job's environment, not the starter's
+        assert seen["level"] == logging.INFO  # Prefect's default, as the starter has it
         pids.add(seen["pid"])
         needle = f"in pid {seen['pid']}"
         wait_for(
@@ -236,3 +249,14 @@ def test_runs_start_cold_without_the_starter(warm: dict[str, Any]) -> None:
     assert _final(warm, run_id)["type"] == "COMPLETED"
     seen = json.loads(out.read_text())
     assert seen["ppid"] != prefect.starter.pid and seen["mark"] == "from-job-variables"
+
+
+def test_a_run_in_its_working_dir_with_its_own_logging_settings(warm: dict[str, Any]) -> None:
+    """No pull step (the job's working_dir, as generated for process pools), and a run whose settings
+    differ from the starter's gets its own logging configuration, not the one the fork inherited."""
+    run_id, out = _run(warm, "debug", deployment="debug")
+    assert _final(warm, run_id)["type"] == "COMPLETED"
+    seen = json.loads(out.read_text())
+    assert seen["ppid"] == warm["prefect"].starter.pid and seen["mark"] == "debug"
+    assert seen["cwd"] == str(warm["project"])  # the worker started it in the job's working_dir
+    assert seen["level"] == logging.DEBUG

@@ -15,6 +15,7 @@ from prefect_aws.workers.ecs_worker import ECSJobConfiguration, ECSWorker
 from hsi.config import load_config
 from hsi.errors import ConfigError
 from hsi_pipeline.deployments.ecs.render import TEMPLATE_PATH, load_template, main, render_template
+from hsi_pipeline.deployments.generate import generate
 
 ECS = {
     "image": "123456789012.dkr.ecr.us-west-2.amazonaws.com/hsi-pipeline:0.1.0",
@@ -131,7 +132,7 @@ def _env(instructions):
     return env
 
 
-def test_image_runs_the_ecs_command():
+def test_image_runs_the_ecs_command(ecs_config):
     """What the ECS worker starts (the template's command, default `prefect flow-run execute`, with
     the deployment's pull step to $HSI_PROJECT_DIR) works in the image the Dockerfile builds."""
     ins = _dockerfile()
@@ -162,10 +163,11 @@ def test_image_runs_the_ecs_command():
     # working dir = HSI_PROJECT_DIR = where the pull step goes and the flows are copied
     workdir = dict(ins)["WORKDIR"]
     assert workdir == env["HSI_PROJECT_DIR"] == "/opt/hsi"
-    generated = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    generated = generate(load_config(ecs_config))  # the deployments of an ECS pool
     assert generated["pull"] == [
         {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $HSI_PROJECT_DIR }}"}}
     ]
+    assert all("working_dir" not in d["work_pool"]["job_variables"] for d in generated["deployments"])
     copied = {a.split()[-1].removeprefix("./") for i, a in ins if i == "COPY"}
     for dep in generated["deployments"]:
         top = dep["entrypoint"].split("/")[0]
