@@ -151,6 +151,17 @@ def test_runs_are_forked_warm_and_behave_like_cold_runs(warm: dict[str, Any]) ->
     assert len(pids) == 3  # one process per run
 
 
+def test_a_run_in_its_working_dir_with_its_own_logging_settings(warm: dict[str, Any]) -> None:
+    """No pull step (the job's working_dir, as generated for process pools), and a run whose settings
+    differ from the starter's gets its own logging configuration, not the one the fork inherited."""
+    run_id, out = _run(warm, "debug", deployment="debug")
+    assert _final(warm, run_id)["type"] == "COMPLETED"
+    seen = json.loads(out.read_text())
+    assert seen["ppid"] == warm["prefect"].starter.pid and seen["mark"] == "debug"
+    assert seen["cwd"] == str(warm["project"])  # the worker started it in the job's working_dir
+    assert seen["level"] == logging.DEBUG
+
+
 def test_failure_is_reported_as_in_a_cold_run(warm: dict[str, Any]) -> None:
     run_id, _ = _run(warm, "bad", fail=True)
     state = _final(warm, run_id)
@@ -249,14 +260,3 @@ def test_runs_start_cold_without_the_starter(warm: dict[str, Any]) -> None:
     assert _final(warm, run_id)["type"] == "COMPLETED"
     seen = json.loads(out.read_text())
     assert seen["ppid"] != prefect.starter.pid and seen["mark"] == "from-job-variables"
-
-
-def test_a_run_in_its_working_dir_with_its_own_logging_settings(warm: dict[str, Any]) -> None:
-    """No pull step (the job's working_dir, as generated for process pools), and a run whose settings
-    differ from the starter's gets its own logging configuration, not the one the fork inherited."""
-    run_id, out = _run(warm, "debug", deployment="debug")
-    assert _final(warm, run_id)["type"] == "COMPLETED"
-    seen = json.loads(out.read_text())
-    assert seen["ppid"] == warm["prefect"].starter.pid and seen["mark"] == "debug"
-    assert seen["cwd"] == str(warm["project"])  # the worker started it in the job's working_dir
-    assert seen["level"] == logging.DEBUG

@@ -1,0 +1,51 @@
+"""The fork server's shared TLS contexts (deployments/local/warm.py): one verified context per CA bundle
+for Prefect's clients, everything else left to ``ssl``."""
+
+from __future__ import annotations
+
+import importlib
+import ssl
+from pathlib import Path
+
+import certifi
+import pytest
+
+from hsi_pipeline.deployments.local.warm import TLS_CLIENT_MODULES, share_tls_contexts
+
+
+@pytest.fixture
+def shared(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    mods = [importlib.import_module(n) for n in TLS_CLIENT_MODULES]
+    for m in mods:
+        monkeypatch.setattr(m, "ssl", ssl)  # restored after the test
+    share_tls_contexts()
+    return mods
+
+
+def test_prefect_clients_share_one_verified_context_per_bundle(shared: list[object], tmp_path: Path) -> None:
+    orchestration = shared[0]
+    tls = orchestration.ssl  # type: ignore[attr-defined]
+    assert tls is not ssl and all(m.ssl is tls for m in shared)  # type: ignore[attr-defined]
+    a = tls.create_default_context(cafile=certifi.where())
+    assert a is tls.create_default_context(cafile=certifi.where())  # made once (in the server)
+    assert (
+        a.verify_mode == ssl.CERT_REQUIRED and a.check_hostname and a.get_ca_certs()
+    )  # a real, verifying one
+    # another bundle is its own context; a changed bundle is loaded again
+    other = tmp_path / "ca.pem"
+    other.write_text(Path(certifi.where()).read_text())
+    b = tls.create_default_context(cafile=str(other))
+    assert b is not a and b is tls.create_default_context(cafile=str(other))
+    other.write_text(Path(certifi.where()).read_text() + "\n")
+    assert tls.create_default_context(cafile=str(other)) is not b
+
+
+def test_contexts_a_caller_changes_are_never_shared(shared: list[object]) -> None:
+    tls = shared[0].ssl  # type: ignore[attr-defined]
+    # Prefect's insecure mode edits the context it gets: that call gets a fresh one each time
+    insecure = tls.create_default_context()
+    insecure.check_hostname = False
+    assert tls.create_default_context() is not insecure and tls.create_default_context().check_hostname
+    assert tls.CERT_NONE == ssl.CERT_NONE and tls.Purpose is ssl.Purpose  # the rest is ssl itself
+    srv = tls.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=certifi.where())
+    assert srv is not tls.create_default_context(cafile=certifi.where())
