@@ -116,11 +116,13 @@ def share_tls_contexts() -> None:
         mod = sys.modules.get(name) or _try_import(name)
         if mod is not None and getattr(mod, "ssl", None) is shared._ssl:
             setattr(mod, "ssl", shared)  # noqa: B010 - replacing a module global
-    try:
+    try:  # the bundles Prefect's clients use: its setting (SSL_CERT_FILE sets it too), else certifi's
         import certifi
+        from prefect.settings import PREFECT_API_SSL_CERT_FILE
 
-        shared.create_default_context(cafile=certifi.where())
-    except (ImportError, OSError) as e:  # made per client then, as without the server
+        for bundle in {PREFECT_API_SSL_CERT_FILE.value() or certifi.where(), certifi.where()}:
+            shared.create_default_context(cafile=bundle)
+    except (ImportError, OSError, shared.SSLError) as e:  # made per client then, as without the server
         print(f"hsi warm start: CA bundle not preloaded ({e})", file=sys.stderr, flush=True)
 
 
