@@ -4,7 +4,6 @@ for Prefect's clients, everything else left to ``ssl``."""
 from __future__ import annotations
 
 import importlib
-import os
 import ssl
 from pathlib import Path
 
