@@ -37,6 +37,7 @@ from hsi_pipeline.deployments.local.common import (
     _write_private,
     wait_for,
 )
+from hsi_pipeline.deployments.local.warm import worker_command
 
 # --------------------------------------------------------------------------------------------------
 # secrets (generated once per state dir, 0600, never printed)
@@ -548,7 +549,7 @@ def up_worker(layout: Layout, cwd: Path) -> str:
     )
     proc.start(
         [
-            _prefect_bin(),
+            *worker_command([]),  # `prefect` with the fork server's shared TLS contexts (warm.py)
             "worker",
             "start",
             "--pool",

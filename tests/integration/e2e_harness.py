@@ -27,6 +27,8 @@ import boto3
 import httpx
 import yaml
 
+from hsi_pipeline.deployments.local.warm import worker_command
+
 try:
     from tests.integration.moto_server import _bin, _stop, free_port, wait_for
 except ImportError:  # pragma: no cover
@@ -111,7 +113,8 @@ class PrivatePrefect:
         log = (self.home / "worker.log").open("ab")
         from hsi_pipeline.deployments.local.services import _worker_limit
 
-        self.worker = subprocess.Popen([_bin("prefect"), "worker", "start", "--pool", POOL, "--type", "process",
+        prefect = worker_command([]) if warm else [_bin("prefect")]  # warm: shared TLS contexts too
+        self.worker = subprocess.Popen([*prefect, "worker", "start", "--pool", POOL, "--type", "process",
                                         "--name", "e2e-worker", *_worker_limit()], env=env, cwd=ROOT, stdout=log,
                                        stderr=subprocess.STDOUT)  # fmt: skip
         wait_for(self.worker_online, timeout=90, interval=0.5, what="worker online")
