@@ -364,7 +364,8 @@ def compute_many(
     """Several products, each into its ``out_dirs`` entry, with each cube opened (and its band table
     read) once for all the plans on it: the batch's per-scene step. A plan's failure is returned in
     its place, never raised; the outputs are those :func:`compute` writes."""
-    out: list[Computed | BaseException] = [RuntimeError("not computed")] * len(plans)
+    pending = RuntimeError("not computed")
+    out: list[Computed | BaseException] = [pending] * len(plans)
     by_cube: dict[str, list[int]] = {}
     for i, pl in enumerate(plans):
         if _shares_cube(services, pl):
@@ -380,7 +381,7 @@ def compute_many(
                     out[i] = _computed_or_error(services, plans[i], out_dirs[i], cube)
         except Exception as e:  # the cube cannot be opened: every plan on it fails with that
             for i in idx:
-                if isinstance(out[i], RuntimeError):
+                if out[i] is pending:
                     out[i] = e
     return out
 

@@ -348,7 +348,7 @@ class _InlinePool:
         fut: Future[Any] = Future()
         try:
             fut.set_result(fn(*args))
-        except BaseException as e:  # recorded in the future, as a pool thread's would be
+        except Exception as e:  # recorded in the future, as a pool thread's would be
             fut.set_exception(e)
         return fut
 

@@ -284,7 +284,6 @@ class Server:
         self.own_fds: list[int] = []  # the server's listener, wake-up pipe and selector: closed in each run
 
     def _import(self) -> None:
-
         t0 = time.monotonic()
         for mod in (
             "prefect",
@@ -556,9 +555,20 @@ def run_prefect_cli(args: Sequence[str]) -> int:
     return 0
 
 
+def _project_path() -> None:
+    """``sys.path`` of the server and the worker: the project root, not this script's directory (its
+    modules, e.g. ``services``, are not top-level packages)."""
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if p and Path(p).resolve() != here]
+    root = str(Path(__file__).resolve().parents[2])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     if raw[:1] == ["prefect"]:  # everything after it is Prefect's CLI
+        _project_path()
         return run_prefect_cli(raw[1:])
     ap = argparse.ArgumentParser(
         prog="warm.py", description="Warm flow-run starts for Prefect process workers."
@@ -574,13 +584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("prefect", help="run Prefect's CLI with shared TLS contexts: prefect worker start ...")
     ns = ap.parse_args(raw)
     if ns.cmd == "serve":
-        here = str(Path(__file__).resolve().parent)
-        sys.path[:] = [
-            p for p in sys.path if p and Path(p).resolve() != Path(here)
-        ]  # script dir: not a package root
-        root = str(Path(__file__).resolve().parents[2])
-        if root not in sys.path:
-            sys.path.insert(0, root)
+        _project_path()
         return Server(ns.socket, ns.preload, ns.pool).serve()
     return run_client(ns.socket, ns.args)
 
