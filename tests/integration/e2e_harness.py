@@ -17,7 +17,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,6 +233,22 @@ def flow_runs(
     r = prefect_api("POST", f"{api}/flow_runs/filter", json=body)
     r.raise_for_status()
     return r.json()
+
+
+ENDED = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+
+
+def runs_ended(list_runs: Callable[[], list[dict[str, Any]]], n: int, *, timeout: float = 120.0,
+               interval: float = 1.0, what: str = "the runs to end") -> list[dict[str, Any]]:  # fmt: skip
+    """``list_runs()`` once it gives at least ``n`` runs and every one has reached a final state. A run
+    publishes its items just before its own final state is set, so a test that saw the items waits
+    here before asserting on the runs."""
+
+    def ended() -> list[dict[str, Any]] | None:
+        rs = list_runs()
+        return rs if len(rs) >= n and all(r["state_type"] in ENDED for r in rs) else None
+
+    return wait_for(ended, timeout=timeout, interval=interval, what=what)
 
 
 def events(api: str, name: str, resource_id: str) -> list[dict[str, Any]]:

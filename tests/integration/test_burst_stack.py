@@ -41,6 +41,7 @@ from tests.integration.e2e_harness import (
     ng_scene_id,
     pipeline_config,
     prefect_api,
+    runs_ended,
     stack_prefect_db,
     wait_for,
 )  # fmt: skip
@@ -51,7 +52,6 @@ N = int(os.environ.get("HSI_BURST_N", "4"))
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900 + 60 * N)]
 
 PRODUCT = "index:NDVI"
-ENDED = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 HTTP_503 = re.compile(r"(?<![\w.:/-])503(?!\w|\.\d)")
 
 
@@ -144,17 +144,16 @@ def test_a_burst_of_scenes_drains_with_bounded_concurrency(pipeline: dict[str, A
         wait_for(drained, timeout=300 + 30 * N, interval=3.0, what=f"{N} scenes with their items")
         wall = time.monotonic() - t0
 
-    def pool_runs_ended() -> list[dict[str, Any]] | None:
-        # the runs the pool started: deployment runs, not the subflow runs nested in them. A run's
-        # product item is published just before the run itself ends: wait for every run to end.
-        rs = [
+    # the runs the pool started: deployment runs, not the subflow runs nested in them
+    pool_runs = runs_ended(
+        lambda: [
             r
             for r in _all_runs(p["api"])
             if r.get("work_pool_name") == POOL and not r.get("parent_task_run_id")
-        ]
-        return rs if len(rs) >= N and all(r["state_type"] in ENDED for r in rs) else None
-
-    pool_runs = wait_for(pool_runs_ended, timeout=120, interval=1.0, what="the deployment runs to end")
+        ],
+        N,
+        what="the deployment runs to end",
+    )
     bad = [
         (r["name"], r["state_type"], r.get("state_name")) for r in pool_runs if r["state_type"] != "COMPLETED"
     ]

@@ -30,6 +30,7 @@ from tests.integration.e2e_harness import (
     ng_scene_id,
     pipeline_config,
     prefect_api,
+    runs_ended,
     wait_for,
 )  # fmt: skip
 from tests.integration.moto_server import aws_env, moto_endpoint
@@ -98,13 +99,9 @@ def _runs(p: dict[str, Any], flow: str, key: str, value: str) -> list[dict[str, 
 def _ended_run(p: dict[str, Any], key: str, value: str) -> dict[str, Any]:
     """The one activation run with parameter ``key`` = ``value``, once it has ended (its products are
     published before the run's final state is set)."""
-
-    def ended() -> dict[str, Any] | None:
-        runs = _runs(p, "activate", key, value)
-        assert len(runs) <= 1, runs
-        return runs[0] if runs and runs[0]["state_type"] not in ("SCHEDULED", "PENDING", "RUNNING") else None
-
-    return wait_for(ended, timeout=DONE_S, interval=0.5, what=f"the activate run of {value}")
+    (run,) = runs_ended(lambda: _runs(p, "activate", key, value), 1, timeout=DONE_S, interval=0.5,
+                        what=f"the activate run of {value}")  # fmt: skip
+    return run
 
 
 def _queue_empty(p: dict[str, Any]) -> bool:

@@ -39,6 +39,7 @@ from tests.integration.e2e_harness import (
     ng_scene_id,
     pipeline_config,
     prefect_api,
+    runs_ended,
     stack_prefect_db,
     wait_for,
 )  # fmt: skip
@@ -105,9 +106,6 @@ def _put_scene(p: dict[str, Any], prefix: str, *, archive: bool = False) -> tupl
     return f"aviris-ng-{sid}", f"{prefix}/{data.name}"
 
 
-ENDED = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
-
-
 def _done(p: dict[str, Any], item_id: str) -> bool:
     cat = p["catalog"]
     return (cat.get_item("aviris-ng-l2", item_id) is not None
@@ -133,11 +131,11 @@ def test_backfill_activates_every_scene_once_and_a_second_backfill_starts_nothin
              what=f"{N} activated items and their {PRODUCT} products")  # fmt: skip
     uris = {f"s3://{p['bucket']}/{key}" for key in scenes.values()}
 
-    def ended() -> list[dict[str, Any]] | None:  # a run's product item appears just before it ends
-        rs = [r for r in flow_runs(p["api"], flow_name="activate") if r["parameters"].get("uri") in uris]
-        return rs if len(rs) >= N and all(r["state_type"] in ENDED for r in rs) else None
-
-    runs = wait_for(ended, timeout=120, interval=1.0, what=f"the {N} activate runs to end")
+    runs = runs_ended(
+        lambda: [r for r in flow_runs(p["api"], flow_name="activate") if r["parameters"].get("uri") in uris],
+        N,
+        what=f"the {N} activate runs to end",
+    )
     for key in scenes.values():
         (run,) = [
             r for r in runs if r["parameters"].get("uri") == f"s3://{p['bucket']}/{key}"
