@@ -8,7 +8,9 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
-from hsi.catalog.stacapi import StacApiCatalog, _auth_header, _AuthAdapter, _rfc3339
+from hsi.catalog.http import _auth_header, _AuthAdapter
+from hsi.catalog.stacapi import StacApiCatalog
+from hsi.catalog.stacapi_search import _rfc3339
 from hsi.config import CatalogAuth, CatalogConfig
 from hsi.errors import CatalogError
 
@@ -64,7 +66,7 @@ def test_constructor_and_hrefs(monkeypatch: pytest.MonkeyPatch) -> None:
         url="http://127.0.0.1:1", timeout_s=3, retries=5, auth=CatalogAuth(type="bearer", token_env="T_TOKEN")
     )
     c2 = StacApiCatalog.from_config(cfg)
-    assert (c2._timeout, c2._retries) == (3.0, 5)
+    assert (c2._http.timeout, c2._http.retries) == (3.0, 5)
 
 
 def test_api_managed_links_are_not_sent() -> None:
