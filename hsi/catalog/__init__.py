@@ -14,7 +14,7 @@ def open_catalog(target: str, **options: object) -> Catalog:
     if target.startswith(("http://", "https://")):
         from hsi.catalog.stacapi import StacApiCatalog
 
-        return StacApiCatalog(target, **options)  # type: ignore[arg-type]
+        return StacApiCatalog(target, **options)
     from hsi.catalog.static import StaticCatalog
 
     return StaticCatalog(target, **options)  # type: ignore[arg-type]

@@ -20,17 +20,15 @@ retried, then :class:`~hsi.errors.CatalogUnavailableError`; other refusals raise
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import pystac
-import requests
 
-from hsi.catalog.base import BBox, DatetimeRange, item_key
+from hsi.catalog.base import item_key
 from hsi.catalog.http import StacHttp
 from hsi.catalog.stacapi_search import StacApiSearch
-from hsi.config import CatalogAuth
 from hsi.errors import CatalogError, CatalogUnavailableError
 from hsi.faults import fault_point
 from hsi.stac.collections import merge_item
@@ -45,24 +43,15 @@ _API_MANAGED_RELS = {"self", "root", "parent", "collection", "items"}
 BULK_CHUNK = 500  # items per bulk request (one pgstac transaction each)
 
 
-class StacApiCatalog:
-    """A STAC API with the Transaction extension (e.g. stac-fastapi-pgstac)."""
+class StacApiCatalog(StacApiSearch):
+    """A STAC API with the Transaction extension (e.g. stac-fastapi-pgstac). The reads (search,
+    derived items, ids by prefix, collections) are :class:`StacApiSearch`'s; ``options`` are
+    :class:`~hsi.catalog.http.StacHttp`'s (``auth``, ``timeout_s``, ``retries``, ``backoff_s``,
+    ``session``)."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        auth: CatalogAuth | dict[str, Any] | None = None,
-        timeout_s: float = 30.0,
-        retries: int = 3,
-        session: requests.Session | None = None,
-        backoff_s: float = 0.5,
-    ) -> None:
-        self._http = StacHttp(
-            url, auth=auth, timeout_s=timeout_s, retries=retries, backoff_s=backoff_s, session=session
-        )
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(StacHttp(url, **options))
         self._url = self._http.url
-        self._reads = StacApiSearch(self._http)
 
     @classmethod
     def from_config(cls, cfg: CatalogConfig, **overrides: Any) -> StacApiCatalog:
@@ -264,38 +253,6 @@ class StacApiCatalog:
             return True
         self._http.raise_for(resp, url, "delete item")
         return True  # pragma: no cover
-
-    def search(
-        self,
-        *,
-        collections: Sequence[str] | None = None,
-        ids: Sequence[str] | None = None,
-        bbox: BBox | None = None,
-        datetime_range: DatetimeRange | None = None,
-        limit: int | None = None,
-        filter: dict[str, Any] | None = None,  # noqa: A002 - the STAC API parameter name
-    ) -> Iterator[pystac.Item]:
-        """Items matching every criterion (:meth:`StacApiSearch.search`)."""
-        return self._reads.search(
-            collections=collections,
-            ids=ids,
-            bbox=bbox,
-            datetime_range=datetime_range,
-            limit=limit,
-            filter=filter,
-        )
-
-    def derived(self, collection_id: str, item_id: str) -> Iterator[pystac.Item]:
-        """Items that record this one as an input (:meth:`StacApiSearch.derived`)."""
-        return self._reads.derived(collection_id, item_id)
-
-    def collections(self) -> list[str]:
-        """Collection ids of the API."""
-        return self._reads.collections()
-
-    def search_id_prefix(self, prefix: str) -> Iterator[pystac.Item]:
-        """Items of every collection whose id starts with ``prefix``."""
-        return self._reads.search_id_prefix(prefix)
 
     # ------------------------------------------------------------------ internals
 
