@@ -10,7 +10,7 @@ from pathlib import Path
 import certifi
 import pytest
 
-from hsi_pipeline.deployments.local.warm import TLS_CLIENT_MODULES, share_tls_contexts
+from hsi_pipeline.deployments.local.prefect_warmups import TLS_CLIENT_MODULES, share_tls_contexts
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def test_contexts_a_caller_changes_are_never_shared(shared: list[object]) -> Non
 def test_prefect_client_schemas_are_built_in_the_server() -> None:
     from prefect.client.schemas.objects import FlowRun, WorkQueue
 
-    from hsi_pipeline.deployments.local.warm import complete_prefect_models
+    from hsi_pipeline.deployments.local.prefect_warmups import complete_prefect_models
 
     complete_prefect_models()
     assert FlowRun.__pydantic_complete__ and WorkQueue.__pydantic_complete__
@@ -73,7 +73,7 @@ def test_the_worker_renders_each_settings_object_once(monkeypatch: pytest.Monkey
     from prefect.settings import Settings
     from prefect.settings.base import PrefectBaseSettings
 
-    from hsi_pipeline.deployments.local.warm import memoize_settings_environment
+    from hsi_pipeline.deployments.local.prefect_warmups import memoize_settings_environment
 
     original = PrefectBaseSettings.to_environment_variables
     monkeypatch.setattr(PrefectBaseSettings, "to_environment_variables", original)  # restored after
