@@ -164,7 +164,7 @@ def run_product_sensor(
             sensor_cog,
             meta.glt,
             dst,
-            product_profile(w, h),
+            product_profile(w, h, spec.dtype),
             overview_resampling=overview_resampling(spec),
             extra_tags={SENSOR_GEOMETRY_TAG: "computed in sensor geometry, orthorectified through the GLT"},
         )
