@@ -42,10 +42,11 @@ from hsi_pipeline.deployments.local.stack import Layout, status  # noqa: E402
 def _stack() -> tuple[Path, str]:
     layout = Layout.default()
     info = status(layout)
-    config = layout.root / "hsi.stack.yaml"
-    if not info["up"] or not config.exists():
+    # `hsi stack up` writes ./hsi.stack.yaml; the test suite's stack fixture writes it into the state dir
+    config = next((c for c in (Path("hsi.stack.yaml"), layout.root / "hsi.stack.yaml") if c.exists()), Path())
+    if not info["up"] or not config.is_file():
         sys.exit(f"the local stack in {layout.root} is not up: run `.venv/bin/hsi stack up` first")
-    return config, str(info["prefect_api"])
+    return config.resolve(), str(info["prefect_api"])
 
 
 def _scene_ids(n: int) -> list[str]:
@@ -65,6 +66,7 @@ def main() -> int:
     ap.add_argument("--baseline", type=int, default=20, help="products through one run each (default 20)")
     ap.add_argument("--size", type=int, default=16, help="scene width and height in pixels (default 16)")
     ap.add_argument("--scenes-per-task", type=int, default=25, help="scenes per publish-chunk task")
+
     a = ap.parse_args()
 
     config, api = _stack()
