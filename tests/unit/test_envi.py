@@ -97,6 +97,21 @@ def test_all_types_orders_interleaves_roundtrip_through_gdal(tmp_path, data_type
     assert [b.fwhm for b in meta.bands] == [10.0] * 3
 
 
+@pytest.mark.parametrize("interleave", ["bsq", "bil", "bip"])
+@pytest.mark.parametrize("byte_order", [0, 1])
+def test_cube_windows_equal_the_array_whatever_the_layout(tmp_path, interleave, byte_order):
+    from hsi.cube import Cube
+
+    _, hdr, arr = write_cube(tmp_path, data_type=4, interleave=interleave, byte_order=byte_order,
+                             shape=(6, 9, 7), header_offset=8)  # fmt: skip
+    native = arr.astype(arr.dtype.newbyteorder("="))
+    with Cube(read_scene(hdr)) as cube:
+        for rows, cols in [((0, 9), (0, 7)), ((2, 5), (0, 7)), ((1, 8), (3, 6)), ((8, 9), (6, 7))]:
+            got = cube.read(rows, cols)
+            assert got.dtype == native.dtype and got.dtype.isnative
+            np.testing.assert_array_equal(got, native[:, rows[0] : rows[1], cols[0] : cols[1]])
+
+
 def test_header_text_parsing_multiline_lists_and_extra():
     text = (
         "ENVI\ndescription = {\n  two\n  lines}\nSamples = 2\nlines   = 1\nbands = 2\n; comment\n"
