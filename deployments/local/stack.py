@@ -76,6 +76,7 @@ from hsi_pipeline.deployments.local.services import (
     up_seaweedfs,
     up_stac,
     up_worker,
+    worker_query_seconds,
 )
 
 __all__ = [
@@ -243,6 +244,8 @@ def up(
     for d in (layout.run, layout.logs):
         d.mkdir(parents=True, exist_ok=True)
     cwd = Path.cwd()
+    if worker:
+        worker_query_seconds()  # a mistaken HSI_WORKER_POLL_SECONDS is answered before anything starts
     sec = _secrets(layout)
     _write_credentials(layout, sec)
     actions: dict[str, str] = {}
