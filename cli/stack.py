@@ -83,6 +83,10 @@ def up(
 
     With `--dask-workers N` also a Dask scheduler and N workers (hsi.stack.yaml then uses them).
 
+    HSI_POOL_CONCURRENCY: flow runs at once on the local pool (0 = no limit).
+
+    HSI_WORKER_POLL_SECONDS: the worker's poll interval (default 0.25); 2 saves idle CPU, starts runs ~1 s later.
+
     Examples: `hsi stack up` · `hsi stack up --dask-workers 2`
     """
     from hsi_pipeline.deployments.local.stack import StackError
