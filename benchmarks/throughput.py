@@ -66,7 +66,6 @@ def main() -> int:
     ap.add_argument("--baseline", type=int, default=20, help="products through one run each (default 20)")
     ap.add_argument("--size", type=int, default=16, help="scene width and height in pixels (default 16)")
     ap.add_argument("--scenes-per-task", type=int, default=25, help="scenes per publish-chunk task")
-
     a = ap.parse_args()
 
     config, api = _stack()
