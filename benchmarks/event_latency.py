@@ -44,7 +44,7 @@ from hsi.events import PRODUCT_PUBLISHED, SCENE_ACTIVATED  # noqa: E402
 from hsi.sources.synthetic import synthesize  # noqa: E402
 from hsi.stac.product import product_collection, product_item_id  # noqa: E402
 from hsi_pipeline.deployments.generate import apply  # noqa: E402
-from hsi_pipeline.deployments.local.services import WORKER_QUERY_SECONDS  # noqa: E402
+from hsi_pipeline.deployments.local.prefect_services import WORKER_QUERY_SECONDS  # noqa: E402
 from hsi_pipeline.deployments.local.stack import Layout, status  # noqa: E402
 from tests.integration.e2e_harness import (  # noqa: E402
     Bridge,

@@ -48,35 +48,39 @@ from hsi_pipeline.deployments.local.common import (
     _alive,
     wait_for,
 )
-from hsi_pipeline.deployments.local.services import (
+from hsi_pipeline.deployments.local.dask_services import (
     DASK_SCHEDULER,
-    _ensure_bucket,
-    _pg_ready,
-    _prefect_ok,
-    _s3_ok,
-    _secrets,
-    _stac_ok,
-    _worker_online,
-    _write_credentials,
     dask_connected_names,
     dask_counts,
     dask_dashboard_note,
     dask_worker_names,
     down_dask,
-    ensure_postgis,
-    ensure_stack_venv,
-    flow_starter_ok,
-    flow_starter_socket,
-    stop_postgres,
     up_dask_scheduler,
     up_dask_workers,
+)
+from hsi_pipeline.deployments.local.prefect_services import (
+    _prefect_ok,
+    _worker_online,
+    flow_starter_ok,
+    flow_starter_socket,
     up_flow_starter,
-    up_postgres,
     up_prefect,
-    up_seaweedfs,
-    up_stac,
     up_worker,
     worker_query_seconds,
+)
+from hsi_pipeline.deployments.local.services import (
+    _ensure_bucket,
+    _pg_ready,
+    _s3_ok,
+    _secrets,
+    _stac_ok,
+    _write_credentials,
+    ensure_postgis,
+    ensure_stack_venv,
+    stop_postgres,
+    up_postgres,
+    up_seaweedfs,
+    up_stac,
 )
 
 __all__ = [

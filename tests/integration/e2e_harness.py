@@ -111,7 +111,7 @@ class PrivatePrefect:
             wait_for(lambda: starter.poll() is None and self.starter_socket.is_socket(), timeout=90,
                      interval=0.25, what="warm flow-run starter")  # fmt: skip
         log = (self.home / "worker.log").open("ab")
-        from hsi_pipeline.deployments.local.services import _worker_limit
+        from hsi_pipeline.deployments.local.prefect_services import _worker_limit
 
         prefect = worker_command([]) if warm else [_bin("prefect")]  # warm: shared TLS contexts too
         self.worker = subprocess.Popen([*prefect, "worker", "start", "--pool", POOL, "--type", "process",
@@ -131,7 +131,11 @@ class PrivatePrefect:
 def stack_prefect_db(stack_root: Path, name: str) -> Iterator[str]:
     """A private Prefect server's database in the running stack's PostgreSQL (as `hsi stack up` runs
     its own server: bursts of runs make SQLite answer "database is locked"); dropped on exit."""
-    from hsi_pipeline.deployments.local.services import drop_prefect_db, ensure_prefect_db, prefect_db_url
+    from hsi_pipeline.deployments.local.prefect_services import (
+        drop_prefect_db,
+        ensure_prefect_db,
+        prefect_db_url,
+    )
     from hsi_pipeline.deployments.local.stack import Layout
 
     layout = Layout.default(stack_root)

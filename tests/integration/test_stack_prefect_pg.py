@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 
 from hsi_pipeline.deployments.local.common import Layout
-from hsi_pipeline.deployments.local.services import PREFECT_DB, _psql
+from hsi_pipeline.deployments.local.prefect_services import PREFECT_DB
+from hsi_pipeline.deployments.local.services import _psql
 
 
 def test_prefect_server_writes_to_the_stacks_postgresql(stack: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hsi_pipeline.deployments.local.common import StackError
-from hsi_pipeline.deployments.local.services import WORKER_POLL_ENV, worker_query_seconds
+from hsi_pipeline.deployments.local.prefect_services import WORKER_POLL_ENV, worker_query_seconds
 
 ROOT = Path(__file__).resolve().parents[2]
 
