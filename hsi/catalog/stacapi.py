@@ -51,7 +51,6 @@ class StacApiCatalog(StacApiSearch):
 
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(StacHttp(url, **options))
-        self._url = self._http.url
 
     @classmethod
     def from_config(cls, cfg: CatalogConfig, **overrides: Any) -> StacApiCatalog:
@@ -63,13 +62,13 @@ class StacApiCatalog(StacApiSearch):
 
     @property
     def href(self) -> str:
-        return self._url
+        return self._http.url
 
     def item_href(self, collection_id: str, item_id: str) -> str:
-        return f"{self._url}/collections/{quote(collection_id, safe='')}/items/{quote(item_id, safe='')}"
+        return f"{self.href}/collections/{quote(collection_id, safe='')}/items/{quote(item_id, safe='')}"
 
     def collection_href(self, collection_id: str) -> str:
-        return f"{self._url}/collections/{quote(collection_id, safe='')}"
+        return f"{self.href}/collections/{quote(collection_id, safe='')}"
 
     def get_item(self, collection_id: str, item_id: str) -> pystac.Item | None:
         return self._get(self.item_href(collection_id, item_id), pystac.Item, "item")
@@ -99,17 +98,17 @@ class StacApiCatalog(StacApiSearch):
         if resp.status_code != 404:
             self._http.raise_for(resp, url, "get collection")
         body = self._clean(collection.to_dict(include_self_link=False, transform_hrefs=False))
-        post_url = f"{self._url}/collections"
+        post_url = f"{self.href}/collections"
         resp = self._http.request("POST", post_url, body)
         if resp.status_code in (200, 201, 409):  # 409: created concurrently by someone else: fine
-            log.info("collection %s ensured in %s", collection.id, self._url)
+            log.info("collection %s ensured in %s", collection.id, self.href)
             return
         self._http.raise_for(resp, post_url, f"create collection {collection.id}")
 
     def upsert_item(self, item: pystac.Item) -> None:
         cid = item.collection_id
         if not cid:
-            raise CatalogError(self._url, f"item {item.id} has no collection id; cannot register it")
+            raise CatalogError(self.href, f"item {item.id} has no collection id; cannot register it")
         body = self._clean(item.to_dict(include_self_link=False, transform_hrefs=False))
         body["collection"] = cid
         items_url = f"{self.collection_href(cid)}/items"
@@ -181,7 +180,7 @@ class StacApiCatalog(StacApiSearch):
         try:
             resp = self._http.request("POST", url, {"items": docs, "method": "upsert"})
         except CatalogUnavailableError:
-            if self._http.status("GET", f"{self._url}/_mgmt/ping") is None:
+            if self._http.status("GET", f"{self.href}/_mgmt/ping") is None:
                 raise  # the API is gone: nothing can be tried
             resp = None  # the chunk failed as a whole (e.g. one item pgstac cannot store)
         if resp is not None and resp.status_code in (200, 201):
