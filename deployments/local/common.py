@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -379,3 +380,16 @@ class Proc:
             wait_for(f"{self.name} exit after SIGKILL", gone, 10.0, 0.1)
         self.pidfile.unlink(missing_ok=True)
         return True
+
+
+def venv_command(name: str) -> str:
+    """The console script ``name`` next to this Python (the project's venv), else on PATH."""
+    cand = Path(sys.executable).parent / name
+    if cand.exists():
+        return str(cand)
+    found = shutil.which(name)
+    if not found:
+        raise StackError(
+            f"the `{name}` command was not found next to this Python or on PATH: run scripts/setup.sh"
+        )
+    return found

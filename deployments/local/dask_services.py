@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import secrets
-import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +15,11 @@ from hsi_pipeline.deployments.local.common import (
     _clean_env,
     _http_json,
     _port_open,
+    venv_command,
 )
 
 DASK_SCHEDULER = "dask-scheduler"
 DASK_WORKER = "dask-worker-"  # + 1..N: one recorded process (nanny + worker) each
-
-
-def _dask_bin() -> str:
-    cand = Path(sys.executable).parent / "dask"
-    if cand.exists():
-        return str(cand)
-    found = shutil.which("dask")
-    if not found:
-        raise StackError("the `dask` command was not found next to this Python: run scripts/setup.sh")
-    return found
 
 
 def dask_worker_names(layout: Layout) -> list[str]:
@@ -69,7 +58,7 @@ def up_dask_scheduler(layout: Layout, cwd: Path) -> str:
             )
     layout.dask_dir.mkdir(parents=True, exist_ok=True)
     argv = [
-        _dask_bin(),
+        venv_command("dask"),
         "scheduler",
         "--host",
         HOST,
@@ -106,7 +95,7 @@ def up_dask_workers(layout: Layout, n: int, nthreads: int, cwd: Path) -> tuple[s
         if proc.pid():
             continue
         argv = [
-            _dask_bin(),
+            venv_command("dask"),
             "worker",
             layout.dask_address,
             "--name",

@@ -4,7 +4,6 @@ flow-run starter and the pool's worker. Install, start, health."""
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from hsi_pipeline.deployments.local.common import (
     _http_json,
     _http_status,
     _port_open,
+    venv_command,
 )
 from hsi_pipeline.deployments.local.services import _psql
 from hsi_pipeline.deployments.local.warm import worker_command
@@ -34,16 +34,6 @@ def _prefect_env(layout: Layout) -> dict[str, str]:
         "PREFECT_UI_API_URL": layout.prefect_api,
         "DO_NOT_TRACK": "1",
     }
-
-
-def _prefect_bin() -> str:
-    cand = Path(sys.executable).parent / "prefect"
-    if cand.exists():
-        return str(cand)
-    found = shutil.which("prefect")
-    if not found:
-        raise StackError("the `prefect` command was not found next to this Python or on PATH")
-    return found
 
 
 def _prefect_ok(layout: Layout) -> bool:
@@ -95,7 +85,7 @@ def up_prefect(layout: Layout, sec: dict[str, str] | None = None) -> str:
             PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW="20",
         )
     proc.start(
-        [_prefect_bin(), "server", "start", "--host", HOST, "--port", str(port)],
+        [venv_command("prefect"), "server", "start", "--host", HOST, "--port", str(port)],
         _clean_env(env),
         layout.prefect_home,
     )
