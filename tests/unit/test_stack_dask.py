@@ -14,7 +14,7 @@ import rasterio
 
 from hsi.products import get_product, run_product
 from hsi.products.testing import band_table, write_activated_cog
-from hsi_pipeline.deployments.local.common import DEFAULT_PORTS, Layout, Proc, _alive, _port_open
+from hsi_pipeline.deployments.local.common import DEFAULT_PORTS, Layout, Proc, _alive, _port_open, wait_for
 from hsi_pipeline.deployments.local.stack import down, endpoints, stack_config, start_dask, status
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,6 +67,8 @@ def test_stack_dask_cluster_up_status_product_crash_down(tmp_path) -> None:
         old = w2.pid()
         assert old is not None
         os.killpg(old, signal.SIGKILL)
+        # SIGKILL is delivered asynchronously: wait until the kernel has ended it (CI 17 saw it running)
+        wait_for("the killed Dask worker to end", lambda: w2.pid() is None, timeout=30, interval=0.05)
         assert not status(layout)["components"]["dask-workers"]["healthy"]
         start_dask(layout, 2, 1, ROOT)
         assert w2.pid() not in (None, old)
