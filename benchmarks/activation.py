@@ -95,13 +95,13 @@ def predicted_floor_seconds(data: Path, work: Path, level: int = 9, block: int =
     # each tile compressed on its own, as a TIFF stores it, on every core (zstandard frees the GIL)
     from concurrent.futures import ThreadPoolExecutor
 
-    import zstandard
+    from hsi.tiles import zstd_compressor
 
     tile_bytes = block * block * 4
     local = threading.local()
 
     def compress(chunk: bytes) -> int:
-        c = getattr(local, "c", None) or zstandard.ZstdCompressor(level=level)
+        c = getattr(local, "c", None) or zstd_compressor(level)
         local.c = c
         return len(c.compress(chunk))
 
