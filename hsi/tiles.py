@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 #: outputs up to this many uncompressed bytes are staged (overviews) and assembled in memory
 MEMORY_STAGING_BYTES = 256 << 20
 INLINE_BYTES = 1 << 20  # raw outputs up to this size are encoded without a thread pool
+COPY_SHARE_BYTES = 64 << 20  # the least a thread copies when the scratch file is assembled
 
 __all__ = [
     "COMPRESSION_CODES",
@@ -280,11 +281,18 @@ class TileStore:
             self._fd = -1
         self._mem.clear()
 
-    def assemble(self, header: bytes, ifds: list[IfdLayout], dst: str | os.PathLike[str]) -> int:
-        """Write ``dst``: ``header`` with its tile arrays patched, then the tiles. Returns its size."""
+    def assemble(
+        self, header: bytes, ifds: list[IfdLayout], dst: str | os.PathLike[str], threads: int = 1
+    ) -> int:
+        """Write ``dst``: ``header`` with its tile arrays patched, then the tiles. Returns its size.
+
+        Tiles kept in the scratch file are copied in the kernel (``copy_file_range``) on ``threads``
+        threads, each taking a contiguous share of the output: one thread copying a 3.4 GB cube kept
+        one core busy in the kernel for ~12 s at ~300 MB/s while the other core idled."""
         buf = bytearray(header)
         pos = len(buf)
         total = pos + self._end
+        copies: list[tuple[int, int, int]] = []  # (scratch offset, output offset, size)
         out = os.open(os.fspath(dst), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             # the IFDs precede all tile data; the smallest level's data comes first (COG layout)
@@ -304,7 +312,7 @@ class TileStore:
                             _pwritev(out, batch, batch_at)
                             batch, batch_at = [], pos + size
                     else:
-                        _copy(self._fd, at, out, pos, size)
+                        copies.append((at, pos, size))
                     offsets[i], counts[i] = pos, size
                     pos += size
                 _pwritev(out, batch, batch_at)
@@ -314,10 +322,34 @@ class TileStore:
                 c = counts.astype(ifd.counts_type).tobytes()
                 buf[ifd.offsets_at : ifd.offsets_at + len(o)] = o
                 buf[ifd.counts_at : ifd.counts_at + len(c)] = c
+            _copy_all(self._fd, out, copies, threads)
             os.pwrite(out, bytes(buf), 0)
         finally:
             os.close(out)
         return pos
+
+
+def _copy_all(src: int, dst: int, copies: list[tuple[int, int, int]], threads: int) -> None:
+    """Every (src offset, dst offset, size) copy, on up to ``threads`` threads, each one taking a
+    contiguous run of ``copies`` of about the same number of bytes."""
+    total = sum(c[2] for c in copies)
+    n = max(1, min(threads, total // COPY_SHARE_BYTES))
+    shares: list[list[tuple[int, int, int]]] = [[] for _ in range(n)]
+    done = 0
+    for c in copies:
+        shares[min(n - 1, done * n // max(total, 1))].append(c)
+        done += c[2]
+
+    def run(share: list[tuple[int, int, int]]) -> None:
+        for at, to, size in share:
+            _copy(src, at, dst, to, size)
+
+    if n == 1:
+        run(shares[0])
+        return
+    with ThreadPoolExecutor(n, thread_name_prefix="cog-assemble") as pool:
+        for f in [pool.submit(run, share) for share in shares]:
+            f.result()
 
 
 def _pwritev(fd: int, parts: list[bytes], at: int) -> None:
@@ -552,7 +584,7 @@ class TileWriter:
         for fut in self.futures:
             fut.result()
         self.pool.shutdown(wait=True)
-        self.store.assemble(header, ifds, part)
+        self.store.assemble(header, ifds, part, self.threads)
 
     def abort(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

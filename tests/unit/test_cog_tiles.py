@@ -204,6 +204,26 @@ def test_zstd_tiles_are_compressed_as_gdal_compresses_them(
     assert abs(len(ours) / len(gdal) - 1) < 0.001
 
 
+def test_tiles_kept_in_a_scratch_file_assemble_to_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large outputs keep their tiles in a scratch file and copy them into place on every core;
+    the file is byte for byte the one assembled from memory, overviews and all."""
+    rng = np.random.default_rng(5)
+    data = np.cumsum(rng.normal(size=(4, 700, 900)), axis=2).astype("float32")
+    profile = CogProfile(blocksize=256, overview_level=2)
+    in_memory = tmp_path / "memory.tif"
+    _write(in_memory, data, profile, 256, None, "average")
+    monkeypatch.setattr(tiles, "MEMORY_STAGING_BYTES", 0)
+    monkeypatch.setattr(tiles, "COPY_SHARE_BYTES", 1 << 16)  # several copying threads
+    scratch = tmp_path / "scratch.tif"
+    _write(scratch, data, profile, 256, None, "average")
+    assert scratch.read_bytes() == in_memory.read_bytes()
+    with rasterio.open(scratch) as ds:
+        np.testing.assert_array_equal(ds.read(), data)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["memory.tif", "scratch.tif"]  # no scratch left
+
+
 def test_a_failure_mid_write_leaves_nothing(tmp_path: Path) -> None:
     data = np.ones((3, 600, 600), "float32")
     dst = tmp_path / "x.tif"
