@@ -82,7 +82,7 @@ def predicted_floor_seconds(data: Path, work: Path, level: int = 9, block: int =
     import rasterio
     from rasterio.windows import Window
 
-    from hsi.tiles import _predict
+    from hsi.tile_codec import predict
 
     stream = work / "predicted.bin"
     with rasterio.open(data) as ds, stream.open("wb") as out:
@@ -94,11 +94,11 @@ def predicted_floor_seconds(data: Path, work: Path, level: int = 9, block: int =
                     tile = np.zeros((block, block), win.dtype)
                     part = win[b, :, c0 : c0 + block]
                     tile[: part.shape[0], : part.shape[1]] = part
-                    out.write(_predict(tile, 3).tobytes())
+                    out.write(predict(tile, 3).tobytes())
     # each tile compressed on its own, as a TIFF stores it, on every core (zstandard frees the GIL)
     from concurrent.futures import ThreadPoolExecutor
 
-    from hsi.tiles import zstd_compressor
+    from hsi.tile_codec import zstd_compressor
 
     tile_bytes = block * block * 4
     local = threading.local()

@@ -47,7 +47,7 @@ from rasterio.transform import Affine
 from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_translate
 
-from hsi import tiles
+from hsi import tile_codec, tiles
 from hsi.cog_profile import CogProfile
 from hsi.cube import open_cube, read_rotated_window
 from hsi.faults import fault_point
@@ -183,7 +183,7 @@ class CogSink:
         self.dst.parent.mkdir(parents=True, exist_ok=True)
         self._tmpdir = tempfile.mkdtemp(prefix=f".{self.dst.name}.", dir=self.dst.parent)
         try:
-            if tiles.supported(self.profile.compress):
+            if tile_codec.supported(self.profile.compress):
                 try:
                     self._tiles = tiles.TileWriter(self, Path(self._tmpdir))
                 except ValueError as e:  # a header this module cannot patch: GDAL writes the tiles

@@ -11,31 +11,17 @@ the same shape into the COG layout (no tile is written, 0.1 s for a 2 GB cube); 
 appended after that header, smallest overview first, each level band by band in row-major order,
 and the ``TileOffsets`` / ``TileByteCounts`` arrays are patched in place.
 
-Encoding follows the TIFF 6.0 specification and libtiff, so GDAL (and any TIFF reader) decodes
-the tiles to the same pixels the old GDAL path wrote (``tests/unit/test_cog_tiles.py`` compares
-both writers' outputs pixel for pixel, band metadata and all):
-
-* predictor 2 (horizontal differencing): per tile row, each sample minus its left neighbour,
-  wrapping in the sample's integer type;
-* predictor 3 (floating point, Adobe TIFF Technical Note 3 / libtiff ``fpDiff``): per tile row,
-  the sample bytes are split into planes, most significant byte first, then differenced byte by
-  byte over the row;
-* ZSTD (TIFF compression 50000, one zstd frame per tile, GDAL's ``ZSTD_LEVEL`` with the parameters
-  libtiff gets from zstd: see :func:`zstd_compressor`) or DEFLATE
-  (compression 8, a zlib stream per tile) or none.
-
-Edge tiles are stored full size, padded with the nodata value (or 0), as GDAL does.
+Encoding a tile (predictor, codec) is :mod:`hsi.tile_codec`; reading the header's tile arrays is
+:mod:`hsi.tiff_ifds`. Edge tiles are stored full size, padded with the nodata value (or 0), as GDAL
+does.
 """
 
 from __future__ import annotations
 
 import os
-import struct
 import threading
-import zlib
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +31,9 @@ from rasterio.enums import Resampling
 from rasterio.io import MemoryFile
 from rasterio.shutil import copy as rio_copy
 
+from hsi.tiff_ifds import IfdLayout, read_ifds
+from hsi.tile_codec import COMPRESSION_CODES, encode_tile
+
 if TYPE_CHECKING:
     from hsi.cog import CogSink
 
@@ -53,194 +42,7 @@ MEMORY_STAGING_BYTES = 256 << 20
 INLINE_BYTES = 1 << 20  # raw outputs up to this size are encoded without a thread pool
 COPY_SHARE_BYTES = 64 << 20  # the least a thread copies when the scratch file is assembled
 
-__all__ = [
-    "COMPRESSION_CODES",
-    "IfdLayout",
-    "TileStore",
-    "TileWriter",
-    "encode_tile",
-    "read_ifds",
-    "zstd_compressor",
-    "supported",
-]
-
-#: TIFF Compression tag values of the codecs this module encodes
-COMPRESSION_CODES = {"NONE": 1, "DEFLATE": 8, "ZSTD": 50000}
-
-_TYPES: dict[int, np.dtype[Any]] = {3: np.dtype("<u2"), 4: np.dtype("<u4"), 16: np.dtype("<u8")}
-_TAG_WIDTH, _TAG_LENGTH, _TAG_COMPRESSION = 256, 257, 259
-_TAG_TILE_W, _TAG_TILE_H, _TAG_OFFSETS, _TAG_COUNTS = 322, 323, 324, 325
-_TAG_PLANAR, _TAG_PREDICTOR = 284, 317
-
-
-def supported(compress: str) -> bool:
-    """Whether tiles of this compression are encoded here (else GDAL writes them)."""
-    name = compress.upper()
-    if name == "ZSTD":
-        try:
-            import zstandard  # noqa: F401
-        except ImportError:  # pragma: no cover - a declared dependency
-            return False
-    return name in COMPRESSION_CODES
-
-
-_local = threading.local()
-
-
-def _compressor(compress: str, level: int | None) -> Callable[[bytes | memoryview], bytes]:
-    name = compress.upper()
-    if name == "NONE":
-        return bytes
-    if name == "DEFLATE":
-        lvl = 6 if level is None else level
-        return lambda b: zlib.compress(b, lvl)
-    key = ("zstd", level)
-    c = getattr(_local, "zstd", None)
-    if c is None or c[0] != key:
-        c = (key, zstd_compressor(9 if level is None else level))
-        _local.zstd = c
-    comp = c[1]
-    return comp.compress
-
-
-def zstd_compressor(level: int) -> Any:
-    """A ``zstandard.ZstdCompressor`` for one TIFF tile at ``level``, with libtiff's parameters.
-
-    libtiff (GDAL's ZSTD codec) streams every tile into zstd without announcing its size, so zstd
-    compresses it with the level's parameters for inputs of unknown (large) size, the same ones the
-    ``zstd`` command uses on a file. A one-shot ``compress(tile)`` would announce 256 KiB and pick
-    zstd's small-input table instead: at level 9 a deeper search (``searchLog`` 5 against 4, min
-    match 4 against 5) that spends ~20% more CPU per predictor-3 tile for ~0.3% fewer bytes, and
-    a size 0.15-1.1% away from GDAL's. With the level's own parameters a tile is GDAL's size to
-    0.1% (``tests/unit/test_cog_tiles.py``). The blocks are not byte for byte GDAL's: zstd still
-    sizes its hash tables to the tile, which a stream of unknown size cannot (libtiff's tables are
-    a 4 MiB window's for every tile).
-    """
-    import zstandard
-
-    params = zstandard.ZstdCompressionParameters.from_level(level, source_size=0)
-    return zstandard.ZstdCompressor(compression_params=params)
-
-
-def _predict(tile: np.ndarray, predictor: int) -> np.ndarray:
-    """The tile's bytes after the TIFF predictor (tile: 2-D, one band)."""
-    if predictor == 1:
-        return np.ascontiguousarray(tile)
-    if predictor == 2:
-        a = np.ascontiguousarray(tile)
-        out = np.empty_like(a)
-        out[:, 0] = a[:, 0]
-        np.subtract(a[:, 1:], a[:, :-1], out=out[:, 1:])  # wraps in the integer type, as libtiff
-        return out
-    if predictor == 3:
-        h, w = tile.shape
-        size = tile.dtype.itemsize
-        # byte planes, most significant first (the sample bytes are little-endian in memory)
-        planes = np.ascontiguousarray(tile).view(np.uint8).reshape(h, w, size)[:, :, ::-1]
-        b = np.ascontiguousarray(planes.transpose(0, 2, 1)).reshape(h, w * size)
-        out8 = np.empty_like(b)
-        out8[:, 0] = b[:, 0]
-        np.subtract(b[:, 1:], b[:, :-1], out=out8[:, 1:])
-        return out8
-    raise ValueError(f"TIFF predictor {predictor} is not supported")
-
-
-def encode_tile(tile: np.ndarray, predictor: int, compress: str, level: int | None) -> bytes:
-    """One band's full-size tile as stored in the TIFF (predictor, then compression)."""
-    if tile.dtype.byteorder == ">":
-        tile = tile.astype(tile.dtype.newbyteorder("<"))
-    data = _predict(tile, predictor)
-    return _compressor(compress, level)(
-        data.tobytes() if not data.flags.c_contiguous else data.data.cast("B")
-    )
-
-
-@dataclass(frozen=True)
-class IfdLayout:
-    """Where one IFD of a template keeps its tile arrays, and the image it describes."""
-
-    width: int
-    height: int
-    tile_width: int
-    tile_height: int
-    planar: int
-    compression: int
-    predictor: int
-    offsets_at: int  # byte position of the TileOffsets values
-    offsets_type: np.dtype[Any]
-    counts_at: int
-    counts_type: np.dtype[Any]
-    n_tiles: int
-
-    @property
-    def tiles_across(self) -> int:
-        return -(-self.width // self.tile_width)
-
-    @property
-    def tiles_down(self) -> int:
-        return -(-self.height // self.tile_height)
-
-
-def read_ifds(header: bytes) -> list[IfdLayout]:
-    """The IFD chain of a little-endian TIFF or BigTIFF held in ``header``, in file order."""
-    if header[:2] != b"II":
-        raise ValueError("not a little-endian TIFF")
-    (magic,) = struct.unpack_from("<H", header, 2)
-    big = magic == 43
-    if not big and magic != 42:
-        raise ValueError("not a TIFF")
-    if big:
-        (ifd,) = struct.unpack_from("<Q", header, 8)
-        count_fmt, entry_fmt, entry_size, inline = "<Q", "<HHQ", 20, 8
-    else:
-        (ifd,) = struct.unpack_from("<I", header, 4)
-        count_fmt, entry_fmt, entry_size, inline = "<H", "<HHI", 12, 4
-    sizes = {1: 1, 2: 1, 3: 2, 4: 4, 16: 8}
-    out = []
-    while ifd:
-        (n,) = struct.unpack_from(count_fmt, header, ifd)
-        pos = ifd + struct.calcsize(count_fmt)
-        tags: dict[int, tuple[int, int, int]] = {}  # tag -> (type, count, value position)
-        for k in range(n):
-            e = pos + k * entry_size
-            tag, typ, cnt = struct.unpack_from(entry_fmt, header, e)
-            vpos = e + struct.calcsize(entry_fmt)
-            if cnt * sizes.get(typ, 8) > inline:
-                (vpos,) = struct.unpack_from("<Q" if big else "<I", header, vpos)
-            tags[tag] = (typ, cnt, vpos)
-        (ifd,) = struct.unpack_from("<Q" if big else "<I", header, pos + n * entry_size)
-
-        def scalar(tag: int, default: int | None = None, tags: dict[int, tuple[int, int, int]] = tags) -> int:
-            if tag not in tags:
-                if default is None:
-                    raise ValueError(f"TIFF tag {tag} missing")
-                return default
-            typ, _, vpos = tags[tag]
-            return int(np.frombuffer(header, _TYPES[typ], 1, vpos)[0])
-
-        if _TAG_OFFSETS not in tags or _TAG_COUNTS not in tags:
-            raise ValueError("not a tiled TIFF")
-        otyp, ocnt, opos = tags[_TAG_OFFSETS]
-        ctyp, ccnt, cpos = tags[_TAG_COUNTS]
-        if ocnt != ccnt or otyp not in _TYPES or ctyp not in _TYPES:
-            raise ValueError("unexpected tile arrays")
-        out.append(
-            IfdLayout(
-                width=scalar(_TAG_WIDTH),
-                height=scalar(_TAG_LENGTH),
-                tile_width=scalar(_TAG_TILE_W),
-                tile_height=scalar(_TAG_TILE_H),
-                planar=scalar(_TAG_PLANAR, 1),
-                compression=scalar(_TAG_COMPRESSION, 1),
-                predictor=scalar(_TAG_PREDICTOR, 1),
-                offsets_at=opos,
-                offsets_type=_TYPES[otyp],
-                counts_at=cpos,
-                counts_type=_TYPES[ctyp],
-                n_tiles=ocnt,
-            )
-        )
-    return out
+__all__ = ["TileStore", "TileWriter"]
 
 
 class TileStore:

@@ -24,7 +24,7 @@ import zstandard
 from rasterio.transform import Affine
 from rio_cogeo.cogeo import cog_validate
 
-from hsi import tiles
+from hsi import tiff_ifds, tile_codec, tiles
 from hsi.cog import CogProfile, CogSink, write_cog
 from hsi.products import get_product, run_product
 from hsi.products.testing import band_table, write_activated_cog
@@ -70,7 +70,7 @@ def _short(d: dict[str, Any]) -> str:
 @pytest.fixture
 def gdal_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The sink's GDAL path: a staging GeoTIFF copied into the COG layout by GDAL."""
-    monkeypatch.setattr(tiles, "supported", lambda compress: False)
+    monkeypatch.setattr(tile_codec, "supported", lambda compress: False)
     yield
 
 
@@ -140,7 +140,7 @@ def test_tiles_decode_to_the_pixels_gdal_writes(
     ours = tmp_path / "tiles.tif"
     _write(ours, data, profile, win, nodata, res)
     with monkeypatch.context() as m:
-        m.setattr(tiles, "supported", lambda compress: False)
+        m.setattr(tile_codec, "supported", lambda compress: False)
         theirs = tmp_path / "gdal.tif"
         _write(theirs, data, profile, win, nodata, res)
 
@@ -161,7 +161,7 @@ def test_tile_data_follows_the_headers_in_cog_order(tmp_path: Path) -> None:
     out = tmp_path / "o.tif"
     _write(out, data, CogProfile(blocksize=256, overview_level=2), 256, None, "nearest")
     raw = out.read_bytes()
-    ifds = tiles.read_ifds(raw)
+    ifds = tiff_ifds.read_ifds(raw)
     assert [(i.width, i.height) for i in ifds] == [(700, 600), (350, 300), (175, 150)]
     first: list[int] = []
     for i in ifds:
@@ -198,7 +198,7 @@ def test_zstd_tiles_are_compressed_as_gdal_compresses_them(
         offset = int(ds.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1))
         size = int(ds.get_tag_item("BLOCK_SIZE_0_0", "TIFF", bidx=1))
     gdal = path.read_bytes()[offset : offset + size]
-    ours = tiles.encode_tile(tile, predictor, "ZSTD", level)
+    ours = tile_codec.encode_tile(tile, predictor, "ZSTD", level)
     d = zstandard.ZstdDecompressor()
     assert d.decompress(ours) == d.decompress(gdal, max_output_size=tile.nbytes)
     assert abs(len(ours) / len(gdal) - 1) < 0.001
