@@ -32,7 +32,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 PY = sys.executable
@@ -98,15 +97,12 @@ def predicted_floor_seconds(data: Path, work: Path, level: int = 9, block: int =
     # each tile compressed on its own, as a TIFF stores it, on every core (zstandard frees the GIL)
     from concurrent.futures import ThreadPoolExecutor
 
-    from hsi.tile_codec import zstd_compressor
+    from hsi.tile_codec import compressor
 
     tile_bytes = block * block * 4
-    local = threading.local()
 
     def compress(chunk: bytes) -> int:
-        c = getattr(local, "c", None) or zstd_compressor(level)
-        local.c = c
-        return len(c.compress(chunk))
+        return len(compressor("ZSTD", level)(chunk))  # the writer's own (per-thread) compressor
 
     raw = stream.read_bytes()  # warm, as the floor's zstd reads a cached file
     t0 = time.perf_counter()

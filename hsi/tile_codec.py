@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["COMPRESSION_CODES", "encode_tile", "predict", "supported", "zstd_compressor"]
+__all__ = ["COMPRESSION_CODES", "compressor", "encode_tile", "predict", "supported", "zstd_compressor"]
 
 #: TIFF Compression tag values of the codecs this module encodes
 COMPRESSION_CODES = {"NONE": 1, "DEFLATE": 8, "ZSTD": 50000}
@@ -43,7 +43,8 @@ def supported(compress: str) -> bool:
 _local = threading.local()
 
 
-def _compressor(compress: str, level: int | None) -> Callable[[bytes | memoryview], bytes]:
+def compressor(compress: str, level: int | None) -> Callable[[bytes | memoryview], bytes]:
+    """The codec's compress function for whole tiles (this thread's own zstd context)."""
     name = compress.upper()
     if name == "NONE":
         return bytes
@@ -106,6 +107,6 @@ def encode_tile(tile: np.ndarray, predictor: int, compress: str, level: int | No
     if tile.dtype.byteorder == ">":
         tile = tile.astype(tile.dtype.newbyteorder("<"))
     data = predict(tile, predictor)
-    return _compressor(compress, level)(
+    return compressor(compress, level)(
         data.tobytes() if not data.flags.c_contiguous else data.data.cast("B")
     )
