@@ -107,6 +107,4 @@ def encode_tile(tile: np.ndarray, predictor: int, compress: str, level: int | No
     if tile.dtype.byteorder == ">":
         tile = tile.astype(tile.dtype.newbyteorder("<"))
     data = predict(tile, predictor)
-    return compressor(compress, level)(
-        data.tobytes() if not data.flags.c_contiguous else data.data.cast("B")
-    )
+    return compressor(compress, level)(data.tobytes() if not data.flags.c_contiguous else data.data.cast("B"))
