@@ -121,7 +121,9 @@ class CogSink:
     GDAL builds the overviews (when the profile asks for them) from an uncompressed staging file, as
     before. Memory is bounded by the tiles in flight (about two windows) plus partly written tiles.
     A compression :mod:`hsi.tiles` does not encode goes through GDAL: a tiled staging GeoTIFF copied
-    into the COG layout (``COPY_SRC_OVERVIEWS``, as rio-cogeo does).
+    into the COG layout (``COPY_SRC_OVERVIEWS``, as rio-cogeo does). So is an output of one tile per
+    band (a product of a small scene), from an in-memory staging file: the tile path's header
+    template would cost more than its tiles (the batch's 16 x 16 products: ~31 against ~35 ms each).
 
     ``array`` must not be modified after ``write`` returns (the sink may still be encoding it).
     """
@@ -183,7 +185,7 @@ class CogSink:
         self.dst.parent.mkdir(parents=True, exist_ok=True)
         self._tmpdir = tempfile.mkdtemp(prefix=f".{self.dst.name}.", dir=self.dst.parent)
         try:
-            if tile_codec.supported(self.profile.compress):
+            if tile_codec.supported(self.profile.compress) and not self._single_tile():
                 try:
                     self._tiles = tiles.TileWriter(self, Path(self._tmpdir))
                 except ValueError as e:  # a header this module cannot patch: GDAL writes the tiles
@@ -198,10 +200,17 @@ class CogSink:
     def _staging(self) -> Any:
         """The uncompressed staging file: in memory when small (the overviews of a product), else
         next to ``dst``."""
-        if self._tiles is not None and self._raw_bytes() <= tiles.MEMORY_STAGING_BYTES:
+        if self._single_tile() or (
+            self._tiles is not None and self._raw_bytes() <= tiles.MEMORY_STAGING_BYTES
+        ):
             self._memfile = MemoryFile()
             return self._memfile.open(**self.meta)
         return rasterio.open(Path(self._tmpdir or ".") / "staging.tif", "w", **self.meta)
+
+    def _single_tile(self) -> bool:
+        """One tile per band: GDAL writes the file at once (no header template to build)."""
+        b = self.profile.blocksize
+        return bool(self.meta["width"] <= b and self.meta["height"] <= b)
 
     def _raw_bytes(self) -> int:
         m = self.meta

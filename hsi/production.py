@@ -36,7 +36,7 @@ from hsi.activation import upload_outputs as _upload
 from hsi.errors import InvalidInputError, ItemNotFoundError
 from hsi.indexing import find_raw_item
 from hsi.products import ProductResult, get_product, run_product, select_bands, write_preview
-from hsi.products.engine import QUANTITY_TAG, decoding_threads, run_on_dataset
+from hsi.products.engine import QUANTITY_TAG, open_source, run_on_dataset
 from hsi.products.sensor import run_product_sensor
 from hsi.quantities import (
     MASK_ASSET,
@@ -375,7 +375,7 @@ def compute_many(
     for href, idx in by_cube.items():
         try:
             path, env = source_env(services, href)
-            with env, decoding_threads(), rasterio.open(path) as ds:
+            with env, open_source(path) as ds:
                 cube = OpenCube(href, path, ds, bands_from_dataset(ds), ds.tags().get(QUANTITY_TAG))
                 for i in idx:
                     out[i] = _computed_or_error(services, plans[i], out_dirs[i], cube)

@@ -31,6 +31,7 @@ import logging
 import mimetypes
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -140,6 +141,8 @@ class S3Store(ResumableMultipart):
         self._client: Any = client
         self._region = region
         self._timeouts = (connect_timeout, read_timeout, max_attempts)
+        self._aws_sessions: dict[tuple[str, str, str | None] | None, Any] = {}
+        self._aws_sessions_lock = threading.Lock()
         if client is None:
             self._session = session or self._make_session()
             self._region = (
@@ -441,16 +444,27 @@ class S3Store(ResumableMultipart):
             with contextlib.suppress(AttributeError):
                 c = self._client._request_signer._credentials
                 creds = c.get_frozen_credentials() if hasattr(c, "get_frozen_credentials") else c
+        # one AWSSession per set of credentials: building one builds a boto3 session (~25 ms), and
+        # the batch opens a cube per scene; refreshed credentials get a new one
+        key = (creds.access_key, creds.secret_key, creds.token) if creds is not None else None
+        with self._aws_sessions_lock:
+            cached = self._aws_sessions.get(key)
+        if cached is not None:
+            return cached
         env = self.gdal_env()
         kw: dict[str, Any] = {"region_name": self._region, "endpoint_url": env.get("AWS_S3_ENDPOINT")}
         if creds is None:
-            return AWSSession(aws_unsigned=True, **kw)
-        return _ExactAWSSession(
-            aws_access_key_id=creds.access_key,
-            aws_secret_access_key=creds.secret_key,
-            aws_session_token=creds.token,
-            **kw,
-        )
+            made = AWSSession(aws_unsigned=True, **kw)
+        else:
+            made = _ExactAWSSession(
+                aws_access_key_id=creds.access_key,
+                aws_secret_access_key=creds.secret_key,
+                aws_session_token=creds.token,
+                **kw,
+            )
+        with self._aws_sessions_lock:
+            self._aws_sessions = {key: made}  # only the current credentials are kept
+        return made
 
     def rasterio_env(self, **options: Any) -> Any:
         """``rasterio.Env`` for reading this store's ``gdal_path()``s: credentials through an AWSSession,

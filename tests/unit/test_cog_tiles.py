@@ -155,6 +155,36 @@ def test_tiles_decode_to_the_pixels_gdal_writes(
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([ours.name, theirs.name])  # no leftovers
 
 
+def test_a_single_tile_output_is_written_by_gdal_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One tile per band (a product of a small scene): GDAL writes the COG from the in-memory staging
+    file. Building the tile path's header template would cost more than the tiles themselves."""
+    made: list[int] = []
+    real = tiles.TileWriter
+
+    def counting(*a: Any, **kw: Any) -> Any:
+        made.append(1)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(tiles, "TileWriter", counting)
+    data = np.cumsum(np.random.default_rng(2).normal(size=(2, 40, 50)), axis=2).astype("float32")
+    small, large = tmp_path / "small.tif", tmp_path / "large.tif"
+    _write(small, data, CogProfile(blocksize=256, overview_level=1), 16, -9999.0, "average")
+    assert made == []
+    _write(
+        large, np.tile(data, (1, 7, 6)), CogProfile(blocksize=256, overview_level=1), 256, -9999.0, "average"
+    )
+    assert made == [1]  # more than one tile: the tile path
+    with rasterio.open(small) as ds:
+        np.testing.assert_array_equal(ds.read(), data)
+        assert ds.overviews(1) == [2] and ds.descriptions == ("band 0", "band 1")
+        assert ds.tags()["HSI_TEST"] == "1" and ds.tags(2)["WAVELENGTH"] == "401"
+    valid, errors, _ = cog_validate(str(small), quiet=True)
+    assert valid and not errors
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["large.tif", "small.tif"]  # no leftovers
+
+
 def test_tile_data_follows_the_headers_in_cog_order(tmp_path: Path) -> None:
     """IFDs first; then the smallest overview's tiles, ..., full resolution last; band by band."""
     data = np.arange(2 * 700 * 600, dtype="float32").reshape(2, 600, 700)

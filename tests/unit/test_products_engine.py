@@ -69,22 +69,38 @@ def test_reads_only_selected_bands(scene, tmp_path, monkeypatch) -> None:
 
 
 def test_the_source_is_opened_with_decoding_threads_unless_the_caller_sets_them(scene, tmp_path, monkeypatch):
-    # GTiff takes GDAL_NUM_THREADS when a dataset is opened: the engine's reads decode on every core
-    seen: list[str | None] = []
+    # GTiff takes GDAL_NUM_THREADS when a dataset is opened: the reads of a scene of many blocks
+    # decode on every core; a scene of one block per band is decoded on the caller's thread, where
+    # GDAL's threads cost more than they save
+    tiny = tmp_path / "ang_tiny_rfl.tif"
+    good = [not (1340 <= x <= 1445 or 1790 <= x <= 1955) for x in WL]
+    table = band_table(WL, 10.0, good=good, scale=1e-4)
+    write_activated_cog(tiny, table, scene[1][:, :40, :40], dtype="int16", nodata=-9999, block=64)
+    opened: list[tuple[str, str | None]] = []
     orig = rasterio.open
 
     def spy(path, *a, **kw):
-        if str(path) == str(scene[0]):
-            seen.append(rasterio.env.getenv().get("GDAL_NUM_THREADS"))
+        if str(path) in (str(scene[0]), str(tiny)):
+            opened.append((str(path), rasterio.env.getenv().get("GDAL_NUM_THREADS")))
         return orig(path, *a, **kw)
 
     monkeypatch.setattr(rasterio, "open", spy)
     src = str(scene[0])
     a = run_product(get_product("index:NDVI"), src, str(tmp_path / "a.tif"))
+    assert opened[-1] == (src, "ALL_CPUS")  # the dataset the engine reads from
+    opened.clear()
     b = run_product(get_product("index:NDVI"), src, str(tmp_path / "b.tif"), gdal_env={"GDAL_NUM_THREADS": 1})
-    assert seen == ["ALL_CPUS", 1]
-    with rasterio.open(a.output_path) as da, rasterio.open(b.output_path) as db:
+    assert opened == [(src, 1)]  # the caller's value, one open
+    opened.clear()
+    t = run_product(get_product("index:NDVI"), str(tiny), str(tmp_path / "t.tif"))
+    assert opened == [(str(tiny), None)]
+    with (
+        rasterio.open(a.output_path) as da,
+        rasterio.open(b.output_path) as db,
+        rasterio.open(t.output_path) as dt,
+    ):
         assert np.array_equal(da.read(), db.read())
+        assert np.array_equal(dt.read(), da.read(window=((0, 40), (0, 40))))
 
 
 def test_float_outputs_compress_fast_and_class_outputs_small() -> None:

@@ -22,3 +22,26 @@ def test_stores_share_the_parsed_s3_model(monkeypatch: pytest.MonkeyPatch) -> No
     # the clients are complete and independent: each addresses its own endpoint with path-style URLs
     url = stores[1].client.generate_presigned_url("get_object", Params={"Bucket": "bucket-1", "Key": "k"})
     assert url.startswith("http://127.0.0.1:9/bucket-1/k?")
+
+
+def test_gdal_sessions_follow_the_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rasterio AWSSession of a store is built once per set of credentials (the batch opens a
+    cube per scene; building one costs a boto3 session) and rebuilt when the credentials change."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key-1")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-1")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    store = s3.S3Store("s3://bucket/p", endpoint_url="http://127.0.0.1:9", region="us-east-1")
+    first = store.aws_session()
+    assert store.aws_session() is first
+    opts = first.get_credential_options()
+    assert (opts["AWS_ACCESS_KEY_ID"], opts["AWS_SECRET_ACCESS_KEY"]) == ("key-1", "secret-1")
+    assert opts["AWS_SESSION_TOKEN"] == ""  # never a stranger's token from the environment
+    # rotated credentials (what a refreshing provider returns): a new session with the new keys
+    creds = store._session.get_credentials()  # type: ignore[union-attr]
+    monkeypatch.setattr(creds, "access_key", "key-2")
+    monkeypatch.setattr(creds, "secret_key", "secret-2")
+    rotated = store.aws_session()
+    assert rotated is not first
+    opts = rotated.get_credential_options()
+    assert (opts["AWS_ACCESS_KEY_ID"], opts["AWS_SECRET_ACCESS_KEY"]) == ("key-2", "secret-2")
+    assert store.aws_session() is rotated
