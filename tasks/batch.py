@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from hsi.batch import PairOutcome, publish_batch
 from hsi.events import product_published_event
+from hsi.production import CUBE_ASSET
 from hsi.stac.product import product_collection
 from hsi_pipeline.tasks.runtime import emit, retry_if_transient, run_info, services
 
@@ -42,7 +43,14 @@ def publish_chunk(
     Prefect walks every task parameter (measured: 1.8 s to submit a chunk of 20 items)."""
     log = get_run_logger()
     svc = services(config)
-    found = {i.id: i for i in svc.catalog.search(collections=[collection], ids=list(item_ids))}
+    # without the cube's band list (~80 KB per 425-band item, and pgstac's search time with it:
+    # 0.83 against 0.13 s for 20 items); the plans read the bands from the COG header
+    found = {
+        i.id: i
+        for i in svc.catalog.search(
+            collections=[collection], ids=list(item_ids), exclude=[f"assets.{CUBE_ASSET}.bands"]
+        )
+    }
     missing = [
         PairOutcome(i, p, "failed", f"no activated item {collection}/{i}")
         for i in item_ids

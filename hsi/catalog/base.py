@@ -60,8 +60,14 @@ class Catalog(Protocol):
         bbox: BBox | None = None,
         datetime_range: DatetimeRange | None = None,
         limit: int | None = None,
+        exclude: Sequence[str] | None = None,
     ) -> Iterator[pystac.Item]:
-        """Items matching all given filters (bbox intersects, datetime within the range)."""
+        """Items matching all given filters (bbox intersects, datetime within the range).
+
+        ``exclude``: dotted paths of fields the caller does not need (as the STAC API fields
+        extension names them, e.g. ``assets.cube.bands``): a STAC API leaves them out of its answer
+        (one 425-band item is ~80 KB of band list), the static catalog drops them after reading;
+        an API without the fields extension returns them."""
         ...
 
     def item_href(self, collection_id: str, item_id: str) -> str:

@@ -47,12 +47,17 @@ class StacApiSearch:
         datetime_range: DatetimeRange | None = None,
         limit: int | None = None,
         filter: dict[str, Any] | None = None,  # noqa: A002 - the STAC API parameter name
+        exclude: Sequence[str] | None = None,
     ) -> Iterator[pystac.Item]:
         """Items matching every criterion; ``filter`` is a CQL2-JSON expression (filter extension),
-        e.g. ``{"op": ">=", "args": [{"property": "hsi:wavelength_max"}, 2400]}``."""
+        e.g. ``{"op": ">=", "args": [{"property": "hsi:wavelength_max"}, 2400]}``; ``exclude``: fields
+        left out of the answer when the API has the fields extension (see :meth:`Catalog.search`)."""
+        from pystac_client import ConformanceClasses
         from pystac_client.exceptions import APIError
 
         kw: dict[str, Any] = {}
+        if exclude and self._search_client().conforms_to(ConformanceClasses.FIELDS):
+            kw["fields"] = {"exclude": list(exclude)}
         if filter is not None:
             kw["filter"], kw["filter_lang"] = filter, "cql2-json"
         if collections:

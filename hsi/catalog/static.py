@@ -278,9 +278,11 @@ class StaticCatalog:
         datetime_range: DatetimeRange | None = None,
         limit: int | None = None,
         filter: dict[str, Any] | None = None,  # noqa: A002 - the STAC API parameter name
+        exclude: Sequence[str] | None = None,
     ) -> Iterator[pystac.Item]:
         """Items matching every criterion; ``filter`` is CQL2-JSON over item properties (the subset
-        :func:`_cql2` evaluates: and/or/not, comparisons, isNull)."""
+        :func:`_cql2` evaluates: and/or/not, comparisons, isNull); ``exclude``: dotted paths dropped
+        from each item after reading (see :meth:`Catalog.search`)."""
         n = 0
         for cid in collections or self.collections():
             for uri in self.store.list(self.store.uri(cid)):
@@ -298,6 +300,8 @@ class StaticCatalog:
                     continue
                 if filter is not None and not _cql2(filter, doc):
                     continue
+                for path in exclude or ():
+                    _drop(doc, path.split("."))
                 yield _item(doc, uri)
                 n += 1
                 if limit is not None and n >= limit:
@@ -319,6 +323,14 @@ class StaticCatalog:
                 doc = self._read_json(uri)
                 if doc is not None and doc.get("type") == "Feature":
                     yield _item(doc, uri)
+
+
+def _drop(doc: Any, path: list[str]) -> None:
+    """Remove the field at ``path`` (keys) from a JSON document, if it is there."""
+    for key in path[:-1]:
+        doc = doc.get(key) if isinstance(doc, dict) else None
+    if isinstance(doc, dict):
+        doc.pop(path[-1], None)
 
 
 def _absolute(href: str, base: str) -> str:

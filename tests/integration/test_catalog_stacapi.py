@@ -158,6 +158,29 @@ def test_search_filters(stac_catalog: StacApiCatalog, collection: str) -> None:
     assert ids(collections=[collection + "-absent"]) == []
 
 
+def test_search_leaves_out_the_excluded_fields(stac_catalog: StacApiCatalog, collection: str) -> None:
+    """The fields extension: the batch's chunk tasks search activated items without the cube's band
+    list (pgstac's search of 20 items of 425 bands: 0.83 s with it, 0.13 s without)."""
+    item = make_item(collection, "banded")
+    bands = [{"name": f"b{i}", "eo:center_wavelength": 0.4 + i / 1000} for i in range(425)]
+    item.add_asset(
+        "cube",
+        pystac.Asset(
+            "s3://hsi/test/banded.tif",
+            media_type=pystac.MediaType.COG,
+            roles=["data"],
+            extra_fields={"bands": bands, "file:checksum": "1220" + "ab" * 32},
+        ),
+    )
+    stac_catalog.upsert_item(item)
+    full = next(stac_catalog.search(collections=[collection], ids=["banded"]))
+    light = next(stac_catalog.search(collections=[collection], ids=["banded"], exclude=["assets.cube.bands"]))
+    assert full.assets["cube"].extra_fields["bands"] == bands
+    assert "bands" not in light.assets["cube"].extra_fields
+    assert light.assets["cube"].extra_fields["file:checksum"] == "1220" + "ab" * 32
+    assert light.assets["data"].href == full.assets["data"].href and light.geometry == full.geometry
+
+
 def test_delete(stac_catalog: StacApiCatalog, collection: str) -> None:
     stac_catalog.upsert_item(make_item(collection, "gone"))
     assert stac_catalog.delete_item(collection, "gone") is True

@@ -102,3 +102,19 @@ def test_open_item_on_the_moved_catalog_and_wavelength_filter(moved) -> None:
     swir = {"op": ">=", "args": [{"property": "hsi:wavelength_max"}, 2400]}
     found = {it.id for it in cat.search(collections=["aviris-ng-l2", "hsi-index-ndvi"], filter=swir)}
     assert found == {moved["id"]}  # NDVI reads only red + NIR
+
+
+def test_search_leaves_out_the_excluded_fields(moved) -> None:
+    """What the batch's chunk tasks ask for: the activated items without the cube's band list."""
+    cat = StaticCatalog(str(moved["dest"] / "catalog"))
+    full = next(cat.search(collections=["aviris-ng-l2"], ids=[moved["id"]]))
+    light = next(
+        cat.search(collections=["aviris-ng-l2"], ids=[moved["id"]], exclude=["assets.cube.bands", "x.y"])
+    )
+    assert len(full.assets["cube"].extra_fields["bands"]) == 425
+    assert "bands" not in light.assets["cube"].extra_fields
+    assert (
+        light.assets["cube"].extra_fields["file:checksum"]
+        == full.assets["cube"].extra_fields["file:checksum"]
+    )
+    assert light.properties == full.properties and light.assets.keys() == full.assets.keys()
