@@ -348,14 +348,20 @@ class OpenCube:
 
 
 def _shares_cube(services: Services, plan: ProductPlan) -> bool:
-    """Whether ``plan`` runs on the plain windowed engine over its cube (what an :class:`OpenCube`
-    serves): not an external processor, no input adjustment, no sensor geometry, no Dask target."""
+    """Whether ``plan`` can run on the plain windowed engine over its cube (what an :class:`OpenCube`
+    serves): not an external processor, no input adjustment, no sensor geometry. With a Dask target
+    only a cube of one window does (:func:`_local_cube`)."""
     i = plan.inputs
     if i is not None and (i.geometry == "sensor" or i.factors is not None or i.mask_href is not None):
         return False
-    if dask_target(services):
-        return False
     return "processor" not in get_product(plan.product).extra
+
+
+def _local_cube(services: Services, ds: Any, window_size: int = 512) -> bool:
+    """Whether products of the open cube ``ds`` are computed in this process: always without a Dask
+    target; with one, when the cube is a single window (the engine computes one window here: a
+    product of a small scene is cheaper computed than shipped to a worker)."""
+    return not dask_target(services) or (ds.width <= window_size and ds.height <= window_size)
 
 
 def compute_many(
@@ -377,6 +383,8 @@ def compute_many(
             path, env = source_env(services, href)
             with env, open_source(path) as ds:
                 cube = OpenCube(href, path, ds, bands_from_dataset(ds), ds.tags().get(QUANTITY_TAG))
+                if not _local_cube(services, ds):
+                    cube = None  # each plan maps its windows over the Dask workers
                 for i in idx:
                     out[i] = _computed_or_error(services, plans[i], out_dirs[i], cube)
         except Exception as e:  # the cube cannot be opened: every plan on it fails with that
@@ -424,6 +432,7 @@ def compute(
                 adjust=adjust,
             )  # fmt: skip
         elif cube is not None and cube.href == plan.cube_href and _shares_cube(services, plan):
+            # compute_many passes a cube only when its products are computed here
             prod.check_quantity(cube.quantity, f"cube {cube.path}")
             result = run_on_dataset(
                 prod, cube.ds, cube.bands, cube.path, str(cog), params, scene_id=plan.input.id,

@@ -323,7 +323,7 @@ def run_on_dataset(
     workers (:mod:`hsi.products.dask_engine`: each worker opens ``src_path`` under ``env_factory()``
     and reads only its window's bands) and written here in window order: the output is identical to
     a run without it. Products with a fit pass, input adjustments and sensor-geometry readers always
-    run here."""
+    run here, and so does a product of one window (a small scene: cheaper computed than shipped)."""
     sid = scene_id
     p, selected, ctx = _prepare(product, bands, sid, params)
     n_in = len({s.index for s in selected})
@@ -353,6 +353,8 @@ def run_on_dataset(
     if dask is not None and (product.fit is not None or adjust or not hasattr(ds, "files")):
         log.info("product %s: runs windowed in this process (a fit pass, input adjustments or a "
                  "sensor-geometry reader do not go over Dask)", product.name)  # fmt: skip
+        dask = None
+    if dask is not None and len(windows) == 1:  # shipping it to a worker costs more than computing it
         dask = None
     if dask is not None:
         from hsi.products.dask_engine import WindowJob, dask_blocks

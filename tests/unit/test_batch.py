@@ -128,3 +128,43 @@ def test_compute_many_opens_each_cube_once_and_writes_what_compute_writes(
         assert a.proj == b.proj and a.result.stats == b.result.stats
         with real_open(b.files["thumbnail"]) as png:
             assert png.driver == "PNG" and png.count == 3
+
+
+def test_compute_many_with_a_dask_target_computes_small_cubes_here(
+    config_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``engine.dask_address`` set (a chunk task on a Dask worker of the stack): a cube of one window
+    is opened once for its products and computed in this process; nothing is shipped to the cluster."""
+    import distributed
+
+    plain = Services.from_config(config_file)
+    scene = _scenes(plain, tmp_path, 1)[0]
+    names = ("index:NDVI", "index:PRI", "index:EVI")
+    ref = compute_many(
+        plain, [plan_product(plain, scene, p) for p in names], [tmp_path / "ref" / p for p in names]
+    )
+    with (
+        distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        eng = plain.config.engine.model_copy(update={"dask_address": cluster.scheduler_address})
+        svc = Services.from_config(plain.config.model_copy(update={"engine": eng}))
+        assert production.dask_target(svc) == cluster.scheduler_address
+        plans = [plan_product(svc, scene, p) for p in names]
+        opened: list[str] = []
+        real_open = rasterio.open
+
+        def counting_open(path: Any, *a: Any, **kw: Any) -> Any:
+            opened.append(str(path))
+            return real_open(path, *a, **kw)
+
+        monkeypatch.setattr(production.rasterio, "open", counting_open)
+        with distributed.get_task_stream(client) as ts:
+            got = compute_many(svc, plans, [tmp_path / "d" / p for p in names])
+        monkeypatch.undo()
+        assert ts.data == []
+        cube = scene.assets["cube"].href
+        assert [p for p in opened if p.endswith(Path(cube).name)] == [svc.store_for(cube).gdal_path(cube)]
+    for a, b in zip(ref, got, strict=True):
+        assert isinstance(a, production.Computed) and isinstance(b, production.Computed)
+        assert file_checksum(a.files["data"]) == file_checksum(b.files["data"])

@@ -90,3 +90,18 @@ def test_dask_by_scheduler_address(cluster, scene, tmp_path) -> None:
     par = run_product(prod, str(scene), str(tmp_path / "dask.tif"), window_size=128, dask=c.scheduler_address)
     assert ref.stats == par.stats
     _same_cog(ref.output_path, par.output_path)
+
+
+def test_a_product_of_one_window_is_computed_here(cluster, scene, tmp_path) -> None:
+    """A small scene (one window) is cheaper computed than shipped: no task reaches the cluster, and
+    the output is the windowed engine's. What lets a batch's chunk task on a Dask worker compute
+    its small scenes in its own process."""
+    _, client = cluster
+    prod = get_product("index:NDVI")
+    ref = run_product(prod, str(scene), str(tmp_path / "ref.tif"))
+    with distributed.get_task_stream(client) as ts:
+        par = run_product(prod, str(scene), str(tmp_path / "dask.tif"), dask=client)
+    assert ref.windows == par.windows == 1
+    assert not [t for t in ts.data if str(t["key"]).startswith("hsi-window-")]
+    assert ref.stats == par.stats
+    _same_cog(ref.output_path, par.output_path)
