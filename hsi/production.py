@@ -382,9 +382,9 @@ def compute_many(
         try:
             path, env = source_env(services, href)
             with env, open_source(path) as ds:
-                cube = OpenCube(href, path, ds, bands_from_dataset(ds), ds.tags().get(QUANTITY_TAG))
-                if not _local_cube(services, ds):
-                    cube = None  # each plan maps its windows over the Dask workers
+                cube: OpenCube | None = None  # without: each plan maps its windows over the Dask workers
+                if _local_cube(services, ds):
+                    cube = OpenCube(href, path, ds, bands_from_dataset(ds), ds.tags().get(QUANTITY_TAG))
                 for i in idx:
                     out[i] = _computed_or_error(services, plans[i], out_dirs[i], cube)
         except Exception as e:  # the cube cannot be opened: every plan on it fails with that
