@@ -57,7 +57,7 @@ from tests.integration.e2e_harness import (  # noqa: E402
     prefect_api,
     stack_prefect_db,
 )  # fmt: skip
-from tests.integration.moto_server import _bin, _stop, free_port, wait_for  # noqa: E402
+from tests.integration.moto_server import free_port, stop_process, tool_bin, wait_for  # noqa: E402
 
 PRODUCT = "index:NDVI"
 
@@ -97,7 +97,7 @@ def measure(args: argparse.Namespace, info: dict[str, Any], *, warm: bool) -> li
     tmp = Path(tempfile.mkdtemp(prefix="hsi-latency-"))
     port = free_port()
     moto_log = (tmp / "moto.log").open("wb")
-    moto_proc = subprocess.Popen([_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=moto_log,
+    moto_proc = subprocess.Popen([tool_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=moto_log,
                                  stderr=subprocess.STDOUT)  # fmt: skip
     moto = f"http://127.0.0.1:{port}"
     db = contextlib.ExitStack()
@@ -172,7 +172,7 @@ def measure(args: argparse.Namespace, info: dict[str, Any], *, warm: bool) -> li
         return rows
     finally:
         prefect.stop()
-        _stop(moto_proc)
+        stop_process(moto_proc)
         moto_log.close()
         db.close()
 

@@ -64,7 +64,7 @@ from tests.integration.e2e_harness import (  # noqa: E402
     prefect_api,
     stack_prefect_db,
 )  # fmt: skip
-from tests.integration.moto_server import _bin, _stop, free_port, wait_for  # noqa: E402
+from tests.integration.moto_server import free_port, stop_process, tool_bin, wait_for  # noqa: E402
 
 PRODUCT = "index:NDVI"
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -187,7 +187,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="hsi-soak-"))
     port = free_port()
     moto_log = (tmp / "moto.log").open("wb")
-    moto_proc = subprocess.Popen([_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=moto_log,
+    moto_proc = subprocess.Popen([tool_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=moto_log,
                                  stderr=subprocess.STDOUT)  # fmt: skip
     moto = f"http://127.0.0.1:{port}"
     db = contextlib.ExitStack()
@@ -271,7 +271,7 @@ def main() -> int:
         return 1 if counts["pending"] or doubled else 0
     finally:
         prefect.stop()
-        _stop(moto_proc)
+        stop_process(moto_proc)
         moto_log.close()
         db.close()
 

@@ -64,9 +64,9 @@ def catalog_of(cfg: Any) -> Any:
     if c.url.startswith("s3://"):
         if cfg.storage.credentials_block:
             return None
-        from hsi.services import _access_opts
+        from hsi.services import access_opts
 
-        return StaticCatalog(c.url, store=open_store(c.url, **_access_opts(cfg.storage, None, "storage")))
+        return StaticCatalog(c.url, store=open_store(c.url, **access_opts(cfg.storage, None, "storage")))
     return open_catalog(c.url)
 
 

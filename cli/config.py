@@ -38,7 +38,7 @@ def _path(path: Path | None, config: Path | None = None) -> Path | None:
     return path
 
 
-def _load(path: Path | None, config: Path | None = None):  # noqa: ANN202 - PipelineConfig
+def load_checked(path: Path | None, config: Path | None = None):  # noqa: ANN202 - PipelineConfig
     from hsi.config import load_config
     from hsi.errors import ConfigError
 
@@ -60,7 +60,7 @@ def validate(path: PathArg = None, config: ConfigOpt = None) -> None:
     Every error is reported in one run as FILE:LINE: FIELD: what is wrong and what is allowed
     (exit code 2). Example: `hsi config validate`
     """
-    cfg = _load(path, config)
+    cfg = load_checked(path, config)
     p = _path(path, config)
     n = sum(len(s.products) for s in cfg.sources.values())
     typer.echo(f"{p or '<embedded default>'}: OK ({len(cfg.sources)} source(s), {n} product run(s), "
@@ -81,7 +81,7 @@ def show(
 
     from hsi.config import mask_secrets
 
-    data = mask_secrets(_load(path, config).model_dump(mode="json"))
+    data = mask_secrets(load_checked(path, config).model_dump(mode="json"))
     typer.echo(json.dumps(data, indent=2) if as_json else yaml.safe_dump(data, sort_keys=False).rstrip())
 
 

@@ -40,11 +40,11 @@ def deploy(
     """
     import os
 
-    from hsi_pipeline.cli.config import _load
+    from hsi_pipeline.cli.config import load_checked
     from hsi_pipeline.deployments import generate as gen
 
     path = config or (Path(os.environ["HSI_CONFIG"]) if os.environ.get("HSI_CONFIG") else None)
-    cfg = _load(path)
+    cfg = load_checked(path)
     text = gen.render(cfg)
     if out is not None:
         out.write_text(text)

@@ -66,7 +66,7 @@ class Services:
         if store is None:
             root = cfg.storage.root
             store = open_store(
-                root, **(_access_opts(cfg.storage, sessions, "storage") if root.startswith("s3://") else {})
+                root, **(access_opts(cfg.storage, sessions, "storage") if root.startswith("s3://") else {})
             )
         if catalog is None:
             c = cfg.catalog
@@ -76,7 +76,7 @@ class Services:
                 from hsi.catalog.static import StaticCatalog
 
                 # an s3:// static catalog is reached with the storage's S3 settings (and its block)
-                cat_store = open_store(c.url, **_access_opts(cfg.storage, sessions, "storage"))
+                cat_store = open_store(c.url, **access_opts(cfg.storage, sessions, "storage"))
                 catalog = StaticCatalog(c.url, store=cat_store, asset_roots=[cfg.storage.root])
             else:
                 catalog = open_catalog(c.url, asset_roots=[cfg.storage.root])
@@ -97,7 +97,7 @@ class Services:
             root = "s3://" + urlsplit(uri).netloc
             if (root, access) not in self._stores:  # one client per bucket and settings
                 where = "storage" if access is self.config.storage else f"inputs (prefix {uri})"
-                self._stores[(root, access)] = open_store(root, **_access_opts(access, self.sessions, where))
+                self._stores[(root, access)] = open_store(root, **access_opts(access, self.sessions, where))
             return self._stores[(root, access)]
         return open_store("/")
 
@@ -244,7 +244,7 @@ def _download(url: str, dest: Path) -> None:
         raise StorageError(url, f"download failed: {e}") from e
 
 
-def _access_opts(s: S3Access, sessions: SessionResolver | None, where: str) -> dict[str, object]:
+def access_opts(s: S3Access, sessions: SessionResolver | None, where: str) -> dict[str, object]:
     part = getattr(s, "part_size_mib", None)  # the storage section's multipart part size
     extra: dict[str, object] = {"part_size": part << 20} if part else {}
     if s.credentials_block:

@@ -12,9 +12,9 @@ from hsi_pipeline.deployments.local.common import (
     Layout,
     Proc,
     StackError,
-    _clean_env,
     _http_json,
     _port_open,
+    clean_env,
     venv_command,
 )
 
@@ -67,7 +67,7 @@ def up_dask_scheduler(layout: Layout, cwd: Path) -> str:
         "--dashboard-address",
         f"{HOST}:{layout.ports['dask_dashboard']}",
     ]
-    proc.start(argv, _clean_env({"DASK_TEMPORARY_DIRECTORY": str(layout.dask_dir)}), cwd)
+    proc.start(argv, clean_env({"DASK_TEMPORARY_DIRECTORY": str(layout.dask_dir)}), cwd)
     return "started"
 
 
@@ -111,7 +111,7 @@ def up_dask_workers(layout: Layout, n: int, nthreads: int, cwd: Path) -> tuple[s
             str(layout.dask_dir),
         ]
         # hsi's log lines (e.g. the product's "windows over Dask ... dashboard ...") reach Prefect runs
-        proc.start(argv, _clean_env({"PREFECT_LOGGING_EXTRA_LOGGERS": "hsi"}), cwd)
+        proc.start(argv, clean_env({"PREFECT_LOGGING_EXTRA_LOGGERS": "hsi"}), cwd)
         fresh.add(argv[4])
         started += 1
     if not started and not stopped:

@@ -14,13 +14,13 @@ from hsi_pipeline.deployments.local.common import (
     Layout,
     Proc,
     StackError,
-    _clean_env,
     _http_json,
     _http_status,
     _port_open,
+    clean_env,
     venv_command,
 )
-from hsi_pipeline.deployments.local.services import _psql
+from hsi_pipeline.deployments.local.services import psql
 from hsi_pipeline.deployments.local.warm import worker_command
 
 
@@ -46,15 +46,15 @@ PREFECT_DB = "prefect"  # the Prefect server's database in the stack's PostgreSQ
 def ensure_prefect_db(layout: Layout, name: str = PREFECT_DB) -> None:
     """A Prefect server's own database in the stack's PostgreSQL (idempotent; ``name``: another
     server's, e.g. a benchmark's private one)."""
-    if _psql(layout, f"SELECT 1 FROM pg_database WHERE datname = '{name}'") != "1":
-        _psql(layout, f"CREATE DATABASE {name} OWNER {PG_USER}")
+    if psql(layout, f"SELECT 1 FROM pg_database WHERE datname = '{name}'") != "1":
+        psql(layout, f"CREATE DATABASE {name} OWNER {PG_USER}")
 
 
 def drop_prefect_db(layout: Layout, name: str) -> None:
     """Drop a private Prefect server's database (never the stack's own)."""
     if name == PREFECT_DB:
         raise StackError("refusing to drop the stack's own Prefect database")
-    _psql(layout, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    psql(layout, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def prefect_db_url(layout: Layout, sec: dict[str, str], name: str = PREFECT_DB) -> str:
@@ -86,7 +86,7 @@ def up_prefect(layout: Layout, sec: dict[str, str] | None = None) -> str:
         )
     proc.start(
         [venv_command("prefect"), "server", "start", "--host", HOST, "--port", str(port)],
-        _clean_env(env),
+        clean_env(env),
         layout.prefect_home,
     )
     return "started"
@@ -124,7 +124,7 @@ def up_flow_starter(layout: Layout, cwd: Path) -> str:
         return "running"
     warm = Path(__file__).resolve().with_name("warm.py")
     proc.start([sys.executable, str(warm), "serve", "--socket", str(flow_starter_socket(layout)), "--pool", WORK_POOL],
-               _clean_env(_prefect_env(layout)), cwd)  # fmt: skip
+               clean_env(_prefect_env(layout)), cwd)  # fmt: skip
     return "started"
 
 
@@ -156,7 +156,7 @@ def up_worker(layout: Layout, cwd: Path) -> str:
     proc = Proc(layout, "prefect-worker")
     if proc.pid():
         return "running"
-    env = _clean_env(
+    env = clean_env(
         {
             **_prefect_env(layout),
             "PREFECT_WORKER_QUERY_SECONDS": str(worker_query_seconds()),
@@ -175,7 +175,7 @@ def up_worker(layout: Layout, cwd: Path) -> str:
             "process",
             "--name",
             "hsi-local-worker",
-            *_worker_limit(),
+            *worker_limit(),
         ],
         env,
         cwd,
@@ -183,7 +183,7 @@ def up_worker(layout: Layout, cwd: Path) -> str:
     return "started"
 
 
-def _worker_limit() -> list[str]:
+def worker_limit() -> list[str]:
     """``--limit`` = the pool's concurrency limit: the worker itself never runs more at once. The
     server-side pool limit alone was exceeded by one, twice, in a 12-scene burst
     (tests/integration/test_burst_stack.py; cause not established, the worker polls every 0.25 s)."""

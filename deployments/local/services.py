@@ -28,13 +28,13 @@ from hsi_pipeline.deployments.local.common import (
     Layout,
     Proc,
     StackError,
-    _clean_env,
     _http_status,
     _is_root,
     _log,
     _port_open,
     _run,
     _write_private,
+    clean_env,
     wait_for,
 )
 
@@ -114,11 +114,11 @@ def ensure_stack_venv(layout: Layout) -> None:
     if uv_s:
         _run(
             [uv_s, "pip", "install", "--compile-bytecode", "--python", py, "-r", str(REQUIREMENTS)],
-            env=_clean_env(),
+            env=clean_env(),
             timeout=1200,
         )
     else:
-        _run([py, "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)], env=_clean_env(), timeout=1200)
+        _run([py, "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)], env=clean_env(), timeout=1200)
     marker.write_text(want)
 
 
@@ -145,7 +145,7 @@ def _pg_ready(layout: Layout) -> bool:
     return p.returncode == 0
 
 
-def _psql(layout: Layout, sql: str, db: str = "postgres") -> str:
+def psql(layout: Layout, sql: str, db: str = "postgres") -> str:
     p = _run(
         [
             str(PG_BIN / "psql"),
@@ -166,7 +166,7 @@ def _psql(layout: Layout, sql: str, db: str = "postgres") -> str:
             "-",
         ],
         input=sql,
-        env=_clean_env(),
+        env=clean_env(),
     )
     return p.stdout.strip()
 
@@ -218,7 +218,7 @@ def up_postgres(layout: Layout, sec: dict[str, str]) -> str:
                 "--auth-host=scram-sha-256",
             ],
             user=user,
-            env=_clean_env(),
+            env=clean_env(),
         )
         with open(layout.pgdata / "postgresql.conf", "a") as f:
             f.write(
@@ -246,7 +246,7 @@ def up_postgres(layout: Layout, sec: dict[str, str]) -> str:
                 "start",
             ],
             user=user,
-            env=_clean_env(),
+            env=clean_env(),
         )
         wait_for("postgres", lambda: _pg_ready(layout), 60, log_hint=layout.pg / "postgres.log")
         state = "started"
@@ -254,7 +254,7 @@ def up_postgres(layout: Layout, sec: dict[str, str]) -> str:
     want = _requirements_hash()
     if not (marker.exists() and marker.read_text() == want):
         pw_sql = sec["pg_password"].replace("'", "''")
-        _psql(
+        psql(
             layout,
             f"""
 DO $$ BEGIN
@@ -265,10 +265,10 @@ DO $$ BEGIN
   END IF;
 END $$;""",
         )
-        if _psql(layout, f"SELECT 1 FROM pg_database WHERE datname = '{PG_DB}'") != "1":
-            _psql(layout, f"CREATE DATABASE {PG_DB} OWNER {PG_USER}")
+        if psql(layout, f"SELECT 1 FROM pg_database WHERE datname = '{PG_DB}'") != "1":
+            psql(layout, f"CREATE DATABASE {PG_DB} OWNER {PG_USER}")
         _log("pypgstac migrate")
-        _run([str(layout.venv / "bin" / "pypgstac"), "migrate"], env=_clean_env(_pg_env(layout, sec)))
+        _run([str(layout.venv / "bin" / "pypgstac"), "migrate"], env=clean_env(_pg_env(layout, sec)))
         marker.write_text(want)
     return state
 
@@ -297,14 +297,14 @@ def stop_postgres(layout: Layout) -> bool:
         return False
     user = _pg_user()
     st = _run(
-        [str(PG_BIN / "pg_ctl"), "-D", str(layout.pgdata), "status"], user=user, check=False, env=_clean_env()
+        [str(PG_BIN / "pg_ctl"), "-D", str(layout.pgdata), "status"], user=user, check=False, env=clean_env()
     )
     if st.returncode != 0:
         return False
     _run(
         [str(PG_BIN / "pg_ctl"), "-D", str(layout.pgdata), "-m", "fast", "-w", "-t", "60", "stop"],
         user=user,
-        env=_clean_env(),
+        env=clean_env(),
     )
     return True
 
@@ -323,7 +323,7 @@ def up_stac(layout: Layout, sec: dict[str, str]) -> str:
             raise StackError(f"port {port} is in use by another process (set HSI_STACK_PORT_STAC)")
         cwd = layout.root / "stac"  # empty cwd: no stray .env is read by pydantic-settings
         cwd.mkdir(parents=True, exist_ok=True)
-        env = _clean_env(
+        env = clean_env(
             {
                 **_pg_env(layout, sec),
                 "ENABLE_TRANSACTIONS_EXTENSIONS": "TRUE",
@@ -404,7 +404,7 @@ def up_seaweedfs(layout: Layout, sec: dict[str, str]) -> str:
         f"-bucket={BUCKET}",
         "-master.telemetry=false",
     ]
-    proc.start(argv, _clean_env(), layout.weed_dir)
+    proc.start(argv, clean_env(), layout.weed_dir)
     return "started"
 
 

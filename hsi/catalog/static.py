@@ -39,7 +39,7 @@ from hsi.faults import fault_point
 from hsi.stac.collections import merge_item
 from hsi.stac.items import collection_for
 from hsi.storage import ObjectStore, open_store
-from hsi.storage.local import _makedirs
+from hsi.storage.local import make_dirs
 
 __all__ = ["StaticCatalog"]
 
@@ -112,7 +112,7 @@ class StaticCatalog:
             yield  # object stores: last writer wins on the (derived) link lists
             return
         lock_dir = root.parent / f".{root.name}.locks"  # outside the published tree
-        _makedirs(lock_dir)
+        make_dirs(lock_dir)
         lock = lock_dir / f"{name}.lock"
         with open(lock, "a+") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
@@ -132,7 +132,7 @@ class StaticCatalog:
 
     # -- Catalog protocol -----------------------------------------------------------------------
     def ensure_collection(self, collection: pystac.Collection) -> None:
-        _makedirs(Path(self._root)) if "://" not in self._root else None
+        make_dirs(Path(self._root)) if "://" not in self._root else None
         with self._lock("catalog"):
             self._ensure_root()
             uri = self._collection_uri(collection.id)

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from hsi.config.models import _SECRET_HINT, _SECRET_KEY, PipelineConfig
+from hsi.config.models import SECRET_HINT, SECRET_KEY, PipelineConfig
 from hsi.errors import ConfigError
 
 
@@ -204,8 +204,8 @@ def _pydantic_issues(e: ValidationError) -> list[ConfigIssue]:
         msg = _pydantic_message(err)
         if err["type"] == "extra_forbidden":
             model = _model_at(loc[:-1])
-            if loc and _SECRET_KEY.search(str(loc[-1])):
-                msg = f"not allowed: {_SECRET_HINT}"
+            if loc and SECRET_KEY.search(str(loc[-1])):
+                msg = f"not allowed: {SECRET_HINT}"
             elif model is not None:
                 msg = f"unknown field; allowed: {', '.join(model.model_fields)}"
         elif err["type"] == "missing":
@@ -280,7 +280,7 @@ def mask_secrets(value: Any, key: str = "") -> Any:
     if isinstance(value, list):
         return [mask_secrets(v, key) for v in value]
     if isinstance(value, str):
-        if _SECRET_KEY.search(key) and not key.endswith(("_env", "_block", "_file", "profile")):
+        if SECRET_KEY.search(key) and not key.endswith(("_env", "_block", "_file", "profile")):
             return "****"
         u = urlsplit(value)
         if u.password:

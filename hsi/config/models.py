@@ -44,9 +44,9 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 #: key names that would hold a secret value; never allowed in the file
-_SECRET_KEY = re.compile(r"(secret|password|passwd|token|api[_-]?key|access[_-]?key|session[_-]?key|credential)s?$",
+SECRET_KEY = re.compile(r"(secret|password|passwd|token|api[_-]?key|access[_-]?key|session[_-]?key|credential)s?$",
                          re.IGNORECASE)  # fmt: skip
-_SECRET_HINT = ("secrets are never written in the configuration: name an environment variable "
+SECRET_HINT = ("secrets are never written in the configuration: name an environment variable "
                 "(token_env / username_env / password_env), an AWS profile or a Prefect block instead")  # fmt: skip
 
 
@@ -58,7 +58,7 @@ def _check_http(v: str | None, what: str = "an http(s) URL") -> str | None:
     if u.scheme not in ("http", "https") or not u.hostname:
         raise ValueError(f"{v!r} is not {what} (expected http://host[:port][/path] or https://...)")
     if u.username or u.password:
-        raise ValueError(f"credentials in the URL are not allowed; {_SECRET_HINT}")
+        raise ValueError(f"credentials in the URL are not allowed; {SECRET_HINT}")
     return v
 
 
@@ -89,7 +89,7 @@ def _check_env_name(v: str | None) -> str | None:
     if v is not None and not _ENV_NAME.match(v):
         raise ValueError(
             f"{v[:4]}... is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*); the value "
-            f"itself must stay in the environment ({_SECRET_HINT})"
+            f"itself must stay in the environment ({SECRET_HINT})"
         )
     return v
 
@@ -307,9 +307,9 @@ class EcsConfig(_Model):
     @field_validator("env")
     @classmethod
     def _no_secret_env(cls, v: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in v if _SECRET_KEY.search(k)]
+        bad = [k for k in v if SECRET_KEY.search(k)]
         if bad:
-            raise ValueError(f"{', '.join(bad)}: {_SECRET_HINT}")
+            raise ValueError(f"{', '.join(bad)}: {SECRET_HINT}")
         return v
 
 

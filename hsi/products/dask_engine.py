@@ -62,12 +62,12 @@ class DaskTarget:
 
 def _run_window(job: WindowJob, col_off: int, row_off: int, width: int, height: int) -> tuple[Any, Any]:
     """On a worker: open the COG, read this window's bands, compute; (output block, partial stats)."""
-    from hsi.products.engine import _Reader, compute_window
+    from hsi.products.engine import WindowReader, compute_window
 
     w = Window(col_off, row_off, width, height)
     env = job.env_factory() if job.env_factory is not None else rasterio.Env()
     with env, rasterio.Env(GDAL_CACHEMAX=64), rasterio.open(job.src_path) as ds:
-        reader = _Reader(ds, job.product, job.params, job.selected, job.bands, [w])
+        reader = WindowReader(ds, job.product, job.params, job.selected, job.bands, [w])
         _, res, part = compute_window(job.product, job.params, job.ctx, reader, w)
     return res, part
 

@@ -62,7 +62,7 @@ def iter_windows(width: int, height: int, block: tuple[int, int], window_size: i
             yield Window(c, r, min(ww, width - c), min(wh, height - r))
 
 
-class _Reader:
+class WindowReader:
     """Reads the selected bands of a window as physical float32 with NaN for nodata."""
 
     def __init__(
@@ -110,7 +110,7 @@ class _Reader:
 
 
 @contextlib.contextmanager
-def _prefetch(reader: _Reader, windows: list[Window]) -> Iterator[Iterator[dict[str, np.ndarray]]]:
+def _prefetch(reader: WindowReader, windows: list[Window]) -> Iterator[Iterator[dict[str, np.ndarray]]]:
     """The reader's chunks of ``windows`` in order, each read on a thread while the caller works
     on the previous one (at most one chunk ahead). One window: read here, no thread to start."""
     if len(windows) <= 1:
@@ -188,7 +188,7 @@ def compute_array(
             return cube[[i - 1 for i in indexes]]
 
     _DS.nodata = nodata  # type: ignore[attr-defined]
-    reader = _Reader(_DS(), product, p, selected, bands, [Window(0, 0, cube.shape[2], cube.shape[1])])
+    reader = WindowReader(_DS(), product, p, selected, bands, [Window(0, 0, cube.shape[2], cube.shape[1])])
     if product.fit is not None:
         ctx.state = product.fit(reader, p, ctx)
     chunk = reader.read(reader.windows[0])
@@ -333,7 +333,7 @@ def run_on_dataset(
         while n_in * wsize * wsize * 4 > max_chunk_mb * 2**20 and wsize > 16:
             wsize //= 2
         windows = list(iter_windows(ds.width, ds.height, (bh, bw), wsize))
-    reader = _Reader(ds, product, p, selected, bands, windows, adjust)
+    reader = WindowReader(ds, product, p, selected, bands, windows, adjust)
     ctx.grid = {"width": ds.width, "height": ds.height, "crs": ds.crs, "transform": ds.transform}
     ctx.scratch = Path(dst_path).parent
     ctx.extra = dict(context or {})
@@ -389,13 +389,15 @@ def _compute_chunk(
     return w, res, window_stats(ctx.output, res, invalid)
 
 
-def compute_window(product: Product, p: Params, ctx: ComputeContext, reader: _Reader, w: Window) -> Block:
+def compute_window(
+    product: Product, p: Params, ctx: ComputeContext, reader: WindowReader, w: Window
+) -> Block:
     """Read one window's bands, ``compute``, convert to the output dtype, take its statistics."""
     return _compute_chunk(product, p, ctx, w, reader.read(w))
 
 
 def _local_blocks(
-    product: Product, p: Params, ctx: ComputeContext, reader: _Reader, windows: list[Window]
+    product: Product, p: Params, ctx: ComputeContext, reader: WindowReader, windows: list[Window]
 ) -> Iterator[Block]:
     """The windows computed here, each read one ahead on a thread (only that thread touches the
     dataset) while the previous one is computed."""
@@ -430,7 +432,7 @@ def _write(
     product: Product,
     p: Params,
     ctx: ComputeContext,
-    reader: _Reader,
+    reader: WindowReader,
     windows: list[Window],
     ds: Any,
     sid: str,

@@ -34,7 +34,7 @@ from hsi.sources.emit import MASK_BANDS, OBS_BANDS
 from hsi.sources.envi import is_bad_default
 from hsi.sources.flightline import FlightLine, flight_line
 from hsi.sources.spectra import at_sensor_radiance_factor, endmember_matrix
-from hsi.sources.synthetic import _BG, _Scene
+from hsi.sources.synthetic import SECONDARY_ENDMEMBER, SyntheticScene
 
 __all__ = ["emit_band_table", "emit_granule_name", "synthesize_emit"]
 
@@ -140,7 +140,7 @@ def synthesize_emit(
     stem = emit_granule_name(product, when, orbit, scene_no)
     path = out / f"{stem}.nc"
     rng = np.random.default_rng(seed)
-    layout = _Scene(crosstrack, downtrack, False, rng)
+    layout = SyntheticScene(crosstrack, downtrack, False, rng)
     em = endmember_matrix(wl.astype(np.float64))  # (6, nb)
     cloud_spec = np.clip(0.55 + 0.05 * np.sin(wl / 300.0), 0, 1).astype(np.float32)
     gain, path_rad = at_sensor_radiance_factor(wl.astype(np.float64), solar_zenith_deg=sza)
@@ -181,7 +181,7 @@ def synthesize_emit(
                 bright = rng.uniform(0.9, 1.1, npx).astype(np.float32)
                 ab = np.zeros((npx, em.shape[0]), dtype=np.float32)
                 idx = np.arange(npx)
-                ab[idx, _BG[flat]] = (1 - frac) * bright
+                ab[idx, SECONDARY_ENDMEMBER[flat]] = (1 - frac) * bright
                 ab[idx, flat] = frac * bright
                 refl = ab @ em
                 cf = _cloud_field(np.arange(r0, r1, dtype=np.float64)[:, None], cols, seed)

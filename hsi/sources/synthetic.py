@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 CLASSES: tuple[str, ...] = tuple(ENDMEMBERS)  # class k = endmember k
 FILL = -9999
 TRUTH_FILL = 255
-_BG = np.array([3, 3, 3, 2, 4, 4])  # secondary endmember mixed into each class
+SECONDARY_ENDMEMBER = np.array([3, 3, 3, 2, 4, 4])  # secondary endmember mixed into each class
 _BLOCK_BYTES = 4 << 20  # float32 working set per block (a few of these live at once)
 _POOL = 4099  # rows of the precomputed noise pool (prime)
 
@@ -96,7 +96,7 @@ def synthetic_scene_id(source: str, seed: int) -> str:
     return f"f{day:%y%m%d}t01p00r{seed % 99 + 1:02d}"
 
 
-class _Scene:
+class SyntheticScene:
     """Spatial layout: class per pixel from a warped coarse class map, computed per line block."""
 
     def __init__(self, width: int, height: int, rotated: bool, rng: np.random.Generator) -> None:
@@ -291,7 +291,7 @@ def _write_cube(
     truth_stem: Path | None,
 ) -> None:
     rng = np.random.default_rng(seed)
-    scene = _Scene(width, height, rotation_deg != 0.0, rng)
+    scene = SyntheticScene(width, height, rotation_deg != 0.0, rng)
     wl = table.wavelength
     nb = len(wl)
     em = endmember_matrix(wl)  # (6, nb)
@@ -329,7 +329,7 @@ def _write_cube(
             bright = rng.uniform(0.9, 1.1, npx).astype(np.float32)
             ab = np.zeros((npx, n_end), dtype=np.float32)
             idx = np.arange(npx)
-            ab[idx, _BG[flat]] = (1 - frac) * bright
+            ab[idx, SECONDARY_ENDMEMBER[flat]] = (1 - frac) * bright
             ab[idx, flat] = frac * bright
             cube = ab @ em  # (npx, nb)
             cube += offset

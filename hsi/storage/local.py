@@ -23,7 +23,7 @@ FILE_MODE = 0o644  # published files: readable by other users and web servers (w
 DIR_MODE = 0o755
 
 
-def _makedirs(path: Path) -> None:
+def make_dirs(path: Path) -> None:
     """``mkdir -p`` whose new directories are ``DIR_MODE`` regardless of the umask."""
     missing = []
     p = path
@@ -64,7 +64,7 @@ class LocalStore:
         return Path(uri)
 
     def _atomic_target(self, dest: Path) -> tuple[int, str]:
-        _makedirs(dest.parent)
+        make_dirs(dest.parent)
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.{owner_token()}.", suffix=".part", dir=dest.parent)
         os.fchmod(fd, FILE_MODE)  # mkstemp creates 0600
         return fd, tmp

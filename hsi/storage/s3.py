@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 from hsi.errors import StorageError, StorageUnavailableError
 from hsi.storage.base import CHUNK, ObjectInfo, file_checksum, multihash_sha256
-from hsi.storage.s3_multipart import CHECKSUM_META, MPU_SUFFIX, ResumableMultipart, _code
+from hsi.storage.s3_multipart import CHECKSUM_META, MPU_SUFFIX, ResumableMultipart, error_code
 
 __all__ = ["MPU_SUFFIX", "S3Store", "parse_s3_uri"]
 
@@ -287,7 +287,7 @@ class S3Store(ResumableMultipart):
             resp = self._client.get_object(Bucket=bucket, Key=key)
             return resp["Body"].read()
         except Exception as e:
-            if _code(e) in _NOT_FOUND:
+            if error_code(e) in _NOT_FOUND:
                 raise FileNotFoundError(uri) from e
             raise self._error(uri, "get", e) from e
 
@@ -316,9 +316,9 @@ class S3Store(ResumableMultipart):
             os.replace(tmp, local)
         except Exception as e:
             Path(tmp).unlink(missing_ok=True)
-            if _code(e) in _NOT_FOUND:
+            if error_code(e) in _NOT_FOUND:
                 raise FileNotFoundError(uri) from e
-            if _code(e) in ("PreconditionFailed", "412"):
+            if error_code(e) in ("PreconditionFailed", "412"):
                 raise StorageError(
                     uri, "object changed since it was indexed (ETag differs): index it again"
                 ) from None
@@ -334,7 +334,7 @@ class S3Store(ResumableMultipart):
         try:
             return self._client.get_object(**kw)["Body"]
         except Exception as e:
-            if _code(e) in _NOT_FOUND:
+            if error_code(e) in _NOT_FOUND:
                 raise FileNotFoundError(uri) from e
             raise self._error(uri, "get", e) from e
 
@@ -347,7 +347,7 @@ class S3Store(ResumableMultipart):
         try:
             return bytes(self._client.get_object(**kw)["Body"].read())
         except Exception as e:
-            if _code(e) in ("PreconditionFailed", "412"):
+            if error_code(e) in ("PreconditionFailed", "412"):
                 raise StorageError(uri, "object changed while it was read (ETag differs)") from None
             raise self._error(uri, "ranged get", e) from e
 
@@ -363,7 +363,7 @@ class S3Store(ResumableMultipart):
         try:
             head = self._client.head_object(Bucket=bucket, Key=key)
         except Exception as e:
-            if _code(e) in _NOT_FOUND:
+            if error_code(e) in _NOT_FOUND:
                 return None
             raise self._error(uri, "head", e) from e
         size = int(head["ContentLength"])
@@ -497,13 +497,13 @@ class S3Store(ResumableMultipart):
         # boto3's S3UploadFailedError / RetriesExceededError wrap the real error (attribute or context)
         cause: BaseException = e
         for _ in range(5):
-            if _code(cause) or type(cause).__module__.startswith("botocore"):
+            if error_code(cause) or type(cause).__module__.startswith("botocore"):
                 break
             inner = getattr(cause, "last_exception", None) or cause.__cause__ or cause.__context__
             if inner is None:
                 break
             cause = inner
-        code = _code(cause) or _code(e)
+        code = error_code(cause) or error_code(e)
         where = f" at {self._endpoint_url}" if self._endpoint_url else ""
         if isinstance(cause, NoCredentialsError | PartialCredentialsError):
             prof = f" (profile '{self._profile}')" if self._profile else ""

@@ -139,7 +139,7 @@ class ResumableMultipart:
                     return parts
                 marker = int(resp["NextPartNumberMarker"])
         except Exception as e:
-            if _code(e) in {"NoSuchUpload", "404"}:
+            if error_code(e) in {"NoSuchUpload", "404"}:
                 return None
             raise self._error(uri, "list parts", e) from e
 
@@ -147,7 +147,7 @@ class ResumableMultipart:
         try:
             self._client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
         except Exception as e:
-            if _code(e) in {"NoSuchUpload", "404"}:
+            if error_code(e) in {"NoSuchUpload", "404"}:
                 return False
             raise self._error(f"s3://{bucket}/{key}", "abort upload", e) from e
         return True
@@ -205,7 +205,7 @@ def _write_record(path: Path, rec: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _code(e: BaseException) -> str | None:
+def error_code(e: BaseException) -> str | None:
     resp = getattr(e, "response", None)
     if isinstance(resp, dict):
         code = (resp.get("Error") or {}).get("Code")

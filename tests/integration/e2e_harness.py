@@ -30,16 +30,16 @@ import yaml
 from hsi_pipeline.deployments.local.warm import worker_command
 
 try:
-    from tests.integration.moto_server import _bin, _stop, free_port, wait_for
+    from tests.integration.moto_server import free_port, stop_process, tool_bin, wait_for
 except ImportError:  # pragma: no cover
-    from moto_server import _bin, _stop, free_port, wait_for  # type: ignore[no-redef]
+    from moto_server import free_port, stop_process, tool_bin, wait_for  # type: ignore[no-redef]
 
 ROOT = Path(__file__).resolve().parents[2]
 MOTO_PROFILE = "moto"
 POOL = "hsi-process"
 
 
-def _clean_env(extra: dict[str, str]) -> dict[str, str]:
+def clean_env(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PREFECT_", "HSI_"))}
     return {**env, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", **extra}
 
@@ -61,7 +61,7 @@ class PrivatePrefect:
 
     def _env(self) -> dict[str, str]:
         db = {"PREFECT_SERVER_DATABASE_CONNECTION_URL": self.db_url} if self.db_url else {}
-        return _clean_env({"PREFECT_HOME": str(self.home), "PREFECT_API_URL": self.api,
+        return clean_env({"PREFECT_HOME": str(self.home), "PREFECT_API_URL": self.api,
                            "PREFECT_SERVER_API_PORT": str(self.port), "PREFECT_UI_ENABLED": "false",
                            "PREFECT_SERVER_UI_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING",
                            # SQLite under many concurrent flow runs: wait for the lock instead of a 503
@@ -76,7 +76,7 @@ class PrivatePrefect:
     def start_server(self, timeout: float = 120.0) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         log = (self.home / "server.log").open("ab")
-        server = subprocess.Popen([_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port",
+        server = subprocess.Popen([tool_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port",
                                    str(self.port)], env=self._env(), stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
         self.server = server
         wait_for(lambda: server.poll() is None and self.healthy(), timeout=timeout, interval=0.5,
@@ -84,7 +84,7 @@ class PrivatePrefect:
 
     def stop_server(self) -> None:
         if self.server is not None:
-            _stop(self.server, twice=True)
+            stop_process(self.server, twice=True)
 
     def worker_online(self) -> bool:
         r = httpx.post(f"{self.api}/work_pools/{POOL}/workers/filter", json={}, timeout=5)
@@ -104,26 +104,26 @@ class PrivatePrefect:
                "PREFECT_WORKER_PREFETCH_SECONDS": "2", "PREFECT_LOGGING_LEVEL": "INFO"}  # fmt: skip
         if warm and self.starter is None:
             slog = (self.home / "flow-starter.log").open("ab")
-            starter = subprocess.Popen([_bin("python"), str(ROOT / "deployments" / "local" / "warm.py"), "serve",
+            starter = subprocess.Popen([tool_bin("python"), str(ROOT / "deployments" / "local" / "warm.py"), "serve",
                                         "--socket", str(self.starter_socket), "--pool", POOL], env=env,
                                        cwd=ROOT, stdout=slog, stderr=subprocess.STDOUT)  # fmt: skip
             self.starter = starter
             wait_for(lambda: starter.poll() is None and self.starter_socket.is_socket(), timeout=90,
                      interval=0.25, what="warm flow-run starter")  # fmt: skip
         log = (self.home / "worker.log").open("ab")
-        from hsi_pipeline.deployments.local.prefect_services import _worker_limit
+        from hsi_pipeline.deployments.local.prefect_services import worker_limit
 
-        prefect = worker_command([]) if warm else [_bin("prefect")]  # warm: shared TLS contexts too
+        prefect = worker_command([]) if warm else [tool_bin("prefect")]  # warm: shared TLS contexts too
         self.worker = subprocess.Popen([*prefect, "worker", "start", "--pool", POOL, "--type", "process",
-                                        "--name", "e2e-worker", *_worker_limit()], env=env, cwd=ROOT, stdout=log,
+                                        "--name", "e2e-worker", *worker_limit()], env=env, cwd=ROOT, stdout=log,
                                        stderr=subprocess.STDOUT)  # fmt: skip
         wait_for(self.worker_online, timeout=90, interval=0.5, what="worker online")
 
     def stop(self) -> None:
         if self.worker is not None:
-            _stop(self.worker, twice=True)
+            stop_process(self.worker, twice=True)
         if self.starter is not None:
-            _stop(self.starter)
+            stop_process(self.starter)
         self.stop_server()
 
 

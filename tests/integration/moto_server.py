@@ -58,12 +58,12 @@ def wait_for(
         time.sleep(interval)
 
 
-def _bin(name: str) -> str:
+def tool_bin(name: str) -> str:
     cand = Path(sys.executable).parent / name
     return str(cand) if cand.exists() else (shutil.which(name) or name)
 
 
-def _stop(proc: subprocess.Popen[Any], *, twice: bool = False, timeout: float = 15.0) -> None:
+def stop_process(proc: subprocess.Popen[Any], *, twice: bool = False, timeout: float = 15.0) -> None:
     if proc.poll() is not None:
         return
     proc.send_signal(signal.SIGTERM)
@@ -97,7 +97,7 @@ def moto_endpoint(aws_env: dict[str, str], tmp_path_factory: pytest.TempPathFact
     """A real ``moto_server`` subprocess on 127.0.0.1 (S3 + SNS + SQS, notifications delivered)."""
     port = free_port()
     log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
-    proc = subprocess.Popen([_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=log,
+    proc = subprocess.Popen([tool_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=log,
                             stderr=subprocess.STDOUT)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
@@ -105,7 +105,7 @@ def moto_endpoint(aws_env: dict[str, str], tmp_path_factory: pytest.TempPathFact
                  timeout=120, what="moto server")  # fmt: skip
         yield url
     finally:
-        _stop(proc)
+        stop_process(proc)
         log.close()
 
 
@@ -121,7 +121,7 @@ def _own_prefect_server(tmp: Path) -> Iterator[str]:
     }
     env.pop("PREFECT_API_URL", None)
     log = (tmp / "prefect-server.log").open("wb")
-    proc = subprocess.Popen([_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+    proc = subprocess.Popen([tool_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                             env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     api = f"http://127.0.0.1:{port}/api"
     try:
@@ -129,7 +129,7 @@ def _own_prefect_server(tmp: Path) -> Iterator[str]:
                  timeout=120, interval=0.5, what="prefect server")  # fmt: skip
         yield api
     finally:
-        _stop(proc, twice=True)
+        stop_process(proc, twice=True)
         log.close()
 
 

@@ -25,7 +25,7 @@ from hsi.errors import ConfigError
 from hsi.services import Services
 from hsi.sources.synthetic import synthesize
 from hsi_pipeline.tasks.runtime import services
-from tests.integration.moto_server import _bin, _stop, free_port, prefect_api, wait_for
+from tests.integration.moto_server import free_port, prefect_api, stop_process, tool_bin, wait_for
 
 __all__ = ["prefect_api"]  # fixture re-exported for pytest
 
@@ -38,7 +38,7 @@ def secured_s3(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> It
     """A moto server that enforces IAM after its first 3 calls (which create the one allowed user)."""
     port = free_port()
     log = (tmp_path_factory.mktemp("moto-auth") / "moto.log").open("wb")
-    proc = subprocess.Popen([_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=log,
+    proc = subprocess.Popen([tool_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=log,
                             stderr=subprocess.STDOUT, env={"INITIAL_NO_AUTH_ACTION_COUNT": "3", "PATH": "/usr/bin:/bin"})  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
@@ -62,7 +62,7 @@ def secured_s3(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> It
             finally:
                 AwsCredentials.delete(BLOCK)  # type: ignore[call-arg]
     finally:
-        _stop(proc)
+        stop_process(proc)
         log.close()
 
 

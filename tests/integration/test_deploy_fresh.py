@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 try:
-    from tests.integration.e2e_harness import PrivatePrefect, _clean_env, prefect_api
+    from tests.integration.e2e_harness import PrivatePrefect, clean_env, prefect_api
 except ImportError:  # pragma: no cover
-    from e2e_harness import PrivatePrefect, _clean_env, prefect_api  # type: ignore[no-redef]
+    from e2e_harness import PrivatePrefect, clean_env, prefect_api  # type: ignore[no-redef]
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +50,7 @@ def _config(tmp: Path, data: Path) -> Path:
 
 
 def _hsi(args: list[str], api: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = _clean_env({"PREFECT_API_URL": api})
+    env = clean_env({"PREFECT_API_URL": api})
     return subprocess.run([HSI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 

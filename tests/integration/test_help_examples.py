@@ -21,10 +21,10 @@ import boto3
 import pytest
 
 try:
-    from tests.integration.e2e_harness import PrivatePrefect, _clean_env
+    from tests.integration.e2e_harness import PrivatePrefect, clean_env
     from tests.integration.moto_server import aws_env, moto_endpoint
 except ImportError:  # pragma: no cover
-    from e2e_harness import PrivatePrefect, _clean_env  # type: ignore[no-redef]
+    from e2e_harness import PrivatePrefect, clean_env  # type: ignore[no-redef]
     from moto_server import aws_env, moto_endpoint  # type: ignore[no-redef]
 
 __all__ = ["aws_env", "moto_endpoint"]  # fixtures re-exported for pytest
@@ -89,7 +89,7 @@ def test_every_example_runs(
     s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1",
                       aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
     s3.create_bucket(Bucket="hsi-raw")  # `hsi backfill s3://hsi-raw/incoming/ --dry-run`
-    env = _clean_env({"PREFECT_API_URL": prefect.api, "HSI_STACK_DIR": str(stack["state_dir"]),
+    env = clean_env({"PREFECT_API_URL": prefect.api, "HSI_STACK_DIR": str(stack["state_dir"]),
                       "HSI_BRIDGE_QUEUE_URL": queue, "HSI_BRIDGE_DLQ_URL": dlq,
                       "HSI_SERVER_DIR": str(tmp_path / "server"), "AWS_ENDPOINT_URL": moto_endpoint,
                       "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",

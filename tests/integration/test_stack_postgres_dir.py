@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from hsi_pipeline.deployments.local.common import DEFAULT_PORTS, Layout, _is_root, _run
-from hsi_pipeline.deployments.local.services import _pg_user, _psql, stop_postgres, up_postgres
+from hsi_pipeline.deployments.local.services import _pg_user, psql, stop_postgres, up_postgres
 from tests.integration.moto_server import free_port
 
 
@@ -43,7 +43,7 @@ def test_postgres_comes_up_from_a_state_dir_closed_to_the_postgres_user(
     try:
         assert up_postgres(layout, sec) == "started"
         assert (
-            _psql(layout, "SELECT count(*) FROM pg_namespace WHERE nspname = 'pgstac'", db="hsi_stac") == "1"
+            psql(layout, "SELECT count(*) FROM pg_namespace WHERE nspname = 'pgstac'", db="hsi_stac") == "1"
         )
         assert up_postgres(layout, sec) == "running"  # idempotent; the same cluster is found again
         assert (layout.pgdata / "PG_VERSION").read_text().strip() == "15"

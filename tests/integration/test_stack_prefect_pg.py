@@ -10,7 +10,7 @@ import httpx
 
 from hsi_pipeline.deployments.local.common import Layout
 from hsi_pipeline.deployments.local.prefect_services import PREFECT_DB
-from hsi_pipeline.deployments.local.services import _psql
+from hsi_pipeline.deployments.local.services import psql
 
 
 def test_prefect_server_writes_to_the_stacks_postgresql(stack: dict[str, Any]) -> None:
@@ -20,5 +20,5 @@ def test_prefect_server_writes_to_the_stacks_postgresql(stack: dict[str, Any]) -
     r.raise_for_status()
     flow_id = r.json()["id"]
     # the row the API just wrote is in PostgreSQL's `prefect` database
-    assert _psql(layout, f"SELECT id FROM flow WHERE name = '{name}'", db=PREFECT_DB) == flow_id
+    assert psql(layout, f"SELECT id FROM flow WHERE name = '{name}'", db=PREFECT_DB) == flow_id
     httpx.delete(f"{stack['prefect_api']}/flows/{flow_id}", timeout=30)

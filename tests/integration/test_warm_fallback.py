@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.e2e_harness import ROOT, _clean_env
+from tests.integration.e2e_harness import ROOT, clean_env
 from tests.integration.e2e_harness import prefect_api as rest
 from tests.integration.moto_server import prefect_api
 
@@ -93,7 +93,7 @@ def test_refused_run_starts_cold_with_its_argv(
     try:
         run_id = rest("POST", f"{api}/deployments/{dep['id']}/create_flow_run",
                       json={"parameters": {"out": str(out)}}).json()["id"]  # fmt: skip
-        env = _clean_env({"PREFECT_API_URL": api, "HSI_MARK": "cold"})  # no PREFECT__FLOW_RUN_ID: argv only
+        env = clean_env({"PREFECT_API_URL": api, "HSI_MARK": "cold"})  # no PREFECT__FLOW_RUN_ID: argv only
         client = subprocess.run([sys.executable, str(WARM), "run", "--socket", str(refusing_server), run_id],
                                 env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
         assert client.returncode == 0, client.stderr[-3000:]
