@@ -38,8 +38,8 @@ from hsi.scene import BandInfo, bands_from_dataset
 __all__ = [
     "compute_array",
     "decoding_threads",
-    "open_source",
     "iter_windows",
+    "open_source",
     "overview_resampling",
     "product_profile",
     "run_on_dataset",
