@@ -98,6 +98,19 @@ def test_cached_schema_validation_still_refuses_an_invalid_item_and_names_the_sc
     validate_item(item("EPSG:32611"))
 
 
+def _count_opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths ``rasterio.open`` is called with from now on (until ``monkeypatch.undo``)."""
+    opened: list[str] = []
+    real_open = rasterio.open
+
+    def counting_open(path: Any, *a: Any, **kw: Any) -> Any:
+        opened.append(str(path))
+        return real_open(path, *a, **kw)
+
+    monkeypatch.setattr(production.rasterio, "open", counting_open)
+    return opened
+
+
 def test_compute_many_opens_each_cube_once_and_writes_what_compute_writes(
     config_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -107,14 +120,8 @@ def test_compute_many_opens_each_cube_once_and_writes_what_compute_writes(
     gone = dataclasses.replace(plans[0], cube_href=str(tmp_path / "no-such-cube.tif"))
     one_by_one = [compute(svc, pl, tmp_path / "single" / str(k)) for k, pl in enumerate(plans)]
 
-    opened: list[str] = []
     real_open = rasterio.open
-
-    def counting_open(path: Any, *a: Any, **kw: Any) -> Any:
-        opened.append(str(path))
-        return real_open(path, *a, **kw)
-
-    monkeypatch.setattr(production.rasterio, "open", counting_open)
+    opened = _count_opens(monkeypatch)
     many = compute_many(svc, [*plans, gone], [tmp_path / "many" / str(k) for k in range(len(plans) + 1)])
 
     cubes = {pl.cube_href for pl in plans}
@@ -151,14 +158,7 @@ def test_compute_many_with_a_dask_target_computes_small_cubes_here(
         svc = Services.from_config(plain.config.model_copy(update={"engine": eng}))
         assert production.dask_target(svc) == cluster.scheduler_address
         plans = [plan_product(svc, scene, p) for p in names]
-        opened: list[str] = []
-        real_open = rasterio.open
-
-        def counting_open(path: Any, *a: Any, **kw: Any) -> Any:
-            opened.append(str(path))
-            return real_open(path, *a, **kw)
-
-        monkeypatch.setattr(production.rasterio, "open", counting_open)
+        opened = _count_opens(monkeypatch)
         with distributed.get_task_stream(client) as ts:
             got = compute_many(svc, plans, [tmp_path / "d" / p for p in names])
         monkeypatch.undo()
