@@ -34,14 +34,8 @@ from typing import Any
 import pystac
 
 from hsi.activation import item_done
-from hsi.production import (
-    Computed,
-    ProductPlan,
-    build_product_item,
-    compute_many,
-    plan_product,
-    upload_outputs,
-)
+from hsi.product_compute import Computed, compute_many
+from hsi.production import ProductPlan, build_product_item, plan_product, upload_outputs
 from hsi.services import Services
 from hsi.stac.items import collection_for
 from hsi.stac.provenance import RunInfo

@@ -18,6 +18,7 @@ from typing import Any
 from hsi import activation as act
 from hsi import production as prod
 from hsi.cog_profile import CogProfile
+from hsi.product_compute import compute
 from hsi.services import Services
 from hsi.sources.synthetic import synthesize
 from hsi.stac.items import collection_for
@@ -68,7 +69,7 @@ def make_product(
         return done
     out = services.scratch_dir(f"product-{plan.item_id}")
     try:
-        computed = prod.compute(services, plan, out)
+        computed = compute(services, plan, out)
         uploaded = prod.upload_outputs(services, plan, computed.files)
         prod.register(
             services, prod.build_product_item(services, plan, computed, uploaded, activated, run or RunInfo())

@@ -15,6 +15,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from hsi import production as prod
+from hsi.product_compute import Computed, compute
 from hsi.storage import ObjectInfo
 from hsi_pipeline.tasks.runtime import (
     progress_logger,
@@ -97,12 +98,10 @@ def stored_product_asset(plan: prod.ProductPlan, config: Any = None) -> str:
 
 
 @task(name="compute-product", cache_policy=NO_CACHE)
-def compute_product(plan: prod.ProductPlan, out_dir: Path, config: Any = None) -> prod.Computed:
+def compute_product(plan: prod.ProductPlan, out_dir: Path, config: Any = None) -> Computed:
     svc = services(config)
     log = get_run_logger()
-    out = prod.compute(
-        svc, plan, out_dir, progress=progress_logger(log, f"computing {plan.item_id}", step=25)
-    )
+    out = compute(svc, plan, out_dir, progress=progress_logger(log, f"computing {plan.item_id}", step=25))
     r = out.result
     log.info(
         "%s: %dx%d, %d windows, read %d bands%s",
@@ -138,7 +137,7 @@ def upload_product(
 )
 def register_product(
     plan: prod.ProductPlan,
-    computed: prod.Computed,
+    computed: Computed,
     uploaded: dict[str, ObjectInfo],
     activated: dict[str, Any],
     trigger: dict[str, Any] | None = None,

@@ -15,7 +15,8 @@ from hsi import production
 from hsi.activation import index_scene
 from hsi.batch import publish_batch
 from hsi.demo import activate
-from hsi.production import compute, compute_many, find_activated_item, plan_product
+from hsi.product_compute import Computed, compute, compute_many
+from hsi.production import find_activated_item, plan_product
 from hsi.services import Services
 from hsi.sources.synthetic import synthesize
 from hsi.stac.provenance import RunInfo
@@ -130,7 +131,7 @@ def test_compute_many_opens_each_cube_once_and_writes_what_compute_writes(
     )  # one open per cube, for its three products
     assert isinstance(many[-1], Exception) and "no-such-cube" in str(many[-1])  # in its place, not raised
     for a, b in zip(one_by_one, many[:-1], strict=True):
-        assert isinstance(b, production.Computed)
+        assert isinstance(b, Computed)
         assert file_checksum(a.files["data"]) == file_checksum(b.files["data"])  # the same COG, byte for byte
         assert a.proj == b.proj and a.result.stats == b.result.stats
         with real_open(b.files["thumbnail"]) as png:
@@ -166,5 +167,5 @@ def test_compute_many_with_a_dask_target_computes_small_cubes_here(
         cube = scene.assets["cube"].href
         assert [p for p in opened if p.endswith(Path(cube).name)] == [svc.store_for(cube).gdal_path(cube)]
     for a, b in zip(ref, got, strict=True):
-        assert isinstance(a, production.Computed) and isinstance(b, production.Computed)
+        assert isinstance(a, Computed) and isinstance(b, Computed)
         assert file_checksum(a.files["data"]) == file_checksum(b.files["data"])

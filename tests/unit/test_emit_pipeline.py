@@ -26,6 +26,7 @@ from hsi.activation import (
 from hsi.cog import CogProfile
 from hsi.config import load_config
 from hsi.errors import ProductError
+from hsi.product_compute import compute
 from hsi.services import Services
 from hsi.sources.emit_synth import synthesize_emit
 from hsi.stac.items import collection_for
@@ -62,7 +63,7 @@ def test_emit_radiance_granule_index_activate_product(tmp_path: Path) -> None:
     plan = production.plan_product(svc, item, "index:NDVI")
     assert plan.params["input_quantity"] == "toa-reflectance"
     assert plan.params["toa_reflectance"]["solar_zenith"].startswith("per pixel: asset 'obs' band 5")
-    computed = production.compute(svc, plan, tmp_path / "p")
+    computed = compute(svc, plan, tmp_path / "p")
     uploaded = production.upload_outputs(svc, plan, computed.files)
     pitem = production.register(
         svc, production.build_product_item(svc, plan, computed, uploaded, item, RunInfo())
@@ -100,7 +101,7 @@ def _activated_emit(tmp_path: Path, level: str, seed: int) -> tuple[Services, py
 
 def _product(svc: Services, item: pystac.Item, out: Path, params: dict[str, Any]) -> tuple[Any, Any, Any]:
     plan = production.plan_product(svc, item, "index:NDVI", params)
-    computed = production.compute(svc, plan, out)
+    computed = compute(svc, plan, out)
     with rasterio.open(computed.files["data"]) as ds:
         return plan, ds.read(1, masked=True), (ds.transform, ds.crs, ds.shape, ds.tags(), ds.nodata)
 
