@@ -23,7 +23,7 @@ from hsi.errors import InvalidInputError
 from hsi.indexing import find_raw_item
 from hsi.production import ConfigSourceEnv, ProductPlan, dask_target, source_env
 from hsi.products import ProductResult, get_product, run_product, write_preview
-from hsi.products.engine import QUANTITY_TAG, open_source, run_on_dataset
+from hsi.products.engine import QUANTITY_TAG, iter_windows, open_source, run_on_dataset
 from hsi.products.sensor import run_product_sensor
 from hsi.quantities import PIPELINE_RECORDS, build_adjustments
 from hsi.scene import bands_from_dataset
@@ -85,8 +85,12 @@ def _shares_cube(services: Services, plan: ProductPlan) -> bool:
 def _local_cube(services: Services, ds: Any, window_size: int = 512) -> bool:
     """Whether products of the open cube ``ds`` are computed in this process: always without a Dask
     target; with one, when the cube is a single window (the engine computes one window here: a
-    product of a small scene is cheaper computed than shipped to a worker)."""
-    return not dask_target(services) or (ds.width <= window_size and ds.height <= window_size)
+    product of a small scene is cheaper computed than shipped to a worker). The windows are the
+    engine's own (:func:`~hsi.products.engine.iter_windows`)."""
+    if not dask_target(services):
+        return True
+    windows = iter_windows(ds.width, ds.height, ds.block_shapes[0], window_size)
+    return next(windows, None) is not None and next(windows, None) is None
 
 
 def compute_many(
