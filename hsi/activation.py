@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pystac
 
 from hsi.cog_profile import CogProfile
-from hsi.errors import UnsupportedSourceError
+from hsi.errors import StorageError, UnsupportedSourceError
 from hsi.events import EventResource, scene_activated_event, stage_outcome_event
 from hsi.faults import fault_point
 from hsi.indexing import (
@@ -40,9 +40,16 @@ from hsi.services import Services
 from hsi.sources import read_scene
 from hsi.sources.archive import ArchiveLimits
 from hsi.sources.ng_sidecars import SIDECAR_KINDS, glt_agrees, read_aux
-from hsi.stac.items import COG_MEDIA_TYPE, AssetRef, activated_item, collection_for
+from hsi.stac.items import (
+    COG_MEDIA_TYPE,
+    DATETIME_SOURCE,
+    MTIME_NS,
+    AssetRef,
+    activated_item,
+    collection_for,
+)
 from hsi.stac.provenance import InputRef, Provenance, RunInfo, apply_provenance, derivation_key
-from hsi.storage import ObjectInfo
+from hsi.storage import ObjectInfo, file_checksum
 
 if TYPE_CHECKING:  # the writer (rasterio, rio-cogeo) loads in convert(): planning stays light
     from hsi.cog import CogInfo, Progress
@@ -173,6 +180,8 @@ def fetch_raw(services: Services, raw: pystac.Item, dest: Path) -> Path:
     """Local copies of the raw assets in ``dest`` (a run's private staging directory; local files are
     used in place); returns the scene entry path. Each remote object is fetched as the raw item
     recorded it (size + ETag/version): a re-uploaded object is refused, not silently processed."""
+    for a in raw.assets.values():
+        _unchanged_since_indexed(a)
     paths = {k: services.fetch(a.href, dest, expect=_recorded(a)) for k, a in raw.assets.items()}
     fault_point("after-download")
     if "archive" in paths:
@@ -184,6 +193,28 @@ def fetch_raw(services: Services, raw: pystac.Item, dest: Path) -> Path:
     raise UnsupportedSourceError(
         f"raw item {raw.collection_id}/{raw.id} has no data, header or archive asset"
     )
+
+
+def _unchanged_since_indexed(asset: pystac.Asset) -> None:
+    """A local raw file is what its raw item recorded (size, then checksum unless its modification
+    time is the recorded one), as an S3 object must be its recorded ETag: else refused."""
+    href = asset.href
+    if "://" in href and not href.startswith("file://"):
+        return  # remote: Services.fetch compares the store's identity
+    f = asset.extra_fields
+    size, checksum = f.get("file:size"), f.get("file:checksum")
+    path = Path(href.removeprefix("file://"))
+    if size is None or not path.is_file():
+        return  # not recorded (Services.fetch reports a missing file)
+    st = path.stat()
+    if st.st_size != size:
+        raise StorageError(
+            href, f"file changed since it was indexed ({st.st_size} bytes, {size} then): index it again"
+        )
+    if f.get(MTIME_NS) == st.st_mtime_ns or not checksum:
+        return
+    if file_checksum(path) != checksum:
+        raise StorageError(href, "file changed since it was indexed (its checksum differs): index it again")
 
 
 def _recorded(asset: pystac.Asset) -> ObjectInfo | None:
@@ -368,6 +399,7 @@ def build_activated_item(
             },
         },
         fallback_datetime=raw.datetime,
+        fallback_source=raw.properties.get(DATETIME_SOURCE),
     )
     requested = _profile_params(profile)
     prov = Provenance(

@@ -20,6 +20,7 @@ the path/URI of a GeoTIFF written by the pipeline (band metadata from its tags).
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -45,6 +46,8 @@ __all__ = ["DEFAULT_CHUNK", "odc_stac_config", "open_item", "open_product"]
 
 DEFAULT_CHUNK = 2048  # pixels along y and x (rounded up to the COG block size)
 CUBE_ASSET, PRODUCT_ASSET = "cube", "data"
+
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------- band table
@@ -336,6 +339,22 @@ def _select(
     return sel
 
 
+def _ascending(sel: list[_Band], href: str) -> list[_Band]:
+    """The bands in ascending wavelength (``.sel(wavelength=..., method="nearest")`` needs a monotonic
+    index): files whose spectrometers overlap (AVIRIS-Classic steps back at three joins) or list bands
+    out of order are reordered; ``band_index`` keeps each band's number in the file."""
+    wl = [b.wavelength for b in sel]
+    if any(a >= b for a, b in zip(wl, wl[1:], strict=False)):  # type: ignore[operator]
+        sel = sorted(sel, key=lambda b: (b.wavelength, b.index))
+        if len({b.wavelength for b in sel}) < len(sel):
+            log.warning(
+                "%s: several bands share a wavelength; .sel(wavelength=...) needs unique values: "
+                "select them with .isel or by band_index",
+                href,
+            )
+    return sel
+
+
 def _open(
     item: pystac.Item | str | Path,
     *,
@@ -375,6 +394,9 @@ def _open(
         raise InvalidInputError(f"{target.href}: cannot open the raster ({e})") from e
 
     sel = _select(table, bands, wavelengths, good_only)
+    use_wl = spectral and all(b.wavelength is not None for b in sel)
+    if use_wl:
+        sel = _ascending(sel, target.href)
     if isinstance(chunks, Mapping):
         cy, cx = chunks.get("y", DEFAULT_CHUNK), chunks.get("x", DEFAULT_CHUNK)
     else:
@@ -406,7 +428,6 @@ def _open(
         dtype=out_dtype,
     )
 
-    use_wl = spectral and all(b.wavelength is not None for b in sel)
     dim = "wavelength" if use_wl else "band"
     coords: dict[str, Any] = {
         "y": transform.f + (np.arange(height) + 0.5) * transform.e,

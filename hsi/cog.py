@@ -95,8 +95,9 @@ class CogInfo:
     crs_wkt: str | None
     epsg: int | None
     transform: tuple[float, ...]
-    bbox: tuple[float, float, float, float]  # lon/lat (EPSG:4326)
-    footprint: dict[str, Any]  # GeoJSON polygon in EPSG:4326 (the scene's true outline)
+    # lon/lat (EPSG:4326); None without georeferencing (a pixel grid has no place on the map)
+    bbox: tuple[float, float, float, float] | None
+    footprint: dict[str, Any] | None  # GeoJSON polygon in EPSG:4326 (the scene's true outline)
     interleave: str
     #: creation options as read back from the written file (compress, predictor, blocksize, overviews)
     written: dict[str, Any] = field(default_factory=dict)
@@ -378,7 +379,8 @@ def write_cog(
         info: CogInfo = write_cog_glt(meta, dst_path, profile, progress=progress)
         return info
     profile = profile or CogProfile()
-    if meta.crs_wkt is None or meta.transform is None:
+    georef = meta.crs_wkt is not None and meta.transform is not None  # a CRS without a grid places nothing
+    if not georef:
         log.warning("%s: no georeferencing in the header; the COG carries pixel coordinates", meta.scene_id)
     cube = open_cube(meta)
     nodata = meta.nodata
@@ -392,7 +394,7 @@ def write_cog(
         )
     else:
         dst_t, width, height = src_t, meta.layout.width, meta.layout.height
-    crs = CRS.from_wkt(meta.crs_wkt) if meta.crs_wkt else None
+    crs = CRS.from_wkt(meta.crs_wkt) if georef and meta.crs_wkt else None
     sink = scene_sink(
         meta, dst_path, profile, width=width, height=height, crs=crs, transform=dst_t, nodata=nodata
     )
@@ -415,7 +417,7 @@ def write_cog(
                 progress(k, len(windows))
             if k == (len(windows) + 1) // 2:
                 fault_point("mid-cog")
-    fp = footprint(src_t, meta.layout.width, meta.layout.height, crs)
+    fp = footprint(src_t, meta.layout.width, meta.layout.height, crs) if crs is not None else None
     with rasterio.open(dst_path) as out:
         return CogInfo(
             path=str(dst_path),
@@ -427,7 +429,7 @@ def write_cog(
             crs_wkt=crs.to_wkt() if crs else None,
             epsg=crs.to_epsg() if crs else None,
             transform=tuple(out.transform)[:6],
-            bbox=bbox_of(fp),
+            bbox=bbox_of(fp) if fp else None,
             footprint=fp,
             interleave=(out.tags(ns="IMAGE_STRUCTURE").get("INTERLEAVE") or "").upper(),
             written=written_options(out),

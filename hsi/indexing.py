@@ -15,15 +15,16 @@ from pathlib import Path
 
 import pystac
 
-from hsi.errors import HSIError, ItemNotFoundError, UnsupportedSourceError
+from hsi.errors import HSIError, InvalidInputError, ItemNotFoundError, UnsupportedSourceError
 from hsi.geo import bbox_of, scene_footprint
 from hsi.scene import SceneMetadata
 from hsi.services import Services
 from hsi.sources import detect_source, list_sources, read_scene
 from hsi.sources.archive import METADATA_SUFFIXES, is_archive
 from hsi.sources.emit import EmitSource
+from hsi.sources.generic import GenericEnviSource
 from hsi.sources.ng_sidecars import SIDECAR_KINDS
-from hsi.stac.items import AssetRef, collection_for, raw_item
+from hsi.stac.items import MTIME_NS, AssetRef, collection_for, raw_item
 from hsi.staging import Staged, stage_headers
 from hsi.storage import file_checksum
 
@@ -111,13 +112,41 @@ def index_scene(services: Services, href: str, *, source: str | None = None) -> 
         shutil.rmtree(scratch, ignore_errors=True)
     geom = scene_footprint(meta)
     item = raw_item(
-        meta, assets, geometry=geom, bbox=bbox_of(geom) if geom else None, fallback_datetime=mtime
+        meta,
+        assets,
+        geometry=geom,
+        bbox=bbox_of(geom) if geom else None,
+        fallback_datetime=mtime,
+        fallback_source="time of indexing" if staged.remote else "file modification time",
     )
     item.properties["hsi:level"] = meta.level
+    _refuse_id_collision(services, item, meta, href)
     services.catalog.ensure_collection(collection_for(item.collection_id or ""))  # a STAC API needs it first
     services.catalog.upsert_item(item)
     log.info("indexed %s/%s from %s", item.collection_id, item.id, href)
     return item
+
+
+def _refuse_id_collision(services: Services, item: pystac.Item, meta: SceneMetadata, href: str) -> None:
+    """A generic ENVI scene's id comes from its file name: a different scene (other file, other
+    bytes) with the same name must not replace the one indexed under that id. Sensor ids name the
+    acquisition: another file of the same acquisition (a re-delivery, a newer processing version)
+    replaces the raw item, with a note."""
+    prior = services.catalog.get_item(item.collection_id or "", item.id)
+    if prior is None:
+        return
+    key = "archive" if "archive" in item.assets else "data"
+    old, new = prior.assets.get(key), item.assets.get(key)
+    if old is None or new is None or old.href == new.href:
+        return
+    if old.extra_fields.get("file:checksum") == new.extra_fields.get("file:checksum"):
+        return  # the same bytes, moved
+    if meta.source == GenericEnviSource.name:
+        raise InvalidInputError(
+            f"{href}: its id '{item.id}' (from the file name) already names another scene, indexed from "
+            f"{old.href}: rename one of the files, or remove the item {item.collection_id}/{item.id} first"
+        )
+    log.warning("%s/%s: replaces the raw item indexed from %s", item.collection_id, item.id, old.href)
 
 
 def _read(staged: Staged, href: str, source: str | None) -> SceneMetadata:
@@ -158,13 +187,15 @@ def _raw_assets(staged: Staged, meta: SceneMetadata, href: str) -> dict[str, Ass
             assets[key] = AssetRef(asset_href, mt, roles, path.name, remote.size, checksum, extra)
         else:
             local_path = Path(staged.archive) if key == "archive" and staged.archive else path
+            st = local_path.stat()
             assets[key] = AssetRef(
                 href=str(local_path.resolve()),
                 media_type=mt,
                 roles=roles,
                 title=path.name,
-                size=local_path.stat().st_size,
+                size=st.st_size,
                 checksum=file_checksum(local_path),
+                extra={MTIME_NS: st.st_mtime_ns},  # activation re-hashes only a file touched since
             )
     return assets
 

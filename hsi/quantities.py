@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hsi.errors import ProductError
+from hsi.stac.items import DATETIME_SOURCE
 
 if TYPE_CHECKING:  # the option parsing is on the CLI's and the configuration's import path
     import pystac
@@ -52,6 +53,8 @@ log = logging.getLogger(__name__)
 
 OBS_ASSET = "obs"
 MASK_ASSET = "mask"
+# a scene-wide zenith at or past the horizon: cos(theta) <= 0, no reflectance to speak of
+MAX_SCENE_ZENITH_DEG = 90.0
 OBS_SOLAR_ZENITH_BAND = 5  # 1-based: to-sun zenith in EMIT OBS and AVIRIS-NG obs/obs_ort
 MASK_FLAGS = ("Cloud flag", "Cirrus flag", "Water flag", "Dilated Cloud Flag")  # masked by default
 _OPTIONS = {"radiance": "toa", "mask": True, "geometry": "ortho"}
@@ -142,8 +145,12 @@ def plan_inputs(
         except ValueError as exc:
             raise ProductError(f"{item.id}: {exc}") from exc
         when = item.datetime
-        if when is None:
-            raise ProductError(f"{item.id}: no acquisition time; TOA reflectance needs the date")
+        if when is None or DATETIME_SOURCE in item.properties:
+            instead = f" (its datetime is the {item.properties[DATETIME_SOURCE]})" if when is not None else ""
+            raise ProductError(
+                f"{item.id}: the scene has no acquisition time{instead}; TOA reflectance needs the date "
+                "and the sun's position: add 'acquisition time' to the header, or run on a reflectance scene"
+            )
         d = earth_sun_distance(when)
         wl = [b.center_wavelength for b in bands]
         fw = [b.fwhm for b in bands]
@@ -158,6 +165,12 @@ def plan_inputs(
         else:
             lon, lat = _centre(item)
             zen_deg = solar_zenith(when, lon, lat)
+            if zen_deg >= MAX_SCENE_ZENITH_DEG:
+                raise ProductError(
+                    f"{item.id}: the sun is {zen_deg:.1f} deg from the zenith at {when.isoformat()} over "
+                    f"({lon:.4f}, {lat:.4f}), below the horizon: TOA reflectance is undefined; check the "
+                    "scene's acquisition time and georeferencing"
+                )
             zen_text = (
                 f"scene: {zen_deg:.4f} deg at {when.isoformat()} over ({lon:.5f}, {lat:.5f}) (pvlib SPA)"
             )

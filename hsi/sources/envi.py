@@ -74,6 +74,21 @@ ENVI_DTYPES: Mapping[int, str] = MappingProxyType(
     }
 )
 _COMPLEX = {6: "complex64", 9: "complex128"}
+# ENVI's length units of 'wavelength units' -> nanometres per unit ("Unknown" or absent: guessed)
+NM_PER_UNIT: Mapping[str, float] = MappingProxyType(
+    {
+        **dict.fromkeys(("micrometers", "micrometer", "microns", "micron", "um", "µm", "μm"), 1e3),
+        **dict.fromkeys(("nanometers", "nanometer", "nm"), 1.0),
+        **dict.fromkeys(("millimeters", "millimeter", "mm"), 1e6),
+        **dict.fromkeys(("centimeters", "centimeter", "cm"), 1e7),
+        **dict.fromkeys(("meters", "meter", "m"), 1e9),
+        **dict.fromkeys(("angstroms", "angstrom"), 0.1),
+    }
+)
+_NOT_WAVELENGTHS = ("wavenumber", "ghz", "mhz", "index")  # ENVI units of other spectral axes
+# Band centres of imaging spectrometers, UV to thermal infrared (HyTES reaches 12 µm): values outside
+# are a wrong 'wavelength units' (nm written as µm, or the reverse), not a sensor
+PLAUSIBLE_NM = (100.0, 20000.0)
 _INTERLEAVES = ("bsq", "bil", "bip")
 REQUIRED_FIELDS = ("samples", "lines", "bands", "data type", "interleave")
 
@@ -147,12 +162,26 @@ def parse_header_text(text: str, path: object = "<header>") -> dict[str, str]:
         key = " ".join(key.strip().lower().split())
         value = value.strip()
         if value.startswith("{"):
+            opened = i  # 1-based line number of the '{' (line 1 is 'ENVI')
             parts = [value]
             while "}" not in parts[-1] and i < len(lines):
-                parts.append(lines[i].strip())
+                nxt = lines[i].strip()
+                name = " ".join(nxt.partition("=")[0].lower().split()) if "=" in nxt else ""
+                if name in _KNOWN:  # the next field starts before this one's '}'
+                    raise HeaderError(
+                        path,
+                        f"unterminated '{{' (opened on line {opened + 1}; field '{name}' starts on line "
+                        f"{i + 2} before the closing '}}'): close the value with '}}'",
+                        field=key,
+                    )
+                parts.append(nxt)
                 i += 1
             if "}" not in parts[-1]:
-                raise HeaderError(path, "unterminated '{' list", field=key)
+                raise HeaderError(
+                    path,
+                    f"unterminated '{{' (opened on line {opened + 1}): close the value with '}}'",
+                    field=key,
+                )
             value = "\n".join(parts)
         out[key] = value
     return out
@@ -248,12 +277,8 @@ class EnviHeader:
 
     def _unit_factor(self) -> float:
         units = (self.wavelength_units or "").strip().lower()
-        if units in ("micrometers", "micrometer", "microns", "micron", "um", "µm"):
-            return 1000.0
-        if units in ("nanometers", "nanometer", "nm"):
-            return 1.0
-        if units in ("millimeters", "mm"):
-            return 1e6
+        if units in NM_PER_UNIT:
+            return NM_PER_UNIT[units]
         # unknown/absent: ENVI writers use µm for values < 100 (e.g. 0.4-2.5), else nm
         values = self.wavelength or self.fwhm or ()
         return 1000.0 if values and max(values) < 100 else 1.0
@@ -347,6 +372,11 @@ def header_from_fields(raw: Mapping[str, str], path: Path) -> EnviHeader:
                 path, f"has {len(values)} values but the header says bands = {bands}", field=key
             )
         lists[key] = values
+    for key in ("wavelength", "fwhm"):
+        bad = [(b, v) for b, v in enumerate(lists[key] or (), start=1) if not (math.isfinite(v) and v > 0)]
+        if bad:
+            b, v = bad[0]
+            raise HeaderError(path, f"band {b} has {v!r}: values must be finite and > 0", field=key)
     band_names = tuple(_list_items(raw["band names"])) if "band names" in raw else None
     if band_names is not None and len(band_names) != bands:
         log.warning("%s: 'band names' has %d entries for %d bands; ignored", path, len(band_names), bands)
@@ -360,7 +390,25 @@ def header_from_fields(raw: Mapping[str, str], path: Path) -> EnviHeader:
     def text(key: str) -> str | None:
         return _braced_text(raw[key]) if key in raw else None
 
-    return EnviHeader(
+    units = text("wavelength units")
+    if units and units.lower() in _NOT_WAVELENGTHS:
+        raise HeaderError(
+            path,
+            f"{units!r}: the spectral axis is not in wavelengths; write the band centres in Nanometers "
+            "or Micrometers",
+            field="wavelength units",
+        )
+    ignore = _float(path, raw, "data ignore value")
+    if ignore is not None and not math.isnan(ignore) and not _representable(ignore, ENVI_DTYPES[data_type]):
+        log.warning(
+            "%s: 'data ignore value' %r cannot occur in %s data; ignored",
+            path,
+            ignore,
+            ENVI_DTYPES[data_type],
+        )
+        ignore = None
+
+    header = EnviHeader(
         path=path,
         samples=samples,
         lines=lines,
@@ -380,12 +428,33 @@ def header_from_fields(raw: Mapping[str, str], path: Path) -> EnviHeader:
         fwhm=lists["fwhm"],
         bbl=lists["bbl"],
         band_names=band_names,
-        data_ignore_value=_float(path, raw, "data ignore value"),
+        data_ignore_value=ignore,
         data_gain_values=lists["data gain values"],
         data_offset_values=lists["data offset values"],
         reflectance_scale_factor=rsf,
         extra=MappingProxyType({k: v for k, v in raw.items() if k not in _KNOWN}),
     )
+    nm = header.wavelength_nm
+    if nm and not (PLAUSIBLE_NM[0] <= min(nm) and max(nm) <= PLAUSIBLE_NM[1]):
+        read_as = f"read as {units}" if units else "no units given"
+        raise HeaderError(
+            path,
+            f"band centres {min(nm):.6g}-{max(nm):.6g} nm ({read_as}) are outside any imaging spectrometer's "
+            f"{PLAUSIBLE_NM[0]:g}-{PLAUSIBLE_NM[1]:g} nm: set 'wavelength units' to the unit the values are in",
+            field="wavelength units" if units else "wavelength",
+        )
+    return header
+
+
+def _representable(value: float, dtype: str) -> bool:
+    """Whether ``value`` can be a stored value of ``dtype`` (integers: integral and in range)."""
+    if dtype.startswith("float"):
+        return True
+    if not math.isfinite(value):
+        return False
+    bits = int(dtype.removeprefix("u").removeprefix("int"))
+    lo, hi = (0, 2**bits - 1) if dtype.startswith("u") else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    return value == int(value) and lo <= value <= hi
 
 
 def read_header(path: Path | str) -> EnviHeader:
@@ -469,7 +538,7 @@ def check_data_file(layout: RasterLayout) -> None:
             path,
             f"data file truncated: expected {expected} bytes, found {found} "
             f"(header offset {layout.header_offset} + {layout.width}x{layout.height}x"
-            f"{layout.count} {layout.dtype})",
+            f"{layout.count} {layout.dtype}): copy or download it again",
         )
     if found > expected:
         raise DataFileError(

@@ -21,6 +21,8 @@ from hsi.stac.validation import HSI_EXTENSION
 
 __all__ = [
     "COG_MEDIA_TYPE",
+    "DATETIME_SOURCE",
+    "MTIME_NS",
     "AssetRef",
     "activated_item",
     "bands_field",
@@ -120,10 +122,19 @@ def wavelength_range(bands: Sequence[BandInfo]) -> dict[str, float]:
     return {"hsi:wavelength_min": round(min(wl), 3), "hsi:wavelength_max": round(max(wl), 3)}
 
 
-def _datetime(meta: SceneMetadata, fallback: datetime | None) -> datetime:
+MTIME_NS = "hsi:mtime_ns"  # a local raw file's modification time when indexed
+DATETIME_SOURCE = "hsi:datetime_source"  # set when the item's datetime is not the acquisition time
+
+
+def _datetime(
+    meta: SceneMetadata, fallback: datetime | None, source: str | None, props: dict[str, Any]
+) -> datetime:
+    """The acquisition time, else ``fallback`` recorded in ``props`` as :data:`DATETIME_SOURCE`
+    (STAC needs a datetime; a product that needs the real date refuses such an item)."""
     if meta.datetime is not None:
         return _iso(meta.datetime)
     if fallback is not None:
+        props[DATETIME_SOURCE] = source or "assumed"
         return _iso(fallback)
     raise ValueError(f"scene {meta.scene_id}: no acquisition datetime in the header or file name")
 
@@ -135,8 +146,11 @@ def raw_item(
     geometry: dict[str, Any] | None,
     bbox: Sequence[float] | None,
     fallback_datetime: datetime | None = None,
+    fallback_source: str | None = None,
 ) -> pystac.Item:
-    """The raw scene as delivered (ENVI header + binary, or an archive), before activation."""
+    """The raw scene as delivered (ENVI header + binary, or an archive), before activation.
+    ``fallback_datetime``: the item's datetime when the scene has no acquisition time, recorded
+    as what ``fallback_source`` says it is."""
     props = _common_properties(meta)
     props["hsi:level"] = meta.level
     if meta.crs_wkt:
@@ -153,7 +167,7 @@ def raw_item(
         id=meta.item_id,
         geometry=geometry,
         bbox=list(bbox) if bbox else None,
-        datetime=_datetime(meta, fallback_datetime),
+        datetime=_datetime(meta, fallback_datetime, fallback_source, props),
         properties=props,
         collection=meta.raw_collection,
         stac_extensions=[PROJ, FILE, HSI_EXTENSION],
@@ -178,6 +192,7 @@ def activated_item(
     cog: Any,  # hsi.cog.CogInfo
     extra_assets: Mapping[str, AssetRef] | None = None,
     fallback_datetime: datetime | None = None,
+    fallback_source: str | None = None,
 ) -> pystac.Item:
     """The analysis-ready cube: one band-interleaved COG + quicklooks. Add provenance afterwards."""
     props = _common_properties(meta)
@@ -185,12 +200,13 @@ def activated_item(
     if not cog.epsg and cog.crs_wkt:
         props["proj:wkt2"] = cog.crs_wkt
     props["proj:shape"] = [cog.height, cog.width]
-    props["proj:transform"] = list(cog.transform)
+    if cog.footprint is not None:  # without georeferencing the grid is pixels: no transform, no geometry
+        props["proj:transform"] = list(cog.transform)
     item = pystac.Item(
         id=meta.item_id,
         geometry=cog.footprint,
-        bbox=list(cog.bbox),
-        datetime=_datetime(meta, fallback_datetime),
+        bbox=list(cog.bbox) if cog.bbox else None,
+        datetime=_datetime(meta, fallback_datetime, fallback_source, props),
         properties=props,
         collection=meta.activated_collection,
         stac_extensions=[EO, RASTER, PROJ, FILE, HSI_EXTENSION],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -270,6 +271,87 @@ def test_unsupported_data_type(tmp_path, code):
     hdr.write_text(hdr.read_text().replace("data type = 4", f"data type = {code}"))
     with _raises(HeaderError, hdr, "'data type'", "unsupported data type"):
         read_scene(hdr)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-5", "0"])
+@pytest.mark.parametrize("field", ["wavelength", "fwhm"])
+def test_non_finite_or_non_positive_band_values(tmp_path, field, value):
+    _, hdr, _ = write_cube(tmp_path)
+    text = hdr.read_text()
+    start = text.index(f"{field} = {{") + len(f"{field} = {{")
+    hdr.write_text(text[:start] + value + text[text.index(",", start) :])
+    with _raises(HeaderError, hdr, f"'{field}'", "band 1", "finite and > 0") as info:
+        read_header(hdr)
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("units", "values", "field"),
+    [
+        ("Micrometers", [500.0, 600.0, 700.0], "wavelength units"),  # nm written as µm: 500 000 nm
+        ("Nanometers", [0.5, 0.6, 0.7], "wavelength units"),  # µm written as nm
+        (None, [5e5, 6e5, 7e5], "wavelength"),
+    ],
+)
+def test_band_centres_outside_any_spectrometer_name_the_units(tmp_path, units, values, field):
+    extra: dict[str, object] = {"wavelength": values, "fwhm": [0.01] * 3}
+    _, hdr, _ = write_cube(tmp_path, extra=extra, drop=() if units else ("wavelength units",))
+    if units:
+        hdr.write_text(
+            hdr.read_text().replace("wavelength units = Nanometers", f"wavelength units = {units}")
+        )
+    with _raises(HeaderError, hdr, f"'{field}'", "imaging spectrometer", "wavelength units") as info:
+        read_header(hdr)
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize("units", ["Index", "Wavenumber", "GHz", "MHz"])
+def test_spectral_axes_that_are_not_wavelengths_are_refused(tmp_path, units):
+    _, hdr, _ = write_cube(tmp_path)
+    hdr.write_text(hdr.read_text().replace("wavelength units = Nanometers", f"wavelength units = {units}"))
+    with _raises(HeaderError, hdr, "'wavelength units'", "not in wavelengths"):
+        read_header(hdr)
+
+
+@pytest.mark.parametrize(("units", "values", "nm"), [("Meters", [5e-7, 6e-7, 7e-7], 500.0),
+                                                     ("Angstroms", [5000, 6000, 7000], 500.0),
+                                                     ("cm", [5e-5, 6e-5, 7e-5], 500.0)])  # fmt: skip
+def test_every_envi_length_unit_becomes_nanometres(tmp_path, units, values, nm):
+    _, hdr, _ = write_cube(tmp_path, extra={"wavelength": values})
+    hdr.write_text(hdr.read_text().replace("wavelength units = Nanometers", f"wavelength units = {units}"))
+    assert read_header(hdr).wavelength_nm[0] == pytest.approx(nm)
+
+
+def test_an_ignore_value_the_data_type_cannot_hold_is_dropped(tmp_path, caplog):
+    data, hdr, arr = write_cube(tmp_path, data_type=12, extra={"data ignore value": -9999})
+    with caplog.at_level("WARNING", logger="hsi.sources.envi"):
+        header = read_header(hdr)
+    assert header.data_ignore_value is None
+    assert "'data ignore value' -9999.0 cannot occur in uint16 data" in caplog.text
+    assert (
+        read_header(
+            write_cube(tmp_path, "b.img", data_type=12, extra={"data ignore value": 0})[1]
+        ).data_ignore_value
+        == 0
+    )
+    assert (
+        read_header(
+            write_cube(tmp_path, "c.img", data_type=4, extra={"data ignore value": -9999})[1]
+        ).data_ignore_value
+        == -9999
+    )
+
+
+def test_an_unterminated_brace_names_its_field_and_line(tmp_path):
+    _, hdr, _ = write_cube(tmp_path, extra={"description": "{test cube"})
+    text = hdr.read_text().replace("description = {test cube}", "description = {test cube")
+    hdr.write_text(text)
+    line = text.splitlines().index("description = {test cube") + 1
+    with _raises(
+        HeaderError, hdr, "'description'", re.escape(f"unterminated '{{' (opened on line {line};"), "close"
+    ) as info:
+        read_header(hdr)
+    assert info.value.field == "description"
 
 
 def test_data_file_missing(tmp_path):

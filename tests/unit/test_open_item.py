@@ -75,7 +75,7 @@ def test_scale_offset_applied_and_nodata_is_nan(demo) -> None:
             scale, offset = ds.scales[b - 1], ds.offsets[b - 1]
             assert scale != 1.0
             raw = ds.read(int(b))
-            got = cube.isel(wavelength=int(b) - 1).values
+            got = cube.isel(wavelength=cube.band_index.values.tolist().index(b)).values
             ys, xs = rng.integers(0, ds.height, 20), rng.integers(0, ds.width, 20)
             for y, x in zip(ys, xs, strict=True):
                 if raw[y, x] == ds.nodata:
@@ -85,6 +85,27 @@ def test_scale_offset_applied_and_nodata_is_nan(demo) -> None:
             assert np.isnan(got[raw == ds.nodata]).all()
     stored = hsi.open_item(item, services=svc, mask_and_scale=False)
     assert stored.dtype == np.int16 and stored.attrs["nodata"] == -9999
+
+
+def test_overlapping_spectrometers_give_an_ascending_wavelength_index(demo) -> None:
+    """AVIRIS-Classic's four spectrometers overlap: its band list steps back at three joins. The
+    wavelength dimension is ascending (``.sel(..., method="nearest")`` works); ``band_index`` keeps
+    each band's number in the file, and the values are that band's."""
+    svc = demo["svc"]
+    item = _cube_item(svc, demo["classic"])
+    file_wl = np.array([b["eo:center_wavelength"] * 1000 for b in item.assets["cube"].extra_fields["bands"]])
+    assert (np.diff(file_wl) < 0).sum() == 3  # the joins: the reordering below is exercised
+    cube = hsi.open_item(item, services=svc)
+    assert (np.diff(cube.wavelength.values) > 0).all()
+    np.testing.assert_allclose(cube.wavelength.values, file_wl[cube.band_index.values - 1])
+    two = cube.sel(wavelength=[660, 860], method="nearest")
+    want = [int(np.argmin(abs(file_wl - w))) + 1 for w in (660, 860)]
+    assert two.band_index.values.tolist() == want
+    with rasterio.open(item.assets["cube"].get_absolute_href()) as ds:
+        idx = np.array(want) - 1
+        raw = ds.read(want) * np.array(ds.scales)[idx, None, None] + np.array(ds.offsets)[idx, None, None]
+        valid = ds.read(want) != ds.nodata
+    np.testing.assert_allclose(two.values[valid], raw[valid], rtol=1e-6)
 
 
 def test_selection_reads_only_the_selected_band_planes(demo, monkeypatch) -> None:

@@ -195,3 +195,34 @@ def test_emit_mask_applies_by_default_and_can_be_turned_off(tmp_path: Path) -> N
         np.ma.getmaskarray(outs[True])[unflagged], np.ma.getmaskarray(outs[False])[unflagged]
     )
     assert (~np.ma.getmaskarray(outs[False])[flagged]).any()  # without the mask they had values
+
+
+def test_an_item_without_acquisition_time_is_refused_for_toa(rad: tuple) -> None:
+    """A scene without an acquisition time gets its file's modification time as the STAC datetime
+    (recorded as hsi:datetime_source): TOA reflectance refuses it instead of computing the sun for
+    that day."""
+    _, conv = rad
+    item = _item(conv, False)
+    item.properties["hsi:datetime_source"] = "file modification time"
+    with rasterio.open(conv.files["cube"]) as ds:
+        tags, bands = ds.tags(), bands_from_dataset(ds)
+    with pytest.raises(
+        ProductError, match=r"no acquisition time \(its datetime is the file modification time\)"
+    ):
+        plan_inputs("index:NDVI", "reflectance", item, tags, bands, split_params({})[1])
+
+
+def test_a_sun_below_the_horizon_is_refused(rad: tuple) -> None:
+    _, conv = rad
+    item = _item(conv, False)
+    lon, lat = (item.bbox[0] + item.bbox[2]) / 2, (item.bbox[1] + item.bbox[3]) / 2
+    # 12 hours from the granule's time: the other side of the Earth faces the sun
+    item.datetime = item.datetime + pd.Timedelta(hours=12)
+    zen = float(
+        pvlib.solarposition.get_solarposition(pd.DatetimeIndex([item.datetime]), lat, lon)["zenith"].iloc[0]
+    )
+    assert zen > 90  # the independent SPA agrees it is night there
+    with rasterio.open(conv.files["cube"]) as ds:
+        tags, bands = ds.tags(), bands_from_dataset(ds)
+    with pytest.raises(ProductError, match="below the horizon: TOA reflectance is undefined"):
+        plan_inputs("index:NDVI", "reflectance", item, tags, bands, split_params({})[1])
