@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pystac
 
 from hsi.cog_profile import CogProfile
-from hsi.errors import StorageError, UnsupportedSourceError
+from hsi.errors import DataFileError, UnsupportedSourceError
 from hsi.events import EventResource, scene_activated_event, stage_outcome_event
 from hsi.faults import fault_point
 from hsi.indexing import (
@@ -208,13 +208,15 @@ def _unchanged_since_indexed(asset: pystac.Asset) -> None:
         return  # not recorded (Services.fetch reports a missing file)
     st = path.stat()
     if st.st_size != size:
-        raise StorageError(
-            href, f"file changed since it was indexed ({st.st_size} bytes, {size} then): index it again"
+        what = "truncated" if st.st_size < size else "grown"
+        raise DataFileError(
+            path,
+            f"file changed since it was indexed: {what} to {st.st_size} bytes from {size}; index it again",
         )
     if f.get(MTIME_NS) == st.st_mtime_ns or not checksum:
         return
     if file_checksum(path) != checksum:
-        raise StorageError(href, "file changed since it was indexed (its checksum differs): index it again")
+        raise DataFileError(path, "file changed since it was indexed (its checksum differs): index it again")
 
 
 def _recorded(asset: pystac.Asset) -> ObjectInfo | None:

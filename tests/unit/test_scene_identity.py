@@ -14,7 +14,7 @@ import yaml
 
 from hsi import activation as act
 from hsi.demo import activate
-from hsi.errors import InvalidInputError, StorageError
+from hsi.errors import DataFileError, InvalidInputError
 from hsi.services import Services
 from hsi.sources.envi import format_header
 from hsi.stac.validation import validate_item
@@ -144,11 +144,13 @@ def test_a_local_raw_file_changed_after_indexing_is_refused(svc: Services, tmp_p
     values = np.fromfile(data, dtype="<f4") * 2
     values.tofile(data)
     with pytest.raises(
-        StorageError, match="changed since it was indexed \\(its checksum differs\\): index it again"
+        DataFileError, match="changed since it was indexed \\(its checksum differs\\): index it again"
     ):
         activate(svc, raw.id, force=True)
     data.write_bytes(data.read_bytes()[:-4])
-    with pytest.raises(StorageError, match="changed since it was indexed \\(8188 bytes, 8192 then\\)"):
+    with pytest.raises(
+        DataFileError, match="changed since it was indexed: truncated to 8188 bytes from 8192"
+    ):
         activate(svc, raw.id, force=True)
     # indexed again: the new bytes are the scene
     values.tofile(data)
