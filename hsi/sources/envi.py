@@ -377,6 +377,10 @@ def header_from_fields(raw: Mapping[str, str], path: Path) -> EnviHeader:
         if bad:
             b, v = bad[0]
             raise HeaderError(path, f"band {b} has {v!r}: values must be finite and > 0", field=key)
+    if lists["bbl"] is not None and not any(lists["bbl"]):
+        raise HeaderError(
+            path, "marks every band bad (0): ENVI's bad band list is 1 for a good band", field="bbl"
+        )
     band_names = tuple(_list_items(raw["band names"])) if "band names" in raw else None
     if band_names is not None and len(band_names) != bands:
         log.warning("%s: 'band names' has %d entries for %d bands; ignored", path, len(band_names), bands)

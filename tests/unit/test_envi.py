@@ -342,6 +342,14 @@ def test_an_ignore_value_the_data_type_cannot_hold_is_dropped(tmp_path, caplog):
     )
 
 
+def test_a_bad_band_list_with_no_good_band_is_refused(tmp_path):
+    _, hdr, _ = write_cube(tmp_path, extra={"bbl": [0, 0, 0]})
+    with _raises(HeaderError, hdr, "'bbl'", "every band bad") as info:
+        read_header(hdr)
+    assert info.value.field == "bbl"
+    assert read_header(write_cube(tmp_path, "b.img", extra={"bbl": [0, 1, 0]})[1]).bbl == (0, 1, 0)
+
+
 def test_an_unterminated_brace_names_its_field_and_line(tmp_path):
     _, hdr, _ = write_cube(tmp_path, extra={"description": "{test cube"})
     text = hdr.read_text().replace("description = {test cube}", "description = {test cube")
