@@ -213,7 +213,9 @@ class SourceRule(BaseModel):
     source: str
     patterns: tuple[str, ...]
     scene_id_regex: str = Field(
-        default=r"^(?P<scene>[^_.]+)", description="regex on the file name; group 'scene' is the scene id"
+        default=r"^(?P<scene>[^_.]+)",
+        description="regex on the file name; group 'scene' is the scene id (an optional group 'segment' is "
+        "appended to it: a scene of a flight line)",
     )
     header_suffix: str = ".hdr"
 
@@ -227,7 +229,8 @@ DEFAULT_RULES: tuple[SourceRule, ...] = (
     SourceRule(
         source="aviris-classic",
         patterns=("**/f??????t??p??r??*_img", "**/f??????t??p??r??*.tar.gz"),
-        scene_id_regex=r"^(?P<scene>f\d{6}t\d{2}p\d{2}r\d{2})",
+        # a flight line delivered in scenes (_sc01_, _sc02_): each is its own item (hsi.sources.aviris_classic)
+        scene_id_regex=r"^(?P<scene>f\d{6}t\d{2}p\d{2}r\d{2})(?:.*?_(?P<segment>sc\d{2})(?=[_.]|$))?",
     ),
     # EMIT granules are self-contained netCDF4 files (no header); the OBS / MASK companion granule is
     # picked up from the same prefix when the cube is indexed, so put it first.
@@ -326,7 +329,8 @@ def _match(key: str, rules: Iterable[SourceRule]) -> tuple[SourceRule, str] | No
         if any(glob_to_regex(p).match(key) for p in rule.patterns):
             m = re.search(rule.scene_id_regex, name)
             scene = (m.groupdict().get("scene") or m.group(0)) if m else ""
-            return rule, scene
+            segment = m.groupdict().get("segment") if m else None
+            return rule, f"{scene}-{segment.lower()}" if scene and segment else scene
     return None
 
 

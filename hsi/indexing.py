@@ -22,6 +22,7 @@ from hsi.services import Services
 from hsi.sources import detect_source, list_sources, read_scene
 from hsi.sources.archive import METADATA_SUFFIXES, is_archive
 from hsi.sources.emit import EmitSource
+from hsi.sources.envi import find_header
 from hsi.sources.generic import GenericEnviSource
 from hsi.sources.ng_sidecars import SIDECAR_KINDS
 from hsi.stac.items import MTIME_NS, AssetRef, collection_for, raw_item
@@ -63,7 +64,7 @@ def _local_files(entry: Path, meta: SceneMetadata) -> dict[str, Path]:
         if f"sidecar_{kind}" in meta.extra:
             sc = Path(meta.extra[f"sidecar_{kind}"])
             files[sidecar_key(kind)] = sc
-            files[sidecar_key(kind) + "_header"] = sc.with_name(sc.name + ".hdr")
+            files[sidecar_key(kind) + "_header"] = find_header(sc) or sc.with_name(sc.name + ".hdr")
     return files
 
 
@@ -130,8 +131,9 @@ def index_scene(services: Services, href: str, *, source: str | None = None) -> 
 def _refuse_id_collision(services: Services, item: pystac.Item, meta: SceneMetadata, href: str) -> None:
     """A generic ENVI scene's id comes from its file name: a different scene (other file, other
     bytes) with the same name must not replace the one indexed under that id. Sensor ids name the
-    acquisition: another file of the same acquisition (a re-delivery, a newer processing version)
-    replaces the raw item, with a note."""
+    acquisition: another file of the same acquisition and level (a re-delivery, a newer processing
+    version) replaces the raw item, with a note; another level (radiance after reflectance) is
+    refused, as it would replace the other level's raw item."""
     prior = services.catalog.get_item(item.collection_id or "", item.id)
     if prior is None:
         return
@@ -141,6 +143,13 @@ def _refuse_id_collision(services: Services, item: pystac.Item, meta: SceneMetad
         return
     if old.extra_fields.get("file:checksum") == new.extra_fields.get("file:checksum"):
         return  # the same bytes, moved
+    old_level = prior.properties.get("hsi:level")
+    if old_level and old_level != meta.level:
+        raise InvalidInputError(
+            f"{href}: a {meta.level} delivery of {item.id}, which is indexed as {old_level} from "
+            f"{old.href}: one raw item per acquisition in a catalog; index the other level into another "
+            f"catalog (catalog.url in hsi.yaml), or remove {item.collection_id}/{item.id} first"
+        )
     if meta.source == GenericEnviSource.name:
         raise InvalidInputError(
             f"{href}: its id '{item.id}' (from the file name) already names another scene, indexed from "
@@ -233,7 +242,10 @@ def discover_scenes(href: str) -> list[str]:
             continue
         if (
             is_archive(f)
-            or (f.suffix == ".hdr" and not any(s in f.name for s in ("_glt", "_igm", "_loc", "_obs", "_h2o")))
+            or (
+                f.suffix.lower() == ".hdr"
+                and not any(s in f.name.lower() for s in ("_glt", "_igm", "_loc", "_obs", "_h2o"))
+            )
             or f.suffix == ".nc"
             and EmitSource().matches(f)
         ):

@@ -18,7 +18,7 @@ from hsi.scene import SceneMetadata
 from hsi.sources.archive import ArchiveLimits, extract
 from hsi.sources.aviris_classic import AvirisClassicSource
 from hsi.sources.aviris_ng import AvirisNgSource
-from hsi.sources.emit import EmitSource
+from hsi.sources.emit import EmitSource, parse_emit_name
 from hsi.sources.generic import GenericEnviSource
 
 __all__ = [
@@ -85,6 +85,8 @@ def detect_source(path: Path | str) -> Source:
     for source in _SOURCES.values():
         if source.matches(p):
             return source
+    if "emit" in _SOURCES and parse_emit_name(p.name) is not None:  # OBS, MASK, RFLUNCERT: it says why
+        return _SOURCES["emit"]
     raise UnsupportedSourceError(
         f"{p}: no source can read this input (not an ENVI header/data file, scene directory or archive); "
         f"known sources: {', '.join(_SOURCES)}"

@@ -1,6 +1,7 @@
 """AVIRIS-Classic (``aviris-classic``): ``f130329t01p00r06rdn_e_sc01_ort_img`` and friends.
 
-* scene id = the flight/run name ``fYYMMDDtNNpNNrNN``; datetime = flight date 00:00 UTC (or the
+* scene id = the flight/run name ``fYYMMDDtNNpNNrNN`` (``-scNN`` added for a scene of a flight line
+  delivered in segments, ``..._sc01_...``); datetime = flight date 00:00 UTC (or the
   header's acquisition time); two-digit years >= 87 are 19xx, else 20xx;
 * radiance ``*rdn*..._img``: int16 big-endian BIP; physical = DN / gain, the per-channel gain from the
   ``.gain`` file (scale = 1/gain) -> level ``l1b``, units uW nm-1 cm-2 sr-1;
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hsi.errors import HeaderError
-from hsi.sources.envi import EnviHeader
+from hsi.sources.envi import EnviHeader, header_files
 from hsi.sources.generic import EnviSource, SceneFacts, header_datetime
 
 __all__ = ["AvirisClassicSource", "find_sidecar", "parse_classic_name", "read_gain", "read_spc"]
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^(f(\d{2})(\d{2})(\d{2})t(\d{2})p(\d{2})r(\d{2}))", re.IGNORECASE)
 SIDECARS = ("glt", "igm", "loc", "obs")
+_SEGMENT_RE = re.compile(r"_sc(\d{2})(?=[_.]|$)", re.IGNORECASE)
 RADIANCE_UNITS = "uW nm-1 cm-2 sr-1"
 
 
@@ -107,7 +109,7 @@ class AvirisClassicSource(EnviSource):
         p = Path(path)
         if parse_classic_name(p.name) is not None:
             return True
-        return p.is_dir() and any(self.is_cube_header(h) for h in p.rglob("*.hdr"))
+        return p.is_dir() and any(self.is_cube_header(h) for h in header_files(p))
 
     def is_cube_header(self, header: Path) -> bool:
         if parse_classic_name(header.name) is None:
@@ -132,6 +134,16 @@ class AvirisClassicSource(EnviSource):
                 data_path, "not an AVIRIS-Classic name (expected fYYMMDDtNNpNNrNN...)", field="name"
             )
         flight, when = parsed
+        if not self.is_cube_header(Path(data_path.name + ".hdr")):
+            raise HeaderError(
+                data_path,
+                "an AVIRIS-Classic geometry sidecar (GLT/IGM/LOC/OBS), not an image: index the scene's "
+                "image (..._img) or its directory",
+                field="name",
+            )
+        segment = _SEGMENT_RE.search(data_path.name) or _SEGMENT_RE.search(origin.name)
+        if segment:  # a flight line is delivered as scenes sc01, sc02, ...: each is its own item
+            flight = f"{flight}-sc{segment.group(1)}"
         refl = (
             _is_reflectance_name(data_path.name) or _is_reflectance_name(origin.name) or hdr.says_reflectance
         )

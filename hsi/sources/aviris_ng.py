@@ -1,4 +1,5 @@
-"""AVIRIS-NG (``aviris-ng``): ``ang20150420t182050_rdn_v1e_img`` / ``_rfl_v2p9_img`` / ``_corr_v1f_img``.
+"""AVIRIS-NG (``aviris-ng``): ``ang20150420t182050_rdn_v1e_img`` / ``_rfl_v2p9_img`` / ``_corr_v1f_img``
+(and, from 2023, ``ang20231109t092617_027_L2A_OE_main_27577724_RFL_ORT``).
 
 * scene id = ``angYYYYMMDDtHHMMSS``; datetime from the name (UTC);
 * ``rdn`` -> level ``l1b``, radiance in uW nm-1 cm-2 sr-1; ``rfl`` / ``corr`` -> ``l2`` reflectance,
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hsi.errors import HeaderError
-from hsi.sources.envi import EnviHeader
+from hsi.sources.envi import EnviHeader, header_files
 from hsi.sources.generic import EnviSource, SceneFacts, header_datetime
 from hsi.sources.ng_sidecars import find_sidecars
 
@@ -26,9 +27,12 @@ __all__ = ["AvirisNgSource", "RADIANCE_UNITS", "parse_ng_name"]
 log = logging.getLogger(__name__)
 
 RADIANCE_UNITS = "uW nm-1 cm-2 sr-1"
-NAME_RE = re.compile(r"^(ang(\d{8})t(\d{6}))(?:_([a-z0-9]+))?", re.IGNORECASE)
+NAME_RE = re.compile(r"^(ang(\d{8})t(\d{6}))(?:_([a-z0-9_]+))?", re.IGNORECASE)
 SIDECARS = ("glt", "igm", "loc", "obs", "h2o")
 _PRODUCTS = {"rdn": ("l1b", "radiance"), "rfl": ("l2", "reflectance"), "corr": ("l2", "reflectance")}
+# 2023 on (e.g. BioSCape): ang20231109t092617_027_L2A_OE_main_27577724_RFL_ORT: the product code is a
+# later token, the processing level another
+_LEVEL_TOKENS = {"l1b": "rdn", "l2a": "rfl"}
 
 
 def parse_ng_name(name: str) -> tuple[str, datetime, str | None] | None:
@@ -40,7 +44,10 @@ def parse_ng_name(name: str) -> tuple[str, datetime, str | None] | None:
         when = datetime.strptime(m.group(2) + m.group(3), "%Y%m%d%H%M%S").replace(tzinfo=UTC)
     except ValueError:
         return None
-    tag = m.group(4).lower() if m.group(4) else None
+    tokens = m.group(4).lower().split("_") if m.group(4) else []
+    tag = next((t for t in tokens if t in _PRODUCTS), None)
+    if tag is None:
+        tag = next((_LEVEL_TOKENS[t] for t in tokens if t in _LEVEL_TOKENS), tokens[0] if tokens else None)
     return m.group(1).lower(), when, tag
 
 
@@ -57,7 +64,7 @@ class AvirisNgSource(EnviSource):
         p = Path(path)
         if parse_ng_name(p.name) is not None:
             return True
-        return p.is_dir() and any(self.is_cube_header(h) for h in p.rglob("*.hdr"))
+        return p.is_dir() and any(self.is_cube_header(h) for h in header_files(p))
 
     def is_cube_header(self, header: Path) -> bool:
         parsed = parse_ng_name(header.name)
@@ -77,6 +84,13 @@ class AvirisNgSource(EnviSource):
                 data_path, "not an AVIRIS-NG name (expected angYYYYMMDDtHHMMSS_...)", field="name"
             )
         scene_id, when, tag = parsed
+        if _is_sidecar(data_path.name):
+            raise HeaderError(
+                data_path,
+                "an AVIRIS-NG sidecar (GLT/IGM/LOC/OBS/H2O), not an image: index the scene's image "
+                "(..._img) or its directory; its sidecars are found next to it",
+                field="name",
+            )
         if tag in _PRODUCTS:
             level, quantity = _PRODUCTS[tag]
         else:

@@ -354,7 +354,8 @@ class EmitSource:
         if parsed is None or parsed.product not in _CUBES:
             raise UnsupportedSourceError(
                 f"{p}: not an EMIT RAD/RFL granule name (EMIT_L1B_RAD_... or EMIT_L2A_RFL_...); "
-                "OBS and MASK granules are read as companions of their cube"
+                "OBS and MASK granules are read as companions of their cube, RFLUNCERT is not "
+                "activated: index the RAD or RFL granule"
             )
         if not p.is_file():
             raise DataFileError(p, "file not found")

@@ -47,6 +47,7 @@ __all__ = [
     "check_data_file",
     "find_data_file",
     "find_header",
+    "header_files",
     "format_header",
     "header_from_fields",
     "is_bad_default",
@@ -490,6 +491,13 @@ _NOT_DATA_SUFFIXES = {
     ".png",
     ".jpg",
 }
+
+
+def header_files(directory: Path, *, recursive: bool = True) -> list[Path]:
+    """ENVI headers in ``directory`` (``.hdr`` in any case: deliveries of upper-case names end in
+    ``.HDR``), sorted."""
+    found = directory.rglob("*") if recursive else directory.iterdir()
+    return sorted(h for h in found if h.suffix.lower() == ".hdr" and h.is_file())
 
 
 def find_header(path: Path) -> Path | None:

@@ -24,7 +24,14 @@ from typing import Any
 from hsi.errors import HeaderError, UnsupportedSourceError
 from hsi.scene import SceneMetadata
 from hsi.sources.archive import ArchiveLimits, archive_stem, extract, is_archive
-from hsi.sources.envi import EnviHeader, find_data_file, find_header, read_header, scene_from_header
+from hsi.sources.envi import (
+    EnviHeader,
+    find_data_file,
+    find_header,
+    header_files,
+    read_header,
+    scene_from_header,
+)
 
 __all__ = [
     "EnviSource",
@@ -97,7 +104,7 @@ class EnviSource:
         if is_archive(p) or p.suffix.lower() == ".hdr":
             return True
         if p.is_dir():
-            return any(p.rglob("*.hdr"))
+            return bool(header_files(p))
         return find_header(p) is not None
 
     def is_cube_header(self, header: Path) -> bool:
@@ -127,7 +134,7 @@ class EnviSource:
 
     # -- machinery ---------------------------------------------------------------------------
     def pick_header(self, directory: Path, origin: Path) -> Path:
-        headers = [h for h in sorted(directory.rglob("*")) if h.is_file() and h.suffix.lower() == ".hdr"]
+        headers = header_files(directory)
         if not headers:
             raise HeaderError(
                 origin, f"no ENVI header (.hdr) found in {'archive' if origin != directory else 'directory'}"

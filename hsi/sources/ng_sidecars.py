@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 
 from hsi.scene import BandInfo, RasterLayout, SceneMetadata
-from hsi.sources.envi import check_data_file, find_data_file, read_header
+from hsi.sources.envi import check_data_file, find_data_file, header_files, read_header
 from hsi.sources.georef import map_info_crs_wkt, map_info_transform
 
 __all__ = ["OBS_BAND_NAMES", "SIDECAR_KINDS", "find_sidecars", "glt_agrees", "read_aux"]
@@ -45,14 +45,16 @@ OBS_BAND_NAMES = (
     "UTC Time (decimal hours for mid-line pixels)",
     "Earth-sun distance (AU)",
 )
-_KIND_RE = re.compile(r"^(ang\d{8}t\d{6})_[a-z0-9]+(?:_[a-z0-9]+)?_(glt|igm|loc|obs_ort|obs)$", re.IGNORECASE)
+# the kind is the last token: ang..._rdn_v2p9_glt, ang..._ort_glt / ang..._obs_ort (v1 and 2017-2021
+# deliveries), ang..._027_L1B_ORT_main_<hash>_GLT (2023 on); any case
+_KIND_RE = re.compile(r"^(ang\d{8}t\d{6})(?:_[a-z0-9]+)*?_(glt|igm|loc|obs_ort|obs)$", re.IGNORECASE)
 
 
 def find_sidecars(data_path: Path) -> dict[str, Path]:
     """``kind -> data file`` of the sidecars of the AVIRIS-NG scene ``data_path`` belongs to."""
     scene = data_path.name.split("_")[0].lower()
     out: dict[str, Path] = {}
-    for hdr in sorted(data_path.parent.glob("*.hdr")):
+    for hdr in header_files(data_path.parent, recursive=False):
         m = _KIND_RE.match(hdr.name[: -len(".hdr")])
         if m and m.group(1).lower() == scene:
             kind = m.group(2).lower()

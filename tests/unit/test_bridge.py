@@ -146,8 +146,8 @@ def test_malformed_is_poison(body, fragment):
         ("x/ang20150420t182050_corr_v1e_img", "data", "aviris-ng", "ang20150420t182050"),
         ("x/ang20150420t182050_rdn_v1e_img.hdr", "header", "aviris-ng", "ang20150420t182050"),
         ("deep/ang20150420t182050.tar.gz", "archive", "aviris-ng", "ang20150420t182050"),
-        ("f130329t01p00r06rdn_e_sc01_ort_img", "data", "aviris-classic", "f130329t01p00r06"),
-        ("f/f130329t01p00r06rdn_e_sc01_ort_img.hdr", "header", "aviris-classic", "f130329t01p00r06"),
+        ("f130329t01p00r06rdn_e_sc01_ort_img", "data", "aviris-classic", "f130329t01p00r06-sc01"),
+        ("f/f130329t01p00r06rdn_e_sc02_ort_img.hdr", "header", "aviris-classic", "f130329t01p00r06-sc02"),
         ("f/f130329t01p00r06_refl.tar.gz", "archive", "aviris-classic", "f130329t01p00r06"),
         (
             "in/EMIT_L2A_RFL_001_20220903T163129_2224611_012.nc",

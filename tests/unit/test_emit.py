@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from hsi.activation import convert
 from hsi.errors import UnsupportedSourceError
 from hsi.sources import detect_source, read_scene
-from hsi.sources.emit import MASK_BANDS, OBS_BANDS, parse_emit_name, read_companion
+from hsi.sources.emit import MASK_BANDS, OBS_BANDS, EmitSource, parse_emit_name, read_companion
 from hsi.sources.emit_synth import synthesize_emit
 from hsi_pipeline.cli.main import app
 
@@ -64,8 +64,12 @@ def test_names_ids_levels_and_detection(granules: dict[str, Path]) -> None:
     assert Path(r.extra["obs"]).name == NAME.replace("L2A_RFL", "L1B_OBS") + ".nc"
     assert Path(m.extra["mask"]).name == NAME.replace("RFL", "MASK") + ".nc"
     assert parse_emit_name(NAME.replace("RFL", "MASK") + ".nc") is not None
-    with pytest.raises(UnsupportedSourceError):  # companions travel with their cube, they are not scenes
-        detect_source(Path(m.extra["mask"]))
+    # companions travel with their cube, they are not scenes: read, they say so
+    with pytest.raises(
+        UnsupportedSourceError, match="OBS and MASK granules are read as companions of their cube"
+    ):
+        read_scene(Path(m.extra["mask"]))
+    assert not EmitSource().matches(Path(m.extra["mask"]))  # a directory scan never lists them
 
 
 def test_synthetic_granule_follows_the_specification(granules: dict[str, Path]) -> None:

@@ -76,3 +76,28 @@ def test_activation_registers_sidecars_and_obs_on_the_cube_grid(scene: Path, tmp
     with rasterio.open(conv.files["cube"]) as c, rasterio.open(conv.files["obs"]) as o:
         assert (c.transform, c.shape) == (o.transform, o.shape) and o.count == 11
         assert o.descriptions[4].endswith("To-sun zenith (0 to 90 degrees from zenith)")
+
+
+@pytest.mark.parametrize(
+    ("names", "kinds"),
+    [  # the v1 (2014) to v2z1 (2021) READMEs: a short token, or none, before the kind
+        (("ort_glt", "ort_igm", "obs_ort", "obs", "loc"), {"glt", "igm", "obs_ort", "obs", "loc"}),
+        (("rdn_v2p9_glt", "rdn_v2p9_obs_ort"), {"glt", "obs_ort"}),
+    ],
+)
+def test_sidecars_of_every_naming_generation_are_found(scene: Path, tmp_path: Path, names, kinds) -> None:
+    """The synthetic scene's sidecars renamed to each generation's scheme, the image kept."""
+    src = read_scene(scene)
+    d = tmp_path / "renamed"
+    d.mkdir()
+    stem = src.scene_id
+    img = d / f"{stem}_rdn_v2p9_img"
+    img.symlink_to(src.layout.data_path)
+    (d / f"{img.name}.hdr").symlink_to(src.layout.header_path)
+    by_kind = {k.removeprefix("sidecar_"): Path(v) for k, v in src.extra.items() if k.startswith("sidecar_")}
+    for n in names:
+        kind = next(k for k in sorted(by_kind, key=len, reverse=True) if n.endswith(k))
+        (d / f"{stem}_{n}").symlink_to(by_kind[kind])
+        (d / f"{stem}_{n}.hdr").symlink_to(by_kind[kind].with_name(by_kind[kind].name + ".hdr"))
+    meta = read_scene(img)
+    assert {k.removeprefix("sidecar_") for k in meta.extra if k.startswith("sidecar_")} == kinds

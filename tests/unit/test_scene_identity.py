@@ -17,6 +17,7 @@ from hsi.demo import activate
 from hsi.errors import DataFileError, InvalidInputError
 from hsi.services import Services
 from hsi.sources.envi import format_header
+from hsi.sources.synthetic import synthesize
 from hsi.stac.validation import validate_item
 
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
@@ -158,3 +159,37 @@ def test_a_local_raw_file_changed_after_indexing_is_refused(svc: Services, tmp_p
     assert activate(svc, again.id) == "activated"
     with rasterio.open(_activated(svc, again.id).assets["cube"].get_absolute_href()) as ds:
         np.testing.assert_array_equal(ds.read(1), values.reshape(8, 16, 16)[0])
+
+
+def test_the_other_level_of_an_indexed_acquisition_is_refused(svc: Services, tmp_path: Path) -> None:
+    """AVIRIS-NG radiance and reflectance of one flight line share the scene id: indexing the second
+    would replace the first's raw item, so it is refused, naming both."""
+    rfl = synthesize(tmp_path / "l2", level="l2", width=8, height=8, scene_id="ang20240101t000900")
+    rdn = synthesize(tmp_path / "l1b", level="l1b", width=8, height=8, scene_id="ang20240101t000900")
+    first = act.index_scene(svc, str(rfl))
+    with pytest.raises(InvalidInputError) as info:
+        act.index_scene(svc, str(rdn))
+    msg = str(info.value)
+    assert "a l1b delivery of aviris-ng-ang20240101t000900, which is indexed as l2" in msg
+    assert "another catalog" in msg
+    kept = act.find_raw_item(svc, first.id)
+    assert kept.properties["hsi:level"] == "l2" and kept.assets["data"].href == first.assets["data"].href
+    # a re-delivery of the same level (another version's file) replaces it
+    again = synthesize(tmp_path / "v2", level="l2", width=8, height=8, seed=3, scene_id="ang20240101t000900")
+    assert act.index_scene(svc, str(again)).assets["data"].href == str(again.with_suffix("").resolve())
+
+
+def test_scenes_of_one_aviris_classic_flight_line_are_items_of_their_own(
+    svc: Services, tmp_path: Path
+) -> None:
+    ids = []
+    for seg, seed in (("sc01", 1), ("sc02", 2)):
+        hdr = synthesize(tmp_path / seg, source="aviris-classic", level="l1b", width=8, height=8, seed=seed,
+                         scene_id="f240101t01p00r01")  # fmt: skip
+        data = hdr.with_suffix("")
+        seg_data = data.with_name(data.name.replace("rdn", f"rdn_e_{seg}_ort"))
+        for f in sorted(hdr.parent.iterdir()):
+            f.rename(f.with_name(f.name.replace(data.name, seg_data.name)))
+        ids.append(act.index_scene(svc, str(seg_data) + ".hdr").id)
+    assert ids == ["aviris-classic-f240101t01p00r01-sc01", "aviris-classic-f240101t01p00r01-sc02"]
+    assert all(act.find_raw_item(svc, i) for i in ids)

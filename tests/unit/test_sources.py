@@ -126,6 +126,42 @@ def test_aviris_ng_products(tmp_path, tag, level, quantity, units):
     assert meta.activated_collection == f"aviris-ng-{level}"
 
 
+@pytest.mark.parametrize(
+    ("name", "level"),
+    [  # 2023 on (BioSCape): the product code is a later token, the processing level another
+        ("ang20231109t092617_027_L2A_OE_main_27577724_RFL_ORT", "l2"),
+        ("ang20231109t092617_027_L1B_ORT_main_27577724_RDN_ORT", "l1b"),
+    ],
+)
+def test_aviris_ng_names_of_2023_on(tmp_path, name, level):
+    meta = read_scene(small_envi(tmp_path, name))  # the header names no quantity
+    assert (meta.scene_id, meta.level) == ("ang20231109t092617", level)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["ang20150420t182050_rdn_v1e_glt", "ang20150420t182050_ort_igm", "ang20150420t182050_obs_ort",
+     "ang20231109t092617_027_L1B_ORT_main_27577724_GLT"],
+)  # fmt: skip
+def test_an_aviris_ng_sidecar_given_as_the_scene_says_what_it_is(tmp_path, name):
+    hdr = small_envi(tmp_path, name, bands=3, wavelength=False, fwhm=False)
+    with pytest.raises(HeaderError, match="an AVIRIS-NG sidecar .*, not an image: index the scene's image"):
+        read_scene(hdr)
+
+
+def test_upper_case_deliveries_are_found_with_their_sidecars(tmp_path):
+    d = tmp_path / "ANG20150420T182050_RDN_V2P9"
+    for side in ("GLT", "OBS_ORT"):
+        small_envi(d, f"ANG20150420T182050_RDN_V2P9_{side}", bands=3, wavelength=False, fwhm=False)
+    small_envi(d, "ANG20150420T182050_RDN_V2P9_IMG")
+    for h in d.glob("*.hdr"):
+        h.rename(h.with_suffix(".HDR"))
+    assert detect_source(d).name == "aviris-ng"
+    meta = read_scene(d)
+    assert meta.layout.data_path.name == "ANG20150420T182050_RDN_V2P9_IMG" and meta.level == "l1b"
+    assert {k for k in meta.extra if k.startswith("sidecar_")} == {"sidecar_glt", "sidecar_obs_ort"}
+
+
 def test_aviris_ng_header_nodata_wins(tmp_path):
     hdr = small_envi(tmp_path, "ang20150420t182050_rfl_v2p9_img", extra={"data ignore value": -1})
     assert read_scene(hdr).nodata == -1
@@ -165,7 +201,7 @@ def test_aviris_classic_gain_and_spc(tmp_path):
         "696.5\t9.7\t1.1\t0.5\t1\n677.3\t8.9\t0.9\t0.5\t2\n686.9\t8.9\t0.9\t0.5\t3\n2400.0\t10\t1\t1\t4\n"
     )
     meta = read_scene(hdr)
-    assert meta.source == "aviris-classic" and meta.scene_id == "f130329t01p00r06"
+    assert meta.source == "aviris-classic" and meta.scene_id == "f130329t01p00r06-sc01"  # scene 1 of the line
     assert meta.datetime == datetime(2013, 3, 29, tzinfo=UTC)
     assert meta.level == "l1b" and meta.units == "uW nm-1 cm-2 sr-1"
     assert (
