@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-import yaml
 
 from hsi import activation as act
 from hsi.demo import activate
@@ -26,14 +25,8 @@ MAP_INFO = "{UTM, 1, 1, 500000, 4000000, 30, 30, 11, North, WGS-84, units=Meters
 
 
 @pytest.fixture
-def svc(tmp_path: Path) -> Services:
-    cfg = {
-        "storage": {"root": str(tmp_path / "assets")},
-        "catalog": {"url": str(tmp_path / "catalog")},
-        "work_dir": str(tmp_path / "work"),
-    }
-    (tmp_path / "hsi.yaml").write_text(yaml.safe_dump(cfg))
-    return Services.from_config(tmp_path / "hsi.yaml")
+def svc(config_file: Path) -> Services:
+    return Services.from_config(config_file)
 
 
 def _cube(folder: Path, *, seed: int = 0, drop: tuple[str, ...] = (), **extra: object) -> Path:
