@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hsi.errors import ProductError
-from hsi.stac.items import DATETIME_SOURCE
 
 if TYPE_CHECKING:  # the option parsing is on the CLI's and the configuration's import path
     import pystac
@@ -144,6 +143,8 @@ def plan_inputs(
             uf = radiance_units_factor(units)
         except ValueError as exc:
             raise ProductError(f"{item.id}: {exc}") from exc
+        from hsi.stac.items import DATETIME_SOURCE  # pystac: kept off the CLI's option-parsing path
+
         when = item.datetime
         if when is None or DATETIME_SOURCE in item.properties:
             instead = f" (its datetime is the {item.properties[DATETIME_SOURCE]})" if when is not None else ""
