@@ -180,7 +180,9 @@ class S3Store(ResumableMultipart):
             bs.set_config_variable("credentials_file", str(Path(self._credentials_file).expanduser()))
         try:
             session = boto3.Session(botocore_session=bs, profile_name=self._profile)
-            _ = session.region_name  # reads the profile: a missing one fails here, with its name
+            # reads the profile: a missing one fails here, with its name (``region_name`` alone does
+            # not when AWS_DEFAULT_REGION is set, and the client would raise botocore's own error)
+            bs.get_scoped_config()
         except ProfileNotFound as e:
             where = f" in {self._credentials_file}" if self._credentials_file else ""
             raise StorageError(self._root, f"AWS profile '{self._profile}' not found{where}") from e

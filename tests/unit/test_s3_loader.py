@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from hsi.errors import StorageError
 from hsi.storage import s3
 
 
@@ -45,3 +46,24 @@ def test_gdal_sessions_follow_the_credentials(monkeypatch: pytest.MonkeyPatch) -
     opts = rotated.get_credential_options()
     assert (opts["AWS_ACCESS_KEY_ID"], opts["AWS_SECRET_ACCESS_KEY"]) == ("key-2", "secret-2")
     assert store.aws_session() is rotated
+
+
+@pytest.mark.parametrize("region_env", [None, "eu-west-1"])
+def test_a_missing_profile_is_our_error_whatever_the_environment(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, region_env: str | None
+) -> None:
+    """With AWS_DEFAULT_REGION set, botocore resolves the region without reading the profile: the
+    store must still name the missing profile itself (CI 23 met botocore's ProfileNotFound)."""
+    creds = tmp_path / "credentials"
+    creds.write_text("[present]\naws_access_key_id = a\naws_secret_access_key = b\n")
+    if region_env:
+        monkeypatch.setenv("AWS_DEFAULT_REGION", region_env)
+    else:
+        monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    with pytest.raises(StorageError, match=f"AWS profile 'nope' not found in {creds}"):
+        s3.S3Store(
+            "s3://b/p", endpoint_url="http://127.0.0.1:9", profile="nope", shared_credentials_file=creds
+        )
+    assert s3.S3Store(
+        "s3://b/p", endpoint_url="http://127.0.0.1:9", profile="present", shared_credentials_file=creds
+    )
