@@ -13,62 +13,36 @@ from hsi.stac.validation import use_offline_schemas
 
 DATA = Path(__file__).parent / "data"
 TESTS = Path(__file__).resolve().parent
-# Under pytest-xdist (`-n 2`, see pyproject.toml) a work unit runs on one worker, its tests one after
-# another. "serial": the files that share the local stack (its Prefect deployments, work pool and
-# automations) or stop parts of it, and whose bounded waits assume no other stack test competes.
-# "cli": tests/cli (a private Prefect server; 50 commands with a busy loop on every core, ~40 % of the
-# suite's time). Every other file is a unit of its own (module fixtures once).
-SERIAL_DIRS = ("integration", "faults")
+# Under pytest-xdist (`-n 2`, see pyproject.toml) these run one after another on one
+# worker: they share the local stack (its Prefect deployments, work pool and automations) or load
+# every core on purpose (tests/cli's CPU hog), and their bounded waits assume nothing else competes
+# with them but the rest of the suite. Every other file is a group of its own (module fixtures once).
+SERIAL_DIRS = ("integration", "faults", "cli")
 # a private Prefect server and only reads the stack; the stack's S3 and STAC API only (own prefixes
 # and collections); nothing that waits on a deadline
 OWN_GROUP = ("integration/test_help_examples.py", "integration/test_storage_s3.py",
              "integration/test_catalog_stacapi.py", "integration/test_open_item_stack.py",
              "integration/test_raw_staging_s3.py", "integration/test_quickstart_notebook.py")  # fmt: skip
-# Units taken first, longest first (the rest follow in collection order): the two long chains start at
-# once on the two workers and the short files fill in around them. xdist's own order (most tests
-# first) started "cli" last, and the run ended on a ~25-minute tail with one worker idle.
-FIRST = ("cli", "serial", "integration/test_help_examples.py", "flows/test_on_demand.py",
-         "integration/test_quickstart_notebook.py")  # fmt: skip
 
 
 def xdist_group_of(path: Path) -> str:
     rel = path.resolve().relative_to(TESTS).as_posix()
-    top = rel.split("/", 1)[0]
-    if top == "cli":
-        return "cli"
-    if top in SERIAL_DIRS and rel not in OWN_GROUP:
+    if rel.split("/", 1)[0] in SERIAL_DIRS and rel not in OWN_GROUP:
         return "serial"
     return rel
-
-
-def schedule_rank(group: str) -> int:
-    return FIRST.index(group) if group in FIRST else len(FIRST)
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """Work units = :func:`xdist_group_of` each test's file (pytest-xdist's ``xdist_group`` marks are
-    not applied to node ids under pytest 9, so the grouping is done here, in the scheduler), handed
-    out in :data:`FIRST`'s order."""
+    not applied to node ids under pytest 9, so the grouping is done here, in the scheduler)."""
     from xdist.scheduler import LoadScopeScheduling
 
     root = Path(str(config.rootpath))
-    config.option.loadscopereorder = False  # our order, not xdist's (most tests first)
-
-    def group(nodeid: str) -> str:
-        return xdist_group_of(root / nodeid.split("::", 1)[0])
 
     class FileGroupScheduling(LoadScopeScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
-            return group(nodeid)
-
-        def schedule(self) -> None:
-            if self.collection is None and self.collection_is_completed:
-                for node, collected in self.registered_collections.items():
-                    self.registered_collections[node] = sorted(
-                        collected, key=lambda n: schedule_rank(group(n))
-                    )
-            super().schedule()
+            return xdist_group_of(root / nodeid.split("::", 1)[0])
 
     return FileGroupScheduling(config, log)
 
