@@ -178,14 +178,18 @@ def _geo(
     return transform, wkt, glt
 
 
-def _when(attrs: dict[str, Any], name: EmitName) -> datetime:
-    text = str(attrs.get("time_coverage_start", ""))
+def _time_attr(attrs: dict[str, Any], key: str) -> datetime | None:
+    text = str(attrs.get(key, ""))
     for fmt in ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%SZ"):
         try:
             return datetime.strptime(text, fmt).astimezone(UTC)
         except ValueError:
             continue
-    return name.datetime
+    return None
+
+
+def _when(attrs: dict[str, Any], name: EmitName) -> datetime:
+    return _time_attr(attrs, "time_coverage_start") or name.datetime
 
 
 def read_granule(
@@ -271,6 +275,9 @@ def read_granule(
         variable=variable,
     )
     extra = {"product": name.product, "orbit": name.orbit, "emit_scene": name.scene, "format": "netcdf4"}
+    start, end = _when(attrs, name), _time_attr(attrs, "time_coverage_end")
+    if end is not None and end >= start:  # the acquisition's span: STAC start/end_datetime
+        extra["end_datetime"] = end.isoformat()
     if units is not None:
         extra["units_in_file"] = str(units)
     kind = _COMPANION_OF.get(name.product)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pystac
+from pystac.utils import datetime_to_str
 
 from hsi.scene import BandInfo, SceneMetadata
 from hsi.stac.validation import HSI_EXTENSION
@@ -111,6 +112,19 @@ def _common_properties(meta: SceneMetadata) -> dict[str, Any]:
         "hsi:quantity": meta.quantity,
         "hsi:bad_bands": [b.index for b in meta.bands if not b.good],
         **wavelength_range(meta.bands),
+        **_span(meta),
+    }
+
+
+def _span(meta: SceneMetadata) -> dict[str, str]:
+    """STAC ``start_datetime``/``end_datetime`` when the source knows the acquisition's span (EMIT's
+    ``time_coverage_start``/``_end``); the item's ``datetime`` stays the start."""
+    end = meta.extra.get("end_datetime")
+    if not end or meta.datetime is None:
+        return {}
+    return {
+        "start_datetime": datetime_to_str(_iso(meta.datetime)),
+        "end_datetime": datetime_to_str(_iso(datetime.fromisoformat(str(end)))),
     }
 
 

@@ -4,9 +4,11 @@ plan/compute/register on radiance (TOA recorded in parameters and key, validated
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import pystac
 import pytest
@@ -43,6 +45,15 @@ def test_emit_radiance_granule_index_activate_product(tmp_path: Path) -> None:
     raw = index_scene(svc, str(nc))
     assert (raw.collection_id, raw.id) == ("emit-raw", f"emit-{nc.stem}")
     assert set(raw.assets) == {"data", "obs"} and raw.assets["obs"].media_type == "application/x-netcdf"
+    with h5py.File(nc, "r") as f:  # the granule's own span, read independently
+        span = [str(f.attrs[k].decode() if isinstance(f.attrs[k], bytes) else f.attrs[k])
+                for k in ("time_coverage_start", "time_coverage_end")]  # fmt: skip
+    want = [datetime.strptime(t, "%Y-%m-%dT%H:%M:%S%z") for t in span]
+    got = [
+        datetime.fromisoformat(raw.properties[k].replace("Z", "+00:00"))
+        for k in ("start_datetime", "end_datetime")
+    ]
+    assert got == want and want[1] >= want[0] and raw.datetime == want[0]
     profile = CogProfile()
     _, ref = activation_key(svc, raw, profile)
     conv = convert(
@@ -56,6 +67,10 @@ def test_emit_radiance_granule_index_activate_product(tmp_path: Path) -> None:
     probe.add_link(pystac.Link("collection", "../collection.json", media_type="application/json"))
     validate_item(probe)
     assert {"cube", "rgb", "thumbnail", "obs", "sensor"} == set(item.assets)
+    assert (item.properties["start_datetime"], item.properties["end_datetime"]) == (
+        raw.properties["start_datetime"],
+        raw.properties["end_datetime"],
+    )
     assert item.assets["sensor"].href == raw.assets["data"].href
     svc.catalog.ensure_collection(collection_for(coll))
     svc.catalog.upsert_item(item)
