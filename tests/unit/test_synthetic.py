@@ -132,7 +132,9 @@ def test_ng_radiance(tmp_path):
 def test_classic_format_through_gdal(tmp_path, level):
     hdr = synthesize(tmp_path, source="aviris-classic", level=level, width=30, height=20, seed=2, truth=True)
     meta = read_scene(hdr)
-    assert meta.source == "aviris-classic" and meta.scene_id == "f240101t01p00r03" and meta.level == level
+    # the radiance is named as delivered, scene 1 of the line (..rdn_e_sc01_ort_img): its own item
+    scene = "f240101t01p00r03-sc01" if level == "l1b" else "f240101t01p00r03"
+    assert meta.source == "aviris-classic" and meta.scene_id == scene and meta.level == level
     with rasterio.open(meta.layout.data_path) as ds:
         assert ds.count == 224 and ds.dtypes[0] == "int16"
         assert ds.tags(ns="IMAGE_STRUCTURE")["INTERLEAVE"] == "PIXEL"
@@ -140,7 +142,7 @@ def test_classic_format_through_gdal(tmp_path, level):
     wl = np.array(meta.wavelengths)
     assert np.any(np.diff(wl) < 0) and wl[32] < wl[31]  # overlapping spectrometers, sensor order
     assert len(set(b.fwhm for b in meta.bands)) > 10
-    spc = hdr.parent / (f"{meta.scene_id}rdn_e.spc" if level == "l1b" else f"{meta.scene_id}_refl.spc")
+    spc = hdr.parent / ("f240101t01p00r03rdn_e.spc" if level == "l1b" else "f240101t01p00r03_refl.spc")
     assert len(spc.read_text().splitlines()) == 224
     truth = np.load(hdr.with_name(hdr.name[:-4] + "_truth.npy"))
     cube = _cube(meta)
