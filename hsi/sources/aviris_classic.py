@@ -127,6 +127,25 @@ class AvirisClassicSource(EnviSource):
             name,
         )
 
+    def pick_header(self, directory: Path, origin: Path) -> Path:
+        chosen = super().pick_header(directory, origin)
+        scenes = sorted(
+            {
+                m.group(1)
+                for h in header_files(directory)
+                if self.is_cube_header(h) and (m := _SEGMENT_RE.search(h.name))
+            }
+        )
+        if len(scenes) > 1:  # a tar of a flight line may hold several scenes: one item is one scene
+            log.warning(
+                "%s holds scenes %s of one flight line; this item is %s: extract it and index each "
+                "scene's header for the others",
+                origin,
+                ", ".join(f"sc{s}" for s in scenes),
+                chosen.name,
+            )
+        return chosen
+
     def describe(self, hdr: EnviHeader, data_path: Path, origin: Path) -> SceneFacts:
         parsed = parse_classic_name(data_path.name) or parse_classic_name(origin.name)
         if parsed is None:

@@ -135,7 +135,8 @@ def test_index_of_an_s3_archive_reads_only_its_headers(
     href = f"s3://{BUCKET}/raw/{arc.name}"
     gets = _gets(svc)
     raw = act.index_scene(svc, href)
-    assert raw.id == f"aviris-classic-{arc.name.split('.')[0]}" and raw.assets["archive"].href == href
+    # the archive holds scene 1 of the flight line (..rdn_e_sc01_ort_img): the item is that scene's
+    assert raw.id == f"aviris-classic-{arc.name.split('.')[0]}-sc01" and raw.assets["archive"].href == href
     assert raw.assets["archive"].extra_fields["file:size"] == arc.stat().st_size
     assert raw.geometry is not None and raw.properties["hsi:level"] == "l1b"  # read from the header
     assert _left(svc) == []  # nothing was extracted to stay

@@ -15,6 +15,7 @@ from hsi import activation as act
 from hsi.demo import activate
 from hsi.errors import DataFileError, InvalidInputError
 from hsi.services import Services
+from hsi.sources import read_scene
 from hsi.sources.envi import format_header
 from hsi.sources.synthetic import synthesize
 from hsi.stac.validation import validate_item
@@ -186,3 +187,19 @@ def test_scenes_of_one_aviris_classic_flight_line_are_items_of_their_own(
         ids.append(act.index_scene(svc, str(seg_data) + ".hdr").id)
     assert ids == ["aviris-classic-f240101t01p00r01-sc01", "aviris-classic-f240101t01p00r01-sc02"]
     assert all(act.find_raw_item(svc, i) for i in ids)
+
+
+def test_a_directory_of_several_flight_line_scenes_names_the_ones_it_leaves(tmp_path: Path, caplog) -> None:
+    d = tmp_path / "line"
+    for seg, seed in (("sc01", 1), ("sc02", 2)):
+        hdr = synthesize(d / seg, source="aviris-classic", level="l1b", width=8, height=8, seed=seed,
+                         scene_id="f240101t01p00r01")  # fmt: skip
+        for f in sorted(hdr.parent.iterdir()):
+            f.rename(d / f.name.replace("sc01", seg))
+    with caplog.at_level("WARNING", logger="hsi.sources.aviris_classic"):
+        meta = read_scene(d)
+    assert meta.scene_id == "f240101t01p00r01-sc01"
+    assert (
+        "holds scenes sc01, sc02 of one flight line" in caplog.text
+        and "index each scene's header" in caplog.text
+    )
