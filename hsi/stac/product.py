@@ -104,7 +104,16 @@ def product_item(
     ``proj:shape``, ``proj:transform``); ``classes`` the class table of classifier outputs.
     """
     ap = activated.properties
-    props: dict[str, Any] = {k: ap[k] for k in ("instruments", "hsi:source", "hsi:scene_id") if k in ap}
+    # the scene's identity and time: its span, and what its datetime is when not the acquisition's
+    carried = (
+        "instruments",
+        "hsi:source",
+        "hsi:scene_id",
+        "start_datetime",
+        "end_datetime",
+        "hsi:datetime_source",
+    )
+    props: dict[str, Any] = {k: ap[k] for k in carried if k in ap}
     if title:
         props["title"] = title
     props.update(result.stac_properties())

@@ -84,6 +84,9 @@ def test_emit_radiance_granule_index_activate_product(tmp_path: Path) -> None:
         svc, production.build_product_item(svc, plan, computed, uploaded, item, RunInfo())
     )
     assert pitem.properties["hsi:parameters"]["input_quantity"] == "toa-reflectance"
+    assert [pitem.properties[k] for k in ("start_datetime", "end_datetime")] == [
+        raw.properties[k] for k in ("start_datetime", "end_datetime")
+    ]
     assert pitem.properties["hsi:product_key"] == plan.key
     # `hsi plan` computes the same key (TOA records included) without running the product
     assert production.expected_product_key(svc, item, "index:NDVI") == plan.key
