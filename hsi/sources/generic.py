@@ -176,6 +176,10 @@ class EnviSource:
     ) -> SceneMetadata:
         """Metadata of the scene at ``path``; archives are extracted into ``work_dir`` within ``limits``."""
         header, data, origin = self.locate(Path(path), work_dir, limits)
+        return self.read_located(header, data, origin)
+
+    def read_located(self, header: Path, data: Path | None, origin: Path) -> SceneMetadata:
+        """Metadata of the scene whose header :meth:`locate` found."""
         hdr = read_header(header)
         data = data or find_data_file(header)
         facts = self.describe(hdr, data, origin)
@@ -214,9 +218,28 @@ class EnviSource:
 
 
 class GenericEnviSource(EnviSource):
-    """Any ENVI cube: id = sanitised file stem, l2 when the header says reflectance, else l1b."""
+    """Any ENVI cube: id = sanitised file stem, l2 when the header says reflectance, else l1b.
+
+    A directory or archive whose content a sensor's reader recognises (an AVIRIS-NG delivery packed
+    as ``download.tar.gz``: detection goes by name, and the name says nothing) is read by that
+    reader, so the scene gets its sensor's id, time, units and sidecars."""
 
     name = "envi"
+
+    def read(
+        self, path: Path, work_dir: Path | None = None, limits: ArchiveLimits | None = None
+    ) -> SceneMetadata:
+        header, data, origin = self.locate(Path(path), work_dir, limits)
+        if data is None:  # a directory or an extracted archive
+            from hsi.sources import get_source, list_sources  # the registry imports this module
+
+            for name in list_sources():
+                sensor = get_source(name)
+                if name != self.name and isinstance(sensor, EnviSource) and sensor.matches(header.parent):
+                    log.info("%s: read as %s (its content)", origin, name)
+                    h, d, _ = sensor.locate(header.parent, work_dir, limits)
+                    return sensor.read_located(h, d, origin)
+        return self.read_located(header, data, origin)
 
 
 def _stem(data_path: Path) -> str:

@@ -203,3 +203,20 @@ def test_a_directory_of_several_flight_line_scenes_names_the_ones_it_leaves(tmp_
         "holds scenes sc01, sc02 of one flight line" in caplog.text
         and "index each scene's header" in caplog.text
     )
+
+
+def test_a_sensor_delivery_under_any_archive_name_is_read_by_its_sensor(
+    svc: Services, tmp_path: Path
+) -> None:
+    """Detection goes by name first: an AVIRIS-NG tar renamed download.tar.gz is recognised by its
+    content, so it keeps its sensor's id, time, units and sidecars (not the generic reader's)."""
+    arc = synthesize(tmp_path / "in", level="l1b", width=8, height=8, seed=4, sidecars=True, archive="tar.gz",
+                     scene_id="ang20240101t001500")  # fmt: skip
+    renamed = arc.rename(arc.with_name("download.tar.gz"))
+    meta = read_scene(renamed, work_dir=tmp_path / "x")
+    assert (meta.source, meta.scene_id, meta.level) == ("aviris-ng", "ang20240101t001500", "l1b")
+    assert meta.units == "uW nm-1 cm-2 sr-1" and "sidecar_glt" in meta.extra
+    raw = act.index_scene(svc, str(renamed))
+    assert (raw.collection_id, raw.id) == ("aviris-ng-raw", "aviris-ng-ang20240101t001500")
+    assert activate(svc, raw.id) == "activated"
+    assert _activated(svc, raw.id).collection_id == "aviris-ng-l1b"
