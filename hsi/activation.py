@@ -39,6 +39,7 @@ from hsi.scene import SceneMetadata
 from hsi.services import Services
 from hsi.sources import read_scene
 from hsi.sources.archive import ArchiveLimits
+from hsi.sources.envi import find_header
 from hsi.sources.ng_sidecars import SIDECAR_KINDS, glt_agrees, read_aux
 from hsi.stac.items import (
     COG_MEDIA_TYPE,
@@ -308,7 +309,7 @@ def _ng_sidecars(meta: SceneMetadata, files: dict[str, Path]) -> tuple[str, ...]
             notes.append("GLT checked against the ortho image: same size and grid")
         key = sidecar_key(kind)
         files[key] = Path(path)
-        files[key + "_header"] = Path(path + ".hdr")
+        files[key + "_header"] = find_header(Path(path)) or Path(path + ".hdr")  # .hdr or .HDR
     return tuple(notes)
 
 

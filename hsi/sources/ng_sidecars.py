@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 
 from hsi.scene import BandInfo, RasterLayout, SceneMetadata
-from hsi.sources.envi import check_data_file, find_data_file, header_files, read_header
+from hsi.sources.envi import check_data_file, find_data_file, find_header, header_files, read_header
 from hsi.sources.georef import map_info_crs_wkt, map_info_transform
 
 __all__ = ["OBS_BAND_NAMES", "SIDECAR_KINDS", "find_sidecars", "glt_agrees", "read_aux"]
@@ -67,7 +67,10 @@ def find_sidecars(data_path: Path) -> dict[str, Path]:
 
 def read_aux(path: Path, *, source: str, scene_id: str, quantity: str) -> SceneMetadata:
     """A non-spectral ENVI raster (GLT, IGM, LOC, OBS, OBS_ORT) with its grid and band labels."""
-    hdr = read_header(path.with_name(path.name + ".hdr") if path.suffix != ".hdr" else path)
+    header = (
+        path if path.suffix.lower() == ".hdr" else (find_header(path) or path.with_name(path.name + ".hdr"))
+    )
+    hdr = read_header(header)
     data = find_data_file(hdr.path)
     layout = RasterLayout(
         data_path=data,

@@ -220,3 +220,20 @@ def test_a_sensor_delivery_under_any_archive_name_is_read_by_its_sensor(
     assert (raw.collection_id, raw.id) == ("aviris-ng-raw", "aviris-ng-ang20240101t001500")
     assert activate(svc, raw.id) == "activated"
     assert _activated(svc, raw.id).collection_id == "aviris-ng-l1b"
+
+
+def test_an_upper_case_delivery_activates_with_its_sidecars(svc: Services, tmp_path: Path) -> None:
+    hdr = synthesize(tmp_path / "in", level="l1b", width=8, height=8, seed=5, sidecars=True,
+                     scene_id="ang20240101t001700")  # fmt: skip
+    up = tmp_path / "UP"
+    up.mkdir()
+    for (
+        f
+    ) in hdr.parent.iterdir():  # ANG..._RDN_V2P9_IMG and ANG..._RDN_V2P9_IMG.HDR, as some archives hold them
+        f.rename(up / f.name.upper())
+    raw = act.index_scene(svc, str(up / hdr.name.upper()))
+    assert raw.id == "aviris-ng-ang20240101t001700"
+    assert Path(raw.assets["glt_header"].href).name.endswith("_GLT.HDR")
+    assert activate(svc, raw.id) == "activated"
+    item = _activated(svc, raw.id)
+    assert {"glt", "glt_header", "obs"} <= set(item.assets)
