@@ -228,7 +228,7 @@ def _comparable(item: Any) -> dict[str, Any]:
     d = item.to_dict()
     for a in d["assets"].values():
         a["href"] = a["href"].rsplit("/", 1)[-1]
-        for k in ("hsi:etag", "hsi:version_id"):
+        for k in ("hsi:etag", "hsi:version_id", "hsi:mtime_ns"):  # S3's identity / a local file's
             a.pop(k, None)
     for k in ("created", "updated"):
         d["properties"].pop(k, None)
