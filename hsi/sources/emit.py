@@ -30,7 +30,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from hsi.errors import DataFileError, UnsupportedSourceError
 from hsi.scene import BandInfo, GltRef, RasterLayout, SceneMetadata
-from hsi.sources.envi import is_bad_default
+from hsi.sources.bad_bands import is_bad_default
 
 if TYPE_CHECKING:
     from io import RawIOBase

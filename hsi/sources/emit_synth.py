@@ -30,8 +30,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hsi.errors import InvalidInputError
+from hsi.sources.bad_bands import is_bad_default
 from hsi.sources.emit import MASK_BANDS, OBS_BANDS
-from hsi.sources.envi import is_bad_default
 from hsi.sources.flightline import FlightLine, flight_line
 from hsi.sources.spectra import at_sensor_radiance_factor, endmember_matrix
 from hsi.sources.synthetic import SECONDARY_ENDMEMBER, SyntheticScene

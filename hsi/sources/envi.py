@@ -27,15 +27,16 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 
-from hsi.errors import DataFileError, HeaderError
+from hsi.errors import HeaderError
 from hsi.scene import BandInfo, RasterLayout, SceneMetadata
+from hsi.sources.bad_bands import DEFAULT_BAD_WINDOWS_NM, is_bad_default
+from hsi.sources.envi_files import check_data_file, find_data_file, find_header, glob_escape, header_files
 from hsi.sources.georef import MapInfo, map_info_crs_wkt, map_info_transform
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "check_data_file",
     "find_data_file",
     "find_header",
+    "glob_escape",
     "header_files",
     "format_header",
     "header_from_fields",
@@ -92,50 +94,6 @@ _NOT_WAVELENGTHS = ("wavenumber", "ghz", "mhz", "index")  # ENVI units of other 
 PLAUSIBLE_NM = (100.0, 20000.0)
 _INTERLEAVES = ("bsq", "bil", "bip")
 REQUIRED_FIELDS = ("samples", "lines", "bands", "data type", "interleave")
-
-
-def _load_bad_windows() -> tuple[tuple[float, float], ...]:
-    import json
-    from importlib import resources
-
-    try:
-        raw = json.loads(resources.files("hsi.data").joinpath("bad_band_windows.json").read_text())
-        return tuple(
-            (-math.inf if lo is None else float(lo), math.inf if hi is None else float(hi))
-            for lo, hi in raw["windows_nm"]
-        )
-    except (OSError, KeyError, ValueError, ModuleNotFoundError):  # pragma: no cover - packaging fallback
-        return ((-math.inf, 400.0), (1340.0, 1445.0), (1790.0, 1955.0), (2450.0, math.inf))
-
-
-#: Applied when a header has no ``bbl``: < 400, 1340-1445, 1790-1955, > 2450 nm (HSI-NOTES).
-DEFAULT_BAD_WINDOWS_NM: tuple[tuple[float, float], ...] = _load_bad_windows()
-
-
-def is_bad_default(wavelength_nm: float | None, fwhm_nm: float | None = None) -> bool:
-    """True when a band falls in a default bad window.
-
-    The closed (water-vapour) windows are tested against the band's *extent*, centre ± FWHM/2: a
-    band whose response reaches into 1340-1445 or 1790-1955 nm is bad even when its centre lies just
-    outside. The open ends (< 400, > 2450 nm: the instrument's usable range) test the centre only.
-    Without a FWHM the extent is the centre.
-    """
-    if wavelength_nm is None:
-        return False
-    half = 0.5 * fwhm_nm if fwhm_nm is not None and math.isfinite(fwhm_nm) and fwhm_nm > 0 else 0.0
-    for lo, hi in DEFAULT_BAD_WINDOWS_NM:
-        if math.isinf(lo) and wavelength_nm < hi:
-            return True
-        if math.isinf(hi) and wavelength_nm > lo:
-            return True
-        if (
-            not math.isinf(lo)
-            and not math.isinf(hi)
-            and wavelength_nm - half <= hi
-            and wavelength_nm + half >= lo
-        ):
-            return True
-    return False
 
 
 # ----------------------------------------------------------------------------------------------
@@ -472,92 +430,6 @@ def read_header(path: Path | str) -> EnviHeader:
     except OSError as exc:
         raise HeaderError(path, f"cannot read header ({exc})") from None
     return header_from_fields(parse_header_text(text, path), path)
-
-
-# ----------------------------------------------------------------------------------------------
-# Files
-# ----------------------------------------------------------------------------------------------
-
-_NOT_DATA_SUFFIXES = {
-    ".hdr",
-    ".sta",
-    ".xml",
-    ".aux",
-    ".txt",
-    ".json",
-    ".npy",
-    ".gain",
-    ".spc",
-    ".png",
-    ".jpg",
-}
-
-
-def header_files(directory: Path, *, recursive: bool = True) -> list[Path]:
-    """ENVI headers in ``directory`` (``.hdr`` in any case: deliveries of upper-case names end in
-    ``.HDR``), sorted."""
-    found = directory.rglob("*") if recursive else directory.iterdir()
-    return sorted(h for h in found if h.suffix.lower() == ".hdr" and h.is_file())
-
-
-def find_header(path: Path) -> Path | None:
-    """Header of a data file, as GDAL looks for it: ``<file>.hdr`` then ``<stem>.hdr`` (any case)."""
-    path = Path(path)
-    candidates = [
-        Path(f"{path}.hdr"),
-        Path(f"{path}.HDR"),
-        path.with_suffix(".hdr"),
-        path.with_suffix(".HDR"),
-    ]
-    return next((c for c in candidates if c.is_file() and c != path), None)
-
-
-def find_data_file(header_path: Path) -> Path:
-    """Binary data file of a header: ``x.hdr`` -> ``x`` or ``x.<ext>`` (``.img``, ``.dat``, ...)."""
-    header_path = Path(header_path)
-    stem = header_path.name[: -len(header_path.suffix)] if header_path.suffix.lower() == ".hdr" else None
-    if stem is None:
-        raise DataFileError(header_path, "not a .hdr file; cannot derive the data file name")
-    direct = header_path.with_name(stem)
-    if direct.is_file():
-        return direct
-    siblings = sorted(
-        p
-        for p in header_path.parent.glob(f"{glob_escape(stem)}.*")
-        if p.is_file() and p.suffix.lower() not in _NOT_DATA_SUFFIXES and p.name[: -len(p.suffix)] == stem
-    )
-    if siblings:
-        return siblings[0]
-    raise DataFileError(
-        header_path.with_name(stem),
-        f"data file for header {header_path.name} not found (tried {stem} and {stem}.<ext>)",
-    )
-
-
-def glob_escape(text: str) -> str:
-    return re.sub(r"([\[\]*?])", r"[\1]", text)
-
-
-def check_data_file(layout: RasterLayout) -> None:
-    """Raise :class:`DataFileError` unless the data file exists with exactly the expected size."""
-    path = layout.data_path
-    if not path.is_file():
-        raise DataFileError(path, "data file not found")
-    found = path.stat().st_size
-    expected = layout.expected_size
-    if found < expected:
-        raise DataFileError(
-            path,
-            f"data file truncated: expected {expected} bytes, found {found} "
-            f"(header offset {layout.header_offset} + {layout.width}x{layout.height}x"
-            f"{layout.count} {layout.dtype}): copy or download it again",
-        )
-    if found > expected:
-        raise DataFileError(
-            path,
-            f"data file larger than its header says: expected {expected} bytes, "
-            f"found {found}; samples/lines/bands/data type/header offset disagree with the file",
-        )
 
 
 # ----------------------------------------------------------------------------------------------
