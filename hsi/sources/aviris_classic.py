@@ -46,6 +46,11 @@ def parse_classic_name(name: str) -> tuple[str, datetime] | None:
     return m.group(1).lower(), when
 
 
+def _is_sidecar(name: str) -> bool:
+    """A geometry sidecar's name (GLT / IGM / LOC / OBS token after the flight id), not an image's."""
+    return any(p in SIDECARS for p in re.split(r"[_.]", name.lower())[1:])
+
+
 def _is_reflectance_name(name: str) -> bool:
     return bool(re.search(r"(refl|rfl|corr)", name.lower()))
 
@@ -112,10 +117,7 @@ class AvirisClassicSource(EnviSource):
         return p.is_dir() and any(self.is_cube_header(h) for h in header_files(p))
 
     def is_cube_header(self, header: Path) -> bool:
-        if parse_classic_name(header.name) is None:
-            return False
-        parts = re.split(r"[_.]", header.name.lower())
-        return not any(p in SIDECARS for p in parts[1:])
+        return parse_classic_name(header.name) is not None and not _is_sidecar(header.name)
 
     def rank(self, header: Path, hint: str) -> tuple[Any, ...]:
         name = header.name.lower()
@@ -153,7 +155,7 @@ class AvirisClassicSource(EnviSource):
                 data_path, "not an AVIRIS-Classic name (expected fYYMMDDtNNpNNrNN...)", field="name"
             )
         flight, when = parsed
-        if not self.is_cube_header(Path(data_path.name + ".hdr")):
+        if _is_sidecar(data_path.name):
             raise HeaderError(
                 data_path,
                 "an AVIRIS-Classic geometry sidecar (GLT/IGM/LOC/OBS), not an image: index the scene's "

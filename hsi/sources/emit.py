@@ -294,7 +294,7 @@ def read_granule(
         nodata=float(np.asarray(fill).ravel()[0]) if fill is not None else -9999.0,
         crs_wkt=wkt,
         transform=transform,
-        datetime=_when(attrs, name),
+        datetime=start,
         units=EMIT_RADIANCE_UNITS if quantity == "radiance" else None,
         sensor="EMIT",
         extra=extra,
